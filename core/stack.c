@@ -1,0 +1,259 @@
+/* coil core: stack pool, compact-mode copying and the guard-page reporter (see stack.h). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static size_t page_size(void)
+{
+    static size_t ps;
+    if (!ps)
+        ps = (size_t)sysconf(_SC_PAGESIZE);
+    return ps;
+}
+
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+static coil__stack *map_stack(coil__stackpool *p, size_t size)
+{
+    size_t ps = page_size();
+    size_t usable = round_up(size + sizeof(coil__stack), ps);
+    size_t total = usable + ps;
+    unsigned char *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    if (mprotect(m, ps, PROT_NONE) != 0) {
+        munmap(m, total);
+        return NULL;
+    }
+    coil__stack *s = (coil__stack *)(m + total - sizeof(coil__stack));
+    s->next = NULL;
+    s->map = m;
+    s->map_size = total;
+    s->size = (size_t)((unsigned char *)s - (m + ps));
+    p->bytes_mapped += total;
+    return s;
+}
+
+static void unmap_stack(coil__stackpool *p, coil__stack *s)
+{
+    p->bytes_mapped -= s->map_size;
+    munmap(s->map, s->map_size);
+}
+
+static unsigned default_max_stacks(void)
+{
+    long max_map = 65530;
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+    if (f) {
+        if (fscanf(f, "%ld", &max_map) != 1)
+            max_map = 65530;
+        fclose(f);
+    }
+    /* Two mappings per stack; leave a quarter of the budget to the rest of the process. */
+    long n = max_map * 3 / 8;
+    return n < 16 ? 16 : (unsigned)n;
+}
+
+int coil__stackpool_init(coil__stackpool *p, size_t default_size, size_t compact_size, unsigned max,
+                         unsigned keep)
+{
+    memset(p, 0, sizeof *p);
+    p->default_size = default_size;
+    p->keep = keep;
+    p->max = max ? max : default_max_stacks();
+    p->shared = map_stack(p, compact_size);
+    return p->shared ? 0 : -ENOMEM;
+}
+
+void coil__stackpool_destroy(coil__stackpool *p)
+{
+    while (p->free) {
+        coil__stack *s = p->free;
+        p->free = s->next;
+        unmap_stack(p, s);
+    }
+    if (p->shared)
+        unmap_stack(p, p->shared);
+    p->shared = NULL;
+    p->nfree = 0;
+}
+
+bool coil__stack_available(const coil__stackpool *p) { return p->free || p->live < p->max; }
+
+coil__stack *coil__stack_get(coil__stackpool *p, size_t size)
+{
+    if (size == 0 || size == p->default_size) {
+        coil__stack *s = p->free;
+        if (s) {
+            p->free = s->next;
+            p->nfree--;
+            p->live++;
+            return s;
+        }
+        size = p->default_size;
+    }
+    if (p->live >= p->max)
+        return NULL;
+    coil__stack *s = map_stack(p, size);
+    if (s)
+        p->live++;
+    return s;
+}
+
+void coil__stack_put(coil__stackpool *p, coil__stack *s)
+{
+    p->live--;
+    if (s->size >= p->default_size && s->size < p->default_size + page_size() && p->nfree < p->keep) {
+        s->next = p->free;
+        p->free = s;
+        p->nfree++;
+        return;
+    }
+    unmap_stack(p, s);
+}
+
+/* The copies read and write stack memory that ASan has poisoned for frames of other tasks. */
+#if defined(COIL__ASAN)
+__attribute__((no_sanitize_address))
+#endif
+static void raw_copy(unsigned char *dst, const unsigned char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
+void coil__stack_save(coil__savebuf **bufp, const void *sp, const void *top)
+{
+    size_t used = (size_t)((const unsigned char *)top - (const unsigned char *)sp);
+    coil__savebuf *b = *bufp;
+    if (!b || b->cap < used) {
+        size_t cap = round_up(used, 64);
+        coil__savebuf *nb = realloc(b, sizeof *nb + cap);
+        if (!nb) {
+            /* Nowhere to put the frames and no caller to tell: fail loudly rather than corrupt. */
+            fprintf(stderr, "coil: out of memory saving %zu bytes of a compact task's stack\n", used);
+            abort();
+        }
+        nb->cap = cap;
+        b = nb;
+        *bufp = b;
+    }
+    b->used = used;
+    raw_copy(b->data, sp, used);
+}
+
+void coil__stack_restore(const coil__savebuf *b, void *top)
+{
+    unsigned char *dst = (unsigned char *)top - b->used;
+#if defined(COIL__ASAN)
+    __asan_unpoison_memory_region(dst, b->used);
+#endif
+    raw_copy(dst, b->data, b->used);
+}
+
+/* ---- guard pages ---- */
+
+static struct sigaction prev_segv;
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+static __thread void *altstack_mem;
+
+static void put_str(const char *s) { (void)!write(STDERR_FILENO, s, strlen(s)); }
+
+static void put_num(size_t n)
+{
+    char buf[24];
+    char *p = buf + sizeof buf;
+    *--p = 0;
+    do {
+        *--p = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    put_str(p);
+}
+
+static void on_segv(int sig, siginfo_t *si, void *uc)
+{
+    coil_loop *loop = coil__tls_running;
+    coil_task *t = loop ? loop->current : NULL;
+    unsigned char *addr = si->si_addr;
+    coil__stack *s = t ? (t->stack ? t->stack : ((t->tflags & COIL__TF_COMPACT) ? loop->stacks.shared : NULL)) : NULL;
+    if (s && addr >= s->map && addr < s->map + page_size() * 2) {
+        put_str("coil: stack overflow in task '");
+        put_str(t->ext && t->ext->name ? t->ext->name : "(unnamed)");
+        put_str("': it ran past the guard page of its ");
+        put_num(s->size);
+        put_str("-byte stack");
+        put_str((t->tflags & COIL__TF_COMPACT) ? " (the loop's shared compact stack)" : "");
+        put_str("; give it a bigger stack with coil_task_opts.stack_size\n");
+        signal(SIGABRT, SIG_DFL);
+        abort();
+    }
+    /* Not ours: hand over to whoever was there before, or die as the kernel intended. */
+    if (prev_segv.sa_flags & SA_SIGINFO) {
+        if (prev_segv.sa_sigaction) {
+            prev_segv.sa_sigaction(sig, si, uc);
+            return;
+        }
+    } else if (prev_segv.sa_handler != SIG_DFL && prev_segv.sa_handler != SIG_IGN) {
+        prev_segv.sa_handler(sig);
+        return;
+    }
+    signal(SIGSEGV, SIG_DFL);
+}
+
+static void install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &prev_segv);
+}
+
+void coil__stack_install_guard_handler(void)
+{
+#if !defined(COIL__ASAN) && !defined(COIL__TSAN)
+    /* Sanitizers own SIGSEGV and already report the faulting stack. */
+    pthread_once(&guard_once, install);
+#else
+    (void)guard_once;
+    (void)install;
+#endif
+}
+
+int coil__stack_thread_altstack(void)
+{
+    if (altstack_mem)
+        return 0;
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
+        return 0; /* the thread has one already */
+    size_t size = 64 * 1024;
+    void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return -ENOMEM;
+    stack_t ss = { .ss_sp = m, .ss_size = size, .ss_flags = 0 };
+    if (sigaltstack(&ss, NULL) != 0) {
+        munmap(m, size);
+        return -errno;
+    }
+    altstack_mem = m;
+    return 0;
+}
+
+void coil__stack_thread_altstack_free(void)
+{
+    if (!altstack_mem)
+        return;
+    stack_t ss = { .ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE };
+    sigaltstack(&ss, NULL);
+    munmap(altstack_mem, 64 * 1024);
+    altstack_mem = NULL;
+}

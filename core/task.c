@@ -1,0 +1,513 @@
+/* coil core: tasks. Creation, the first run on a fresh stack, suspension and wake-up,
+ * cancellation, completion and freeing. The scheduler side (which task runs when) is loop.c. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* ---- the ext block: rarely used fields, allocated on first need ---- */
+
+coil__task_ext *coil__task_ext_get(coil_task *t)
+{
+    if (!t->ext)
+        t->ext = calloc(1, sizeof *t->ext);
+    return t->ext;
+}
+
+const char *coil__task_name(coil_task *t)
+{
+    if (t->ext && t->ext->name)
+        return t->ext->name;
+    coil__task_ext *x = coil__task_ext_get(t);
+    if (!x)
+        return "Task";
+    char buf[32];
+    snprintf(buf, sizeof buf, "Task-%u", t->id);
+    x->name = strdup(buf);
+    return x->name ? x->name : "Task";
+}
+
+/* ---- creation ---- */
+
+static void run_eagerly(coil_loop *loop, coil_task *t);
+
+int coil__loop_create_task_at(coil_loop *loop, coil_task **out, coil_task_fn fn, void *arg,
+                              const coil_task_opts *opts, const char *file, int line)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    if (loop->closed)
+        return COIL_ECLOSED;
+    coil_stack_mode mode = opts && opts->stack_mode ? opts->stack_mode : loop->default_mode;
+    if (mode == COIL_STACK_DEDICATED && !coil__stack_available(&loop->stacks))
+        return COIL_ENOSTACK;
+    coil_task *t = coil__pool_get(&loop->task_pool);
+    if (!t)
+        return -ENOMEM;
+    t->aw.h = (coil__rq){ .kind = COIL__RQ_TASK, .state = COIL__PENDING, .refs = out ? 2 : 1 };
+    t->aw.waiters.first = NULL;
+    t->aw.result = arg;
+    t->fn = fn;
+    t->loop = loop;
+    t->stack = NULL;
+    t->wait_ops = NULL;
+    t->wait_obj = NULL;
+    t->ext = NULL;
+    t->wake_result = 0;
+    t->cancel_requests = 0;
+    t->tstate = COIL__T_NEW;
+    t->tflags = mode == COIL_STACK_COMPACT ? COIL__TF_COMPACT : 0;
+    if (mode == COIL_STACK_DEDICATED)
+        t->tflags |= COIL__TF_DEDICATED_RESERVED;
+    t->id = ++loop->next_task_id;
+    t->stack_req = opts && opts->stack_size ? (uint32_t)((opts->stack_size + 1023) / 1024) : 0;
+    if ((opts && opts->name) || loop->debug) {
+        coil__task_ext *x = coil__task_ext_get(t);
+        if (!x || (opts && opts->name && !(x->name = strdup(opts->name)))) {
+            coil__task_free_now(loop, t);
+            return -ENOMEM;
+        }
+        x->file = file;
+        x->line = line;
+    }
+    loop->ntasks_alive++;
+    loop->stats.tasks_created++;
+    if (out)
+        *out = t;
+    if (opts && opts->eager && loop->running) {
+        run_eagerly(loop, t);
+    } else {
+        t->tstate = COIL__T_READY;
+        coil__rq_push(loop, &t->aw.h);
+    }
+    return 0;
+}
+
+int coil__create_task_at(coil_task **out, coil_task_fn fn, void *arg, const coil_task_opts *opts,
+                         const char *file, int line)
+{
+    coil_loop *loop = coil__tls_running ? coil__tls_running : coil__tls_loop;
+    return coil__loop_create_task_at(loop, out, fn, arg, opts, file, line);
+}
+
+/* ---- running ---- */
+
+static _Noreturn void task_main(void *task, void *fn);
+
+/* Give a task that never ran its stack and first frame. False if it ended without running. */
+static bool start(coil_loop *loop, coil_task *t)
+{
+    coil_task_fn fn = t->fn;
+    if (t->tflags & COIL__TF_MUST_CANCEL) {
+        /* Cancelled before it started: asyncio never enters the coroutine. */
+        t->tflags &= ~COIL__TF_MUST_CANCEL;
+        coil__task_ext *x = coil__task_ext_get(t);
+        if (x)
+            x->exc = coil__exception_new(-ECANCELED, coil__task_name(t), x->cancel_msg);
+        t->aw.result = NULL;
+        t->tstate = COIL__T_FINISHED;
+        return false;
+    }
+    void *top;
+    if (!(t->tflags & COIL__TF_COMPACT)) {
+        t->stack = coil__stack_get(&loop->stacks, (size_t)t->stack_req * 1024);
+        if (!t->stack && !(t->tflags & COIL__TF_DEDICATED_RESERVED) && t->stack_req == 0)
+            t->tflags |= COIL__TF_COMPACT; /* AUTO past the cap */
+        else if (!t->stack) {
+            coil__task_ext *x = coil__task_ext_get(t);
+            if (x)
+                x->exc = coil__exception_new(COIL_ENOSTACK, coil__task_name(t),
+                                             "no stack could be mapped for the task (the loop's cap on "
+                                             "dedicated stacks was reached, or mmap failed)");
+            t->aw.result = NULL;
+            t->tstate = COIL__T_FINISHED;
+            return false;
+        }
+    }
+    coil__stack *s = t->stack ? t->stack : loop->stacks.shared;
+    if (t->tflags & COIL__TF_COMPACT) {
+        coil_task *owner = loop->stacks.shared_owner;
+        if (owner && owner != t)
+            coil__stack_save(&owner->ext->save, owner->sp, coil__stack_top(s));
+        loop->stacks.shared_owner = t;
+        if (!coil__task_ext_get(t))
+            abort(); /* compact tasks need their ext for the save buffer; see coil__stack_save */
+    }
+    top = coil__stack_top(s);
+    t->sp = coil__ctx_make(top, task_main, t, (void *)fn);
+#if defined(COIL_SANITIZE_BUILD)
+    coil__fiber_create(&t->fiber, coil__stack_bottom(s), s->size);
+#endif
+    t->tflags |= COIL__TF_STARTED;
+    return true;
+}
+
+/* Bring a compact task's frames back onto the shared stack if another compact task used it. */
+static void swap_in(coil_loop *loop, coil_task *t)
+{
+    coil_task *owner = loop->stacks.shared_owner;
+    if (owner == t)
+        return;
+    void *top = coil__stack_top(loop->stacks.shared);
+    if (owner)
+        coil__stack_save(&owner->ext->save, owner->sp, top);
+    coil__stack_restore(t->ext->save, top);
+    loop->stacks.shared_owner = t;
+}
+
+static void finish(coil_loop *loop, coil_task *t);
+
+/* Switch into t; return when it suspends or finishes. */
+static void resume(coil_loop *loop, coil_task *t)
+{
+    t->tstate = COIL__T_RUNNING;
+    loop->current = t;
+#if defined(COIL_SANITIZE_BUILD)
+    coil__fiber_switch(&loop->sched_sp, t->sp, &loop->sched_fiber, &t->fiber, 0);
+#else
+    coil__ctx_switch(&loop->sched_sp, t->sp);
+#endif
+    loop->current = NULL;
+    if (t->tstate == COIL__T_FINISHED)
+        finish(loop, t);
+}
+
+void coil__task_run(coil_loop *loop, coil_task *t)
+{
+    if (t->tstate == COIL__T_NEW || !(t->tflags & COIL__TF_STARTED)) {
+        if (!start(loop, t)) {
+            finish(loop, t);
+            return;
+        }
+    } else if (t->tflags & COIL__TF_COMPACT) {
+        swap_in(loop, t);
+    }
+    resume(loop, t);
+    /* An eager create from inside t: run the new task now, then resume t where it left off. */
+    while (loop->eager_task) {
+        coil_task *e = loop->eager_task;
+        loop->eager_task = NULL;
+        coil__task_run(loop, e);
+        if (t->tflags & COIL__TF_COMPACT)
+            swap_in(loop, t);
+        resume(loop, t);
+    }
+}
+
+static void run_eagerly(coil_loop *loop, coil_task *t)
+{
+    coil_task *creator = loop->current;
+    if (!creator) {
+        /* On the scheduler's own stack (a callback): just run it. */
+        coil__task_run(loop, t);
+        return;
+    }
+    /* From a task: hand the new task to the scheduler and come back right after its first step. */
+    loop->eager_task = t;
+    creator->tstate = COIL__T_READY;
+#if defined(COIL_SANITIZE_BUILD)
+    coil__fiber_switch(&creator->sp, loop->sched_sp, &creator->fiber, &loop->sched_fiber, 0);
+#else
+    coil__ctx_switch(&creator->sp, loop->sched_sp);
+#endif
+}
+
+static _Noreturn void task_main(void *task, void *fn)
+{
+    coil_task *t = task;
+    coil_loop *loop = t->loop;
+#if defined(COIL_SANITIZE_BUILD)
+    coil__fiber_started(&loop->sched_fiber);
+#endif
+    void *result = ((coil_task_fn)fn)(t->aw.result);
+    t->aw.result = result;
+    t->tstate = COIL__T_FINISHED;
+#if defined(COIL_SANITIZE_BUILD)
+    coil__fiber_switch(&t->sp, loop->sched_sp, &t->fiber, &loop->sched_fiber, 1);
+#else
+    coil__ctx_switch(&t->sp, loop->sched_sp);
+#endif
+    __builtin_unreachable();
+}
+
+static void release_stack(coil_loop *loop, coil_task *t)
+{
+    if (t->stack) {
+        coil__stack_put(&loop->stacks, t->stack);
+        t->stack = NULL;
+    }
+    if (loop->stacks.shared_owner == t)
+        loop->stacks.shared_owner = NULL;
+    if (t->ext && t->ext->save) {
+        free(t->ext->save);
+        t->ext->save = NULL;
+    }
+#if defined(COIL_SANITIZE_BUILD)
+    if (t->tflags & COIL__TF_STARTED)
+        coil__fiber_destroy(&t->fiber);
+#endif
+}
+
+static void finish(coil_loop *loop, coil_task *t)
+{
+    release_stack(loop, t);
+    coil_exception *e = t->ext ? t->ext->exc : NULL;
+    t->aw.h.state = !e ? COIL__DONE : e->code == -ECANCELED ? COIL__CANCELLED : COIL__FAILED;
+    if (e)
+        t->aw.result = NULL;
+    t->tstate = COIL__T_DONE;
+    loop->ntasks_alive--;
+    loop->stats.tasks_finished++;
+    coil__aw_complete(loop, &t->aw);
+    coil__aw_unref(loop, &t->aw); /* the loop's reference */
+}
+
+/* ---- suspension ---- */
+
+coil_task *coil__running_task(void)
+{
+    coil_loop *loop = coil__tls_running;
+    return loop ? loop->current : NULL;
+}
+
+int coil__task_suspend(const coil__wait_ops *ops, void *obj)
+{
+    coil_task *t = coil__tls_running->current;
+    coil_loop *loop = t->loop;
+    t->wait_ops = ops;
+    t->wait_obj = obj;
+    if (t->tstate == COIL__T_RUNNING)
+        t->tstate = COIL__T_SUSPENDED;
+#if defined(COIL_SANITIZE_BUILD)
+    coil__fiber_switch(&t->sp, loop->sched_sp, &t->fiber, &loop->sched_fiber, 0);
+#else
+    coil__ctx_switch(&t->sp, loop->sched_sp);
+#endif
+    int r = t->wake_result;
+    t->wait_obj = NULL;
+    if (COIL_UNLIKELY(t->tflags & COIL__TF_MUST_CANCEL)) {
+        if (r == -ECANCELED) {
+            t->tflags &= ~COIL__TF_MUST_CANCEL; /* several requests, one delivery */
+        } else if (ops && ops->late_cancel_wins) {
+            t->tflags &= ~COIL__TF_MUST_CANCEL;
+            r = -ECANCELED;
+        }
+    }
+    return r;
+}
+
+void coil__task_wake(coil_task *t, int result)
+{
+    t->wake_result = result;
+    t->wait_ops = NULL;
+    t->tstate = COIL__T_READY;
+    coil__rq_push(t->loop, &t->aw.h);
+}
+
+/* ---- cancellation ---- */
+
+int coil_task_cancel(coil_task *t, const char *msg)
+{
+    if (!t || t->aw.h.state != COIL__PENDING || t->tstate == COIL__T_FINISHED)
+        return 0;
+    if (t->cancel_requests < UINT16_MAX)
+        t->cancel_requests++;
+    if (msg) {
+        coil__task_ext *x = coil__task_ext_get(t);
+        if (x) {
+            free(x->cancel_msg);
+            x->cancel_msg = strdup(msg);
+        }
+    }
+    if (t->tstate == COIL__T_SUSPENDED && t->wait_ops && t->wait_ops->cancel) {
+        t->wait_ops->cancel(t);
+        return 1;
+    }
+    t->tflags |= COIL__TF_MUST_CANCEL;
+    return 1;
+}
+
+int coil_task_uncancel(coil_task *t)
+{
+    if (t->cancel_requests > 0)
+        t->cancel_requests--;
+    /* asyncio 3.13: back at zero, a request not yet delivered is forgotten too. */
+    if (t->cancel_requests == 0)
+        t->tflags &= ~COIL__TF_MUST_CANCEL;
+    return t->cancel_requests;
+}
+
+int coil_task_cancelling(const coil_task *t) { return t->cancel_requests; }
+
+/* ---- completion, results, freeing ---- */
+
+void coil__task_free_now(coil_loop *loop, coil_task *t)
+{
+    coil__task_ext *x = t->ext;
+    if (x) {
+        if (x->exc)
+            coil__exception_free(x->exc);
+        free(x->name);
+        free(x->cancel_msg);
+        free(x->save);
+        free(x);
+    }
+    coil__pool_put(&loop->task_pool, t);
+}
+
+void coil_task_free(coil_task *t)
+{
+    if (!t)
+        return;
+    t->aw.h.flags |= COIL__AW_HANDLE_FREED;
+    coil__aw_unref(t->loop, &t->aw);
+}
+
+bool coil_task_done(const coil_task *t) { return t->aw.h.state != COIL__PENDING; }
+bool coil_task_cancelled(const coil_task *t) { return t->aw.h.state == COIL__CANCELLED; }
+
+int coil_task_result(coil_task *t, void **result) { return coil__aw_outcome(&t->aw, result); }
+
+const coil_exception *coil_task_exception(coil_task *t)
+{
+    if (t->aw.h.state == COIL__PENDING)
+        return NULL;
+    t->aw.h.flags |= COIL__AW_RETRIEVED;
+    return coil__aw_exception(&t->aw);
+}
+
+int coil_task_await(coil_task *t, void **result)
+{
+    if (!t)
+        return -EINVAL;
+    return coil_future_await(coil_task_future(t), result);
+}
+
+int coil_task_add_done_callback(coil_task *t, coil_done_fn cb, void *arg)
+{
+    return coil__aw_add_done(&t->aw, cb, arg);
+}
+
+int coil_task_remove_done_callback(coil_task *t, coil_done_fn cb, void *arg)
+{
+    return coil__aw_remove_done(&t->aw, cb, arg);
+}
+
+const char *coil_task_get_name(coil_task *t) { return coil__task_name(t); }
+
+int coil_task_set_name(coil_task *t, const char *name)
+{
+    if (!name)
+        return -EINVAL;
+    coil__task_ext *x = coil__task_ext_get(t);
+    char *copy = strdup(name);
+    if (!x || !copy) {
+        free(copy);
+        return -ENOMEM;
+    }
+    free(x->name);
+    x->name = copy;
+    return 0;
+}
+
+coil_loop *coil_task_get_loop(const coil_task *t) { return t->loop; }
+coil_future *coil_task_future(coil_task *t) { return (coil_future *)(void *)&t->aw; }
+
+coil_task *coil_future_task(coil_future *f)
+{
+    return f && f->aw.h.kind == COIL__RQ_TASK ? (coil_task *)(void *)f : NULL;
+}
+
+coil_task *coil_current_task(void) { return coil__running_task(); }
+
+struct collect {
+    coil_task **out;
+    size_t max, n;
+};
+
+static void collect_one(void *obj, void *ctx)
+{
+    coil_task *t = obj;
+    struct collect *c = ctx;
+    if (t->aw.h.state != COIL__PENDING)
+        return;
+    if (c->n < c->max)
+        c->out[c->n] = t;
+    c->n++;
+}
+
+size_t coil_all_tasks(coil_loop *loop, coil_task **out, size_t max)
+{
+    if (!loop)
+        loop = coil__tls_running ? coil__tls_running : coil__tls_loop;
+    if (!loop)
+        return 0;
+    struct collect c = { out, out ? max : 0, 0 };
+    coil__pool_each(&loop->task_pool, collect_one, &c);
+    return c.n;
+}
+
+/* A pending task destroyed by loop close: its stack goes, its frames are never resumed. */
+void coil__task_destroy_pending(coil_loop *loop, coil_task *t)
+{
+    coil__loop_report(loop, "Task was destroyed but it is pending!", 0, NULL, t, NULL);
+    release_stack(loop, t);
+    coil__task_free_now(loop, t);
+}
+
+/* ---- raising ---- */
+
+static void *raise_v(int code, void *payload, void (*dtor)(void *), const char *fmt, va_list ap)
+{
+    coil_task *t = coil__running_task();
+    if (!t) {
+        if (dtor)
+            dtor(payload);
+        return NULL;
+    }
+    if (code >= 0)
+        code = -EINVAL;
+    coil__task_ext *x = coil__task_ext_get(t);
+    if (!x) {
+        if (dtor)
+            dtor(payload);
+        return NULL;
+    }
+    coil_exception *e;
+    if (!fmt && code == -ECANCELED && x->cancel_msg)
+        e = coil__exception_new(code, coil__task_name(t), x->cancel_msg);
+    else
+        e = coil__exception_newv(code, coil__task_name(t), fmt, ap);
+    if (!e) {
+        if (dtor)
+            dtor(payload);
+        return NULL;
+    }
+    e->payload = payload;
+    e->dtor = dtor;
+    if (x->exc)
+        coil__exception_free(x->exc);
+    x->exc = e;
+    return NULL;
+}
+
+void *coil_raise(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    void *r = raise_v(code, NULL, NULL, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+void *coil_raise_payload(int code, void *payload, void (*dtor)(void *), const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    void *r = raise_v(code, payload, dtor, fmt, ap);
+    va_end(ap);
+    return r;
+}

@@ -1,0 +1,141 @@
+/* coil core: the io_uring driver. One SQE per operation; user_data carries a tagged pointer to
+ * whatever waits for the completion (see COIL__UD_*). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+static void explain(int err)
+{
+    const char *why;
+    switch (err) {
+    case -ENOSYS:
+        why = "the kernel has no io_uring, or a seccomp filter (a container runtime's default profile, "
+              "for one) blocks io_uring_setup: allow the io_uring syscalls or run on a kernel built "
+              "with CONFIG_IO_URING";
+        break;
+    case -EPERM:
+        why = "io_uring_setup was refused: sysctl kernel.io_uring_disabled is set (set it to 0, or to 1 "
+              "and put this user in kernel.io_uring_group), or a seccomp/LSM policy forbids io_uring";
+        break;
+    case -ENOMEM:
+        why = "the kernel could not allocate the rings: raise the locked-memory limit (ulimit -l, "
+              "RLIMIT_MEMLOCK) or ask for fewer ring entries";
+        break;
+    default:
+        why = strerror(-err);
+    }
+    fprintf(stderr, "coil: cannot set up io_uring (%s): %s\n", strerror(-err), why);
+}
+
+int coil__uring_init(coil__uring *u, unsigned entries)
+{
+    /* Best first; on EINVAL step down one flag at a time to what this kernel accepts. */
+    /* TASKRUN_FLAG makes the kernel raise IORING_SQ_TASKRUN when completions wait for us to enter,
+     * so a busy loop with I/O in flight can tell, with one load, whether a syscall would find
+     * anything (see coil__uring_poll). */
+    static const unsigned tries[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    int ret = -EINVAL;
+    memset(u, 0, sizeof *u);
+    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        p.flags = tries[i] | IORING_SETUP_CLAMP | IORING_SETUP_CQSIZE;
+        p.cq_entries = entries * 4;
+        ret = io_uring_queue_init_params(entries, &u->ring, &p);
+        if (ret == 0) {
+            u->flags = p.flags;
+            return 0;
+        }
+        if (ret != -EINVAL)
+            break;
+    }
+    explain(ret);
+    return COIL_ENOURING;
+}
+
+void coil__uring_exit(coil__uring *u) { io_uring_queue_exit(&u->ring); }
+
+struct io_uring_sqe *coil__uring_sqe(coil_loop *loop)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->io.ring);
+    if (COIL_UNLIKELY(!sqe)) {
+        /* SQ full: push what is queued to the kernel and take a fresh slot. */
+        int n = io_uring_submit(&loop->io.ring);
+        if (n > 0)
+            loop->stats.sqes_submitted += (unsigned)n;
+        loop->io.unsubmitted = 0;
+        sqe = io_uring_get_sqe(&loop->io.ring);
+        if (!sqe)
+            return NULL;
+    }
+    loop->io.unsubmitted++;
+    loop->io.inflight++;
+    return sqe;
+}
+
+static void handle_cqe(coil_loop *loop, const struct io_uring_cqe *cqe)
+{
+    uint64_t ud = cqe->user_data;
+    void *p = (void *)(uintptr_t)(ud & ~(uint64_t)7);
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        loop->io.inflight--;
+    switch (ud & 7) {
+    case COIL__UD_TASK:
+        coil__task_wake(p, cqe->res);
+        break;
+    case COIL__UD_CALLBACK:
+        ((coil__uring_cb *)p)->complete(p, cqe);
+        break;
+    default:
+        break; /* a cancel request's own completion */
+    }
+}
+
+unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
+{
+    struct io_uring *ring = &loop->io.ring;
+    unsigned queued = loop->io.unsubmitted;
+    int ret;
+    loop->io.unsubmitted = 0;
+    if (!wait) {
+        /* Enter the kernel only if there is something to submit or it says completions wait. */
+        bool flagged = (loop->io.flags & IORING_SETUP_TASKRUN_FLAG) &&
+                       (IO_URING_READ_ONCE(*ring->sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+        bool blind = !(loop->io.flags & IORING_SETUP_TASKRUN_FLAG) && (loop->io.flags & IORING_SETUP_DEFER_TASKRUN);
+        if (queued || flagged || blind)
+            ret = io_uring_submit_and_get_events(ring);
+        else if (!io_uring_cq_ready(ring))
+            return 0;
+        else
+            ret = 0;
+    } else if (timeout_ns == UINT64_MAX) {
+        ret = io_uring_submit_and_wait(ring, 1);
+    } else {
+        struct __kernel_timespec ts = { .tv_sec = (long long)(timeout_ns / 1000000000u),
+                                        .tv_nsec = (long long)(timeout_ns % 1000000000u) };
+        struct io_uring_cqe *cqe;
+        ret = io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, NULL);
+    }
+    (void)ret; /* -ETIME, -EINTR and friends just mean: look at what completed */
+    loop->stats.sqes_submitted += queued;
+    unsigned head, n = 0;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(ring, head, cqe)
+    {
+        handle_cqe(loop, cqe);
+        n++;
+    }
+    io_uring_cq_advance(ring, n);
+    loop->stats.cqes_reaped += n;
+    return n;
+}

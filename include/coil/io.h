@@ -1,0 +1,30 @@
+/* coil: awaitable I/O on plain file descriptors, through the loop's io_uring.
+ *
+ * Each call suspends the running task until the kernel completes the operation. Cancelling the
+ * task submits an async cancel; the task resumes only once the kernel is done with the buffer,
+ * with -ECANCELED if the operation was cancelled, or with its result if it had completed first
+ * (the cancellation is then delivered at the next await). Errors are negated errnos.
+ * COIL_ENOTASK outside a task. Loop thread only. */
+#ifndef COIL_IO_H
+#define COIL_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int coil_read(int fd, void *buf, size_t len, size_t *nread);
+int coil_write(int fd, const void *buf, size_t len, size_t *nwritten);
+int coil_pread(int fd, void *buf, size_t len, uint64_t offset, size_t *nread);
+int coil_pwrite(int fd, const void *buf, size_t len, uint64_t offset, size_t *nwritten);
+/* Write all of buf, looping on short writes. */
+int coil_write_all(int fd, const void *buf, size_t len);
+int coil_close(int fd);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,132 @@
+/* coil: the event loop. One loop per OS thread; every function here is for the loop's own
+ * thread only unless its name ends in _threadsafe. */
+#ifndef COIL_LOOP_H
+#define COIL_LOOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct coil_loop coil_loop;
+typedef struct coil_task coil_task;
+typedef struct coil_future coil_future;
+
+/* How a task gets its stack.
+ * DEDICATED: its own mmap'd stack with a guard page, from the loop's pool.
+ * COMPACT:   runs on the loop's shared stack; while suspended, only the part of the stack it
+ *            uses is kept, copied aside (a few hundred bytes for a typical task). This is the
+ *            mode for hundreds of thousands of mostly-sleeping tasks. The rule it imposes: while
+ *            a compact task is suspended, nothing may point into its stack. coil keeps that rule
+ *            itself (results are written to out-parameters only after the task resumes; an I/O
+ *            buffer on a compact task's stack is bounced through a runtime-owned buffer), but
+ *            user code must keep it too: never hand another task a pointer to a local of a
+ *            compact task that outlives the next await.
+ * AUTO:      DEDICATED while the pool and vm.max_map_count allow, COMPACT after that. */
+typedef enum coil_stack_mode {
+    COIL_STACK_AUTO = 0,
+    COIL_STACK_DEDICATED = 1,
+    COIL_STACK_COMPACT = 2,
+} coil_stack_mode;
+
+typedef struct coil_loop_opts {
+    unsigned ring_entries;        /* io_uring SQ size; 0 = 256 */
+    size_t stack_size;            /* default task stack; 0 = 256 KiB (only touched pages cost RSS) */
+    coil_stack_mode stack_mode;   /* default for tasks that do not choose */
+    size_t compact_stack_size;    /* the shared stack compact tasks run on; 0 = 256 KiB */
+    unsigned max_stacks;          /* dedicated stacks alive at once; 0 = from vm.max_map_count */
+    unsigned pool_keep;           /* free stacks kept mapped for reuse; 0 = 64 */
+    int debug;                    /* debug mode; -1 = off even if COIL_DEBUG=1, 0 = from env */
+    double slow_callback_duration; /* debug: a step longer than this is logged; 0 = 0.1 s */
+} coil_loop_opts;
+
+/* Create a loop for the calling thread (it does not become the thread's loop until set or run).
+ * Returns 0, -ENOMEM, or COIL_ENOURING with a message on stderr saying why io_uring could not be
+ * set up and what to do. */
+int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts);
+/* The loop running on this thread, or NULL. Thread-safe (reads a thread-local). */
+coil_loop *coil_get_running_loop(void);
+/* The loop set for this thread with coil_set_event_loop (or the running one), or NULL. */
+coil_loop *coil_get_event_loop(void);
+/* Make `loop` this thread's loop (NULL clears). COIL_EWRONGLOOP if it belongs to another thread. */
+int coil_set_event_loop(coil_loop *loop);
+
+/* Run until coil_loop_stop(). Returns 0, COIL_ERUNNING, COIL_ECLOSED or COIL_EWRONGLOOP. */
+int coil_loop_run_forever(coil_loop *loop);
+/* Run until `fut` (a future, or a task through coil_task_future) is done; returns what awaiting
+ * it returns (0 with *result, its error code, or -ECANCELED). COIL_ENOTHING if the loop runs out
+ * of anything that could complete it (no ready work, no timer, no I/O, no wake-up source). */
+int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **result);
+/* Ask a running loop to stop after the current iteration (before running new ready work). */
+void coil_loop_stop(coil_loop *loop);
+bool coil_loop_is_running(const coil_loop *loop);
+bool coil_loop_is_closed(const coil_loop *loop);
+/* Close and free the loop: tasks still pending are destroyed (the exception handler hears of
+ * each), their stacks unmapped, the ring torn down. Every handle of the loop is invalid after.
+ * COIL_ERUNNING if the loop is running (nothing is freed then). */
+int coil_loop_close(coil_loop *loop);
+
+/* Monotonic time of the loop's clock (CLOCK_MONOTONIC), in seconds and in nanoseconds. */
+double coil_loop_time(const coil_loop *loop);
+uint64_t coil_loop_time_ns(const coil_loop *loop);
+
+/* A callback returns 0, or a negative code that is reported to the exception handler (the loop
+ * goes on). */
+typedef int (*coil_callback_fn)(void *arg);
+
+/* A cancellable handle to a scheduled callback. A value, not an allocation: it stays safe to
+ * cancel or query after the callback ran (cancelling then does nothing). */
+typedef struct coil_handle {
+    void *p;
+    uint64_t gen;
+} coil_handle;
+
+/* Schedule cb(arg) on the next iteration, in FIFO order with other ready work. `h` may be NULL.
+ * Returns 0, -ENOMEM, COIL_ECLOSED. Never suspends. */
+int coil_loop_call_soon(coil_loop *loop, coil_callback_fn cb, void *arg, coil_handle *h);
+/* After `delay` seconds (<= 0 behaves as 0), or at loop time `when`. -EINVAL for NaN. Callbacks
+ * due at the same time run in the order they were scheduled; a timer never fires early. */
+int coil_loop_call_later(coil_loop *loop, double delay, coil_callback_fn cb, void *arg, coil_handle *h);
+int coil_loop_call_at(coil_loop *loop, double when, coil_callback_fn cb, void *arg, coil_handle *h);
+/* Cancel a scheduled callback. Returns 1 if it was pending and is now cancelled, 0 otherwise. */
+int coil_handle_cancel(coil_handle *h);
+bool coil_handle_cancelled(const coil_handle *h);
+/* The loop time a timer handle is scheduled for; -1 for call_soon handles or stale handles. */
+double coil_handle_when(const coil_handle *h);
+
+/* ---- exception handler (per loop) ---- */
+typedef struct coil_exc_context {
+    const char *message;
+    const coil_exception *exception; /* may be NULL */
+    int code;                        /* the error code, 0 if none */
+    coil_task *task;                 /* may be NULL */
+    coil_future *future;             /* may be NULL */
+    const coil_handle *handle;       /* may be NULL */
+    coil_loop *loop;
+} coil_exc_context;
+
+typedef void (*coil_exception_handler)(coil_loop *loop, const coil_exc_context *ctx, void *arg);
+
+/* NULL restores the default handler. */
+void coil_loop_set_exception_handler(coil_loop *loop, coil_exception_handler h, void *arg);
+coil_exception_handler coil_loop_get_exception_handler(const coil_loop *loop, void **arg);
+/* The default: one line per context on stderr ("coil: <message>: <code name>: <exception message>
+ * (task '<name>')"). */
+void coil_loop_default_exception_handler(coil_loop *loop, const coil_exc_context *ctx);
+/* Route a context to the loop's handler (the default if none is set). A handler is never re-entered
+ * from itself: a nested call goes to the default handler. */
+void coil_loop_call_exception_handler(coil_loop *loop, const coil_exc_context *ctx);
+
+/* Debug mode (asyncio's loop.set_debug). */
+void coil_loop_set_debug(coil_loop *loop, bool on);
+bool coil_loop_get_debug(const coil_loop *loop);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,81 @@
+// Shared helpers for coil's Google Test suites: run a body as the main task of a fresh runner,
+// with a watchdog that fails the test (instead of hanging) if it does not finish in time.
+#ifndef COIL_TEST_H
+#define COIL_TEST_H
+
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include <coil/coil.h>
+
+namespace coil_test {
+
+using Body = std::function<void *()>;
+
+inline void *trampoline(void *arg) { return (*static_cast<Body *>(arg))(); }
+
+struct Watchdog {
+    bool fired = false;
+};
+
+inline int watchdog_fire(void *arg)
+{
+    auto *w = static_cast<Watchdog *>(arg);
+    w->fired = true;
+    coil_loop_stop(coil_get_running_loop());
+    return 0;
+}
+
+// Run `body` as the main task on a fresh runner (SIGINT left alone), failing the test if it has
+// not finished within `timeout_s`. Returns what coil_runner_run returned.
+inline int run(Body body, double timeout_s = 10.0, void **result = nullptr, const coil_loop_opts *lo = nullptr)
+{
+    coil_runner *r = nullptr;
+    coil_runner_opts ro{};
+    ro.no_sigint = true;
+    ro.loop = lo;
+    if (coil_runner_new(&r, &ro) != 0) {
+        ADD_FAILURE() << "coil_runner_new failed";
+        return -1;
+    }
+    coil_loop *loop = coil_runner_get_loop(r);
+    if (!loop) {
+        ADD_FAILURE() << "no loop";
+        coil_runner_close(r);
+        return -1;
+    }
+    Watchdog w;
+    coil_handle h;
+    coil_loop_call_later(loop, timeout_s, watchdog_fire, &w, &h);
+    int rc = coil_runner_run(r, trampoline, &body, result);
+    coil_handle_cancel(&h);
+    EXPECT_FALSE(w.fired) << "test body did not finish within " << timeout_s << " s";
+    coil_runner_close(r);
+    return rc;
+}
+
+// Spawn a task running a std::function. The function object is freed by a done callback, so it
+// is freed even if the task is cancelled before it starts. With out == nullptr the task is
+// detached.
+inline int spawn(coil_task **out, Body body, const coil_task_opts *opts = nullptr)
+{
+    auto *b = new Body(std::move(body));
+    coil_task *t = nullptr;
+    int rc = coil_create_task(&t, trampoline, b, opts);
+    if (rc != 0) {
+        delete b;
+        return rc;
+    }
+    coil_task_add_done_callback(
+        t, [](coil_future *, void *arg) { delete static_cast<Body *>(arg); }, b);
+    if (out)
+        *out = t;
+    else
+        coil_task_free(t);
+    return 0;
+}
+
+} // namespace coil_test
+
+#endif

@@ -1,0 +1,228 @@
+/* coil-bench: run one workload and print its JSON line, or (`summary`) run every workload in its
+ * own process several times and print the medians as a table. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+static bench_workload *workloads;
+
+void bench_register(bench_workload *w)
+{
+    /* Keep registration order stable by name so `list` and `summary` read the same every time. */
+    bench_workload **p = &workloads;
+    while (*p && strcmp((*p)->name, w->name) < 0)
+        p = &(*p)->next;
+    w->next = *p;
+    *p = w;
+}
+
+uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void bench_extra(bench_result *out, const char *key, double value)
+{
+    size_t len = strlen(out->extra);
+    snprintf(out->extra + len, sizeof out->extra - len, "%s\"%s\": %.6g", len ? ", " : "", key, value);
+}
+
+void bench_extra_str(bench_result *out, const char *key, const char *value)
+{
+    size_t len = strlen(out->extra);
+    snprintf(out->extra + len, sizeof out->extra - len, "%s\"%s\": \"%s\"", len ? ", " : "", key, value);
+}
+
+static bench_workload *find(const char *name)
+{
+    for (bench_workload *w = workloads; w; w = w->next)
+        if (strcmp(w->name, name) == 0)
+            return w;
+    return NULL;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: coil-bench WORKLOAD [--n N] [--shards N] [--port N] [--seconds S] [--mode M]\n"
+               "       coil-bench summary [--runs R] [WORKLOAD...]   (each run in its own process; medians)\n"
+               "       coil-bench list\nworkloads:\n");
+    for (bench_workload *w = workloads; w; w = w->next)
+        fprintf(f, "  %-16s %s\n", w->name, w->summary);
+}
+
+static int run_one(bench_workload *w, const bench_args *a)
+{
+    bench_result r;
+    memset(&r, 0, sizeof r);
+    long n = a->n ? a->n : w->default_n;
+    bench_args args = *a;
+    args.n = n;
+    int err = w->fn(&args, &n, &r);
+    if (err) {
+        fprintf(stderr, "coil-bench: %s failed: %d (%s)\n", w->name, err, strerror(err < 0 ? -err : err));
+        return 1;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"workload\": \"%s\", \"impl\": \"coil\", \"n\": %ld, \"metric\": \"%s\", \"value\": %.4g, "
+           "\"unit\": \"%s\", \"peak_rss_kb\": %ld%s%s}\n",
+           w->name, n, r.metric, r.value, r.unit, ru.ru_maxrss, r.extra[0] ? ", " : "", r.extra);
+    fflush(stdout);
+    return 0;
+}
+
+/* ---- summary: run each workload in a child process, take medians ---- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int run_child(const char *self, const char *name, double *value, long *rss, char *unit, size_t unitsz)
+{
+    int pipefd[2];
+    if (pipe(pipefd) != 0)
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        dup2(pipefd[1], STDOUT_FILENO);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        execl(self, self, name, (char *)NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    char buf[4096];
+    size_t len = 0;
+    ssize_t k;
+    while ((k = read(pipefd[0], buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)k;
+    buf[len] = 0;
+    close(pipefd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return -EIO;
+    char *v = strstr(buf, "\"value\": "), *r = strstr(buf, "\"peak_rss_kb\": "), *u = strstr(buf, "\"unit\": \"");
+    if (!v || !r || !u)
+        return -EIO;
+    *value = strtod(v + 9, NULL);
+    *rss = strtol(r + 15, NULL, 10);
+    u += 9;
+    size_t i = 0;
+    while (u[i] && u[i] != '"' && i + 1 < unitsz) {
+        unit[i] = u[i];
+        i++;
+    }
+    unit[i] = 0;
+    return 0;
+}
+
+static int summary(const char *self, int runs, char **names, int nnames)
+{
+    printf("coil-bench summary: median of %d runs, one process per run\n", runs);
+    printf("%-16s %14s %-10s %12s\n", "workload", "median", "unit", "peak_rss_kb");
+    int failed = 0;
+    for (bench_workload *w = workloads; w; w = w->next) {
+        if (nnames) {
+            int found = 0;
+            for (int i = 0; i < nnames; i++)
+                found |= strcmp(names[i], w->name) == 0;
+            if (!found)
+                continue;
+        }
+        double vals[32];
+        long rss = 0;
+        char unit[32] = "";
+        int ok = 0;
+        for (int i = 0; i < runs && i < 32; i++) {
+            long r;
+            if (run_child(self, w->name, &vals[ok], &r, unit, sizeof unit) == 0) {
+                ok++;
+                if (r > rss)
+                    rss = r;
+            }
+        }
+        if (!ok) {
+            printf("%-16s %14s\n", w->name, "FAILED");
+            failed++;
+            continue;
+        }
+        qsort(vals, (size_t)ok, sizeof vals[0], cmp_double);
+        printf("%-16s %14.4g %-10s %12ld\n", w->name, vals[ok / 2], unit, rss);
+        fflush(stdout);
+    }
+    return failed ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "list") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "summary") == 0) {
+        int runs = 5, i = 2;
+        if (argc > 3 && strcmp(argv[2], "--runs") == 0) {
+            runs = atoi(argv[3]);
+            i = 4;
+        }
+        if (runs < 1 || runs > 32) {
+            fprintf(stderr, "coil-bench: --runs must be 1..32\n");
+            return 2;
+        }
+        return summary("/proc/self/exe", runs, argv + i, argc - i);
+    }
+    bench_workload *w = find(argv[1]);
+    if (!w) {
+        fprintf(stderr, "coil-bench: unknown workload '%s'\n", argv[1]);
+        usage(stderr);
+        return 2;
+    }
+    bench_args a = { 0 };
+    for (int i = 2; i < argc; i++) {
+        const char *opt = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!val) {
+            fprintf(stderr, "coil-bench: %s needs a value\n", opt);
+            return 2;
+        }
+        char *end;
+        if (strcmp(opt, "--n") == 0) {
+            a.n = strtol(val, &end, 10);
+            if (*end || a.n <= 0) {
+                fprintf(stderr, "coil-bench: --n takes a positive integer, not '%s'\n", val);
+                return 2;
+            }
+        } else if (strcmp(opt, "--shards") == 0) {
+            a.shards = atoi(val);
+        } else if (strcmp(opt, "--port") == 0) {
+            a.port = atoi(val);
+        } else if (strcmp(opt, "--seconds") == 0) {
+            a.seconds = strtod(val, NULL);
+        } else if (strcmp(opt, "--mode") == 0) {
+            a.mode = val;
+        } else {
+            fprintf(stderr, "coil-bench: unknown option '%s'\n", opt);
+            return 2;
+        }
+        i++;
+    }
+    return run_one(w, &a);
+}

@@ -1,0 +1,201 @@
+/* coil-bench: the core workloads: spawn, switch, sleepers (WORKLOADS.md), and sleepers_compact
+ * (a million sleeping tasks in compact mode, for the memory-per-suspended-task figure). */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <coil/coil.h>
+
+#include "bench.h"
+
+/* ---- spawn: create N tasks, each returns its index; await each in creation order ---- */
+
+static void *ret_index(void *arg) { return arg; }
+
+struct spawn_ctx {
+    long n;
+    uint64_t ns;
+};
+
+static void *spawn_main(void *arg)
+{
+    struct spawn_ctx *c = arg;
+    coil_task **ts = malloc((size_t)c->n * sizeof *ts);
+    if (!ts)
+        return coil_raise(-ENOMEM, "task array");
+    uint64_t t0 = bench_now_ns();
+    for (long i = 0; i < c->n; i++)
+        if (coil_create_task(&ts[i], ret_index, (void *)(intptr_t)i, NULL) != 0)
+            return coil_raise(-ENOMEM, "create_task %ld", i);
+    long sum = 0;
+    for (long i = 0; i < c->n; i++) {
+        void *r;
+        if (coil_task_await(ts[i], &r) != 0)
+            return coil_raise(-EIO, "task %ld failed", i);
+        sum += (long)(intptr_t)r;
+        coil_task_free(ts[i]);
+    }
+    c->ns = bench_now_ns() - t0;
+    free(ts);
+    if (sum != c->n * (c->n - 1) / 2)
+        return coil_raise(-EIO, "bad sum %ld", sum);
+    return NULL;
+}
+
+static int spawn(const bench_args *a, long *n, bench_result *out)
+{
+    struct spawn_ctx c = { a->n, 0 };
+    int err = coil_run(spawn_main, &c, NULL);
+    if (err)
+        return err;
+    *n = a->n;
+    out->metric = "ns_per_task";
+    out->unit = "ns";
+    out->value = (double)c.ns / (double)a->n;
+    return 0;
+}
+COIL_BENCH_WORKLOAD(spawn, spawn, 1000000, "create N tasks, await each in order (ns per task)")
+
+/* ---- switch: two tasks each yield N times ---- */
+
+static void *yielder(void *arg)
+{
+    long n = (long)(intptr_t)arg;
+    for (long i = 0; i < n; i++)
+        coil_sleep(0);
+    return NULL;
+}
+
+struct switch_ctx {
+    long n;
+    uint64_t ns;
+};
+
+static void *switch_main(void *arg)
+{
+    struct switch_ctx *c = arg;
+    coil_task *a, *b;
+    uint64_t t0 = bench_now_ns();
+    coil_create_task(&a, yielder, (void *)(intptr_t)c->n, NULL);
+    coil_create_task(&b, yielder, (void *)(intptr_t)c->n, NULL);
+    coil_task_await(a, NULL);
+    coil_task_await(b, NULL);
+    c->ns = bench_now_ns() - t0;
+    coil_task_free(a);
+    coil_task_free(b);
+    return NULL;
+}
+
+static int switch_(const bench_args *a, long *n, bench_result *out)
+{
+    struct switch_ctx c = { a->n, 0 };
+    int err = coil_run(switch_main, &c, NULL);
+    if (err)
+        return err;
+    *n = a->n;
+    out->metric = "ns_per_yield";
+    out->unit = "ns";
+    out->value = (double)c.ns / (2.0 * (double)a->n);
+    return 0;
+}
+COIL_BENCH_WORKLOAD(switch, switch_, 1000000, "two tasks yield N times each (ns per yield)")
+
+/* ---- sleepers: N tasks sleep uniform random 0..1 s (seed 42); gather them all ---- */
+
+static uint64_t rng_state;
+static double rng_uniform(void)
+{
+    /* splitmix64: a fixed, portable sequence for the fixed seed */
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static void *sleeper(void *arg)
+{
+    double *d = arg;
+    int err = coil_sleep(*d);
+    return err ? coil_raise(err, "sleep") : NULL;
+}
+
+struct sleepers_ctx {
+    long n;
+    coil_stack_mode mode;
+    uint64_t ns;
+    long rss_mid_kb;
+};
+
+static long rss_now_kb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "re");
+    long pages = 0, rss = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return rss * 4;
+}
+
+static void *sleepers_main(void *arg)
+{
+    struct sleepers_ctx *c = arg;
+    coil_task **ts = malloc((size_t)c->n * sizeof *ts);
+    double *delays = malloc((size_t)c->n * sizeof *delays);
+    if (!ts || !delays)
+        return coil_raise(-ENOMEM, "arrays");
+    rng_state = 42;
+    for (long i = 0; i < c->n; i++)
+        delays[i] = rng_uniform();
+    coil_task_opts o = { .stack_mode = c->mode };
+    uint64_t t0 = bench_now_ns();
+    for (long i = 0; i < c->n; i++)
+        if (coil_create_task(&ts[i], sleeper, &delays[i], &o) != 0)
+            return coil_raise(-ENOMEM, "create_task %ld", i);
+    coil_sleep(0.25); /* everyone is asleep by now: measure what a suspended task costs */
+    c->rss_mid_kb = rss_now_kb();
+    int failed = 0;
+    for (long i = 0; i < c->n; i++) {
+        failed |= coil_task_await(ts[i], NULL) != 0;
+        coil_task_free(ts[i]);
+    }
+    c->ns = bench_now_ns() - t0;
+    free(ts);
+    free(delays);
+    return failed ? coil_raise(-EIO, "a sleeper failed") : NULL;
+}
+
+static int sleepers_run(const bench_args *a, long *n, bench_result *out, coil_stack_mode mode)
+{
+    long base = rss_now_kb();
+    struct sleepers_ctx c = { a->n, mode, 0, 0 };
+    if (a->mode && strcmp(a->mode, "compact") == 0)
+        c.mode = COIL_STACK_COMPACT;
+    int err = coil_run(sleepers_main, &c, NULL);
+    if (err)
+        return err;
+    *n = a->n;
+    out->metric = "wall_s";
+    out->unit = "s";
+    out->value = (double)c.ns / 1e9;
+    bench_extra(out, "rss_bytes_per_task", (double)(c.rss_mid_kb - base) * 1024.0 / (double)a->n);
+    bench_extra_str(out, "stack_mode", c.mode == COIL_STACK_COMPACT ? "compact" : "auto");
+    return 0;
+}
+
+static int sleepers(const bench_args *a, long *n, bench_result *out)
+{
+    return sleepers_run(a, n, out, COIL_STACK_AUTO);
+}
+COIL_BENCH_WORKLOAD(sleepers, sleepers, 100000, "N tasks sleep random 0..1 s, gathered (wall s, RSS per task)")
+
+static int sleepers_compact(const bench_args *a, long *n, bench_result *out)
+{
+    return sleepers_run(a, n, out, COIL_STACK_COMPACT);
+}
+COIL_BENCH_WORKLOAD(sleepers_compact, sleepers_compact, 1000000,
+                    "sleepers with 1,000,000 compact-mode tasks (wall s, RSS per suspended task)")
