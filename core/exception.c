@@ -27,6 +27,8 @@ static const struct {
     { COIL_EGROUP, "COIL_EGROUP", "several failures (an exception group)" },
     { COIL_ENOURING, "COIL_ENOURING", "io_uring could not be set up" },
     { COIL_ENOSTACK, "COIL_ENOSTACK", "no stack could be mapped for a task" },
+    { COIL_ENONAME, "COIL_ENONAME", "name or service not known" },
+    { COIL_ERESOLVE, "COIL_ERESOLVE", "name resolution failed" },
 };
 
 static const struct {
@@ -61,6 +63,14 @@ const char *coil_err_name(int code)
     for (size_t i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++)
         if (-errno_names[i].err == code)
             return errno_names[i].name;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+    /* The table above is only the common few; glibc knows every errno's name. */
+    if (code < 0 && code > -4096) {
+        const char *n = strerrorname_np(-code);
+        if (n)
+            return n;
+    }
+#endif
     return "UNKNOWN";
 }
 

@@ -18,6 +18,9 @@ static void io_cancel(coil_task *t)
     io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
     /* Further cancels while we wait for the kernel just mark the task. */
     t->wait_ops = NULL;
+    /* If the operation completes anyway (a partial send, a read that won the race), the request
+     * must survive to the next await; suspend drops the mark when the result is -ECANCELED. */
+    t->tflags |= COIL__TF_MUST_CANCEL;
 }
 
 static const coil__wait_ops io_wait = { "io", io_cancel, false };
@@ -50,9 +53,13 @@ static int rw(int op, int fd, void *buf, size_t len, uint64_t off, size_t *done)
         return -EBADF;
     if (len > 0x7ffff000u)
         len = 0x7ffff000u; /* the kernel's own cap on one read/write */
-    int c = coil__task_check_cancel(t);
-    if (c)
-        return c;
+    /* A pending cancel stops a read or write before it starts, but never a close: the caller
+     * gave the fd away, so it is closed and the cancel waits for the next await. */
+    if (op != OP_CLOSE) {
+        int c = coil__task_check_cancel(t);
+        if (c)
+            return c;
+    }
     coil_loop *loop = t->loop;
     void *bounce = NULL, *io_buf = buf;
     if (op != OP_CLOSE && len && (t->tflags & COIL__TF_COMPACT) && coil__on_shared_stack(loop, buf, len)) {

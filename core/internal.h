@@ -13,6 +13,7 @@
 #include "ctx.h"
 #include "pool.h"
 #include "stack.h"
+#include "stats.h"
 #include "timer.h"
 
 #define COIL_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -138,7 +139,8 @@ typedef struct coil__wait_ops {
 typedef struct coil__task_ext coil__task_ext;
 
 /* 112 bytes on x86-64: a million tasks created before any runs must fit in ~128 MiB. Rarely
- * used fields live in `ext`, allocated on first need. */
+ * used fields live in `ext`, allocated on first need (a name, a custom stack size, an
+ * exception, a cancel message, a compact task's saved stack). */
 struct coil_task {
     coil__aw aw;                  /* 32 */
     union {
@@ -146,7 +148,10 @@ struct coil_task {
         void *sp;                 /* saved stack pointer while switched out */
     };
     coil_loop *loop;
-    coil__stack *stack;           /* dedicated stack, or NULL */
+    union {
+        coil__stack *stack;       /* dedicated stack, or NULL */
+        coil__savebuf *save;      /* compact tasks: the frames copied aside while evicted */
+    };
     union {
         coil__wnode wnode;        /* on a wait list while awaiting */
         coil__timer timer;        /* in the timer heap while sleeping */
@@ -158,12 +163,14 @@ struct coil_task {
     uint16_t cancel_requests;
     uint8_t tstate;
     uint8_t tflags;
-    uint32_t id;
-    uint32_t stack_req;           /* requested stack size in KiB (0 = default) until first run */
 #if defined(COIL_SANITIZE_BUILD)
     coil__fiber fiber;
 #endif
 };
+
+#if !defined(COIL_SANITIZE_BUILD) && defined(__x86_64__)
+_Static_assert(sizeof(struct coil_task) == 112, "a task must stay 112 bytes: see the comment above");
+#endif
 
 struct coil__task_ext {
     char *name;
@@ -171,7 +178,7 @@ struct coil__task_ext {
     char *cancel_msg;
     const char *file;             /* where it was created */
     int line;
-    coil__savebuf *save;          /* compact mode: the copied-aside stack */
+    size_t stack_size;            /* requested at creation; 0 = the loop's default */
 };
 
 /* ---- exceptions ---- */
@@ -237,6 +244,8 @@ struct io_uring_sqe *coil__uring_sqe(coil_loop *loop);
 /* Submit what is queued and reap completions; wait up to timeout_ns for at least one when
  * `wait` (UINT64_MAX = no timeout). Returns the number of CQEs handled. */
 unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns);
+/* Might a poll find completions (or need to enter the kernel to post them)? One or two loads. */
+bool coil__uring_pending(coil_loop *loop);
 
 /* Wait, in the running task t, for the CQE of an SQE from coil__uring_sqe: returns its res.
  * Cancellation submits an async cancel and still waits for the CQE. */
@@ -245,13 +254,7 @@ int coil__io_submit_wait(coil_task *t, struct io_uring_sqe *sqe);
 bool coil__on_shared_stack(coil_loop *loop, const void *p, size_t n);
 
 /* ---- the loop ---- */
-typedef struct coil__loop_stats {
-    uint64_t iterations;
-    uint64_t tasks_created, tasks_finished;
-    uint64_t sqes_submitted, cqes_reaped;
-    uint64_t busy_ns, wait_ns;
-    uint64_t longest_step_ns;
-} coil__loop_stats;
+/* coil__loop_stats, the loop's published counters: stats.h. */
 
 /* An extra source of work the loop drains every iteration (the shards layer's inbound ring). */
 typedef struct coil__loop_source {
@@ -260,12 +263,26 @@ typedef struct coil__loop_source {
     bool (*drain)(coil_loop *loop, struct coil__loop_source *self);
     /* Can this source wake a loop blocked with nothing else to do? */
     bool can_wake;
+    /* Optional. Called just before the loop blocks in io_uring_enter: return true if work is
+     * pending (the loop then polls without blocking). after_block runs once the poll returns. */
+    bool (*before_block)(coil_loop *loop, struct coil__loop_source *self);
+    void (*after_block)(coil_loop *loop, struct coil__loop_source *self);
 } coil__loop_source;
+
+/* Something another layer hangs on a loop, closed first thing in coil_loop_close (the ring is
+ * still up then, so it may still poll to wait for outside work to finish). */
+typedef struct coil__loop_closer {
+    struct coil__loop_closer *next;
+    void (*close)(coil_loop *loop, struct coil__loop_closer *self);
+} coil__loop_closer;
+/* Loop thread only. Closers run newest first. */
+void coil__loop_on_close(coil_loop *loop, coil__loop_closer *c);
 
 struct coil_loop {
     /* hot: the scheduler */
-    coil__rq *rq_head;
+    coil__rq *rq_head;            /* ready for the next iteration */
     coil__rq **rq_tail;
+    coil__rq *batch;              /* what is left of this iteration's ready work */
     coil_task *current;
     void *sched_sp;               /* the scheduler context while a task runs */
     coil__uring io;
@@ -274,9 +291,12 @@ struct coil_loop {
     unsigned ntasks_alive;
     bool stopping, running, closed, debug;
     bool in_handler;
+    bool timing;                  /* per-step clock reads (stats timing, debug, stall watch) */
+    bool has_run;                 /* entered once: the loop is bound to its thread */
 
     /* tasks and stacks */
     coil__pool task_pool, handle_pool, future_pool, donecb_pool;
+    coil__pool timeout_pool;       /* timeout scopes (timeout.c); set up on first use */
     coil__fiber sched_fiber;       /* the scheduler's own stack, for sanitizers */
     coil_task *eager_task;         /* set by an eager create from a task: run it, then resume the creator */
     coil__stackpool stacks;
@@ -289,13 +309,21 @@ struct coil_loop {
     void *handler_arg;
     pthread_t thread;
     double slow_callback_duration;
-    coil__loop_stats stats;
+    coil__loop_stats *stats;      /* its slot in the process's segment (stats.h), or a private copy */
+    uint64_t stall_ns;            /* stall watchdog threshold; 0 = not watched */
     void *runner;                 /* set while a runner owns this loop */
     struct coil__signals *signals; /* signal handlers (signal.c), NULL until the first */
+    coil__loop_closer *closers;
+    /* The shards layer's inbound ring: set once from any thread with __atomic CAS, closed first
+     * at loop close. */
+    coil__loop_closer *inbox;
 };
 
-extern __thread coil_loop *coil__tls_running;
-extern __thread coil_loop *coil__tls_loop;
+/* initial-exec: the library is built position-independent, and the default TLS model would
+ * make every "which loop is running" a call to __tls_get_addr on the hot path. */
+#define COIL__TLS __thread __attribute__((tls_model("initial-exec")))
+extern COIL__TLS coil_loop *coil__tls_running;
+extern COIL__TLS coil_loop *coil__tls_loop;
 
 uint64_t coil__now_ns(void);
 void coil__loop_update_time(coil_loop *loop);
@@ -332,8 +360,12 @@ static inline int coil__task_check_cancel(coil_task *t)
     }
     return 0;
 }
-/* The running task, or NULL with *err set to COIL_ENOTASK. */
-coil_task *coil__running_task(void);
+/* The running task of this thread, or NULL. */
+static inline coil_task *coil__running_task(void)
+{
+    coil_loop *loop = coil__tls_running;
+    return loop ? loop->current : NULL;
+}
 void coil__task_run(coil_loop *loop, coil_task *t);
 void coil__task_destroy_pending(coil_loop *loop, coil_task *t);
 coil__task_ext *coil__task_ext_get(coil_task *t);
@@ -362,5 +394,23 @@ void coil__task_free_now(coil_loop *loop, coil_task *t);
 
 /* ---- signals (signal.c) ---- */
 void coil__signals_close(coil_loop *loop);
+
+/* ---- debug mode (debug.c) ---- */
+/* Prints "coil: <fn> called from a thread that does not own the loop"; returns COIL_EWRONGLOOP. */
+int coil__wrong_thread(const char *fn);
+/* At the top of loop-only public functions: a foreign-thread call fails loudly in debug mode. */
+#define COIL__LOOP_THREAD_CHECK(loop, fn)                                                    \
+    do {                                                                                     \
+        if (COIL_UNLIKELY((loop)->debug) && !pthread_equal((loop)->thread, pthread_self())) \
+            return coil__wrong_thread(fn);                                                   \
+    } while (0)
+
+/* ---- call graph (callgraph.c) ----
+ * For a wait whose wait_obj is not itself an awaitable: the awaitables it still waits on. Each
+ * fills up to `max` and returns how many there are. */
+size_t coil__gather_awaits(const void *wait_obj, coil__aw **out, size_t max);
+size_t coil__wait_awaits(const void *wait_obj, coil__aw **out, size_t max);
+size_t coil__as_completed_awaits(const void *wait_obj, coil__aw **out, size_t max);
+size_t coil__taskgroup_awaits(const void *wait_obj, coil__aw **out, size_t max);
 
 #endif

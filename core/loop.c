@@ -10,8 +10,8 @@
 
 #include "internal.h"
 
-__thread coil_loop *coil__tls_running;
-__thread coil_loop *coil__tls_loop;
+COIL__TLS coil_loop *coil__tls_running;
+COIL__TLS coil_loop *coil__tls_loop;
 
 uint64_t coil__now_ns(void)
 {
@@ -45,7 +45,9 @@ int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts)
     }
     size_t stack = opts->stack_size ? opts->stack_size : 256 * 1024;
     size_t compact = opts->compact_stack_size ? opts->compact_stack_size : 256 * 1024;
-    err = coil__stackpool_init(&loop->stacks, stack, compact, opts->max_stacks, opts->pool_keep ? opts->pool_keep : 64);
+    err = coil__stackpool_init(&loop->stacks, stack, compact, opts->max_stacks,
+                               opts->auto_dedicated ? opts->auto_dedicated : 1024,
+                               opts->pool_keep ? opts->pool_keep : 1024);
     if (err) {
         coil__uring_exit(&loop->io);
         free(loop);
@@ -61,6 +63,8 @@ int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts)
     loop->debug = opts->debug > 0 || (opts->debug == 0 && env_debug());
     loop->slow_callback_duration = opts->slow_callback_duration > 0 ? opts->slow_callback_duration : 0.1;
     loop->thread = pthread_self();
+    coil__stats_attach(loop);
+    coil__debug_loop_init(loop);
     coil__stack_install_guard_handler();
     coil__loop_update_time(loop);
     *out = loop;
@@ -122,16 +126,22 @@ bool coil__loop_has_work(const coil_loop *loop)
     return false;
 }
 
+/* Set while run_until_complete drives this thread's loop (it cannot nest). */
+static COIL__TLS bool until_running;
+
 void coil__loop_run_once(coil_loop *loop, bool block)
 {
-    /* Only what was ready when the iteration began: work queued while it runs waits its turn. */
-    coil__rq *n = loop->rq_head;
+    /* Only what was ready when the iteration began: work queued while it runs waits its turn.
+     * The batch lives in the loop because a suspending task may take the next task from it. */
+    loop->batch = loop->rq_head;
     loop->rq_head = NULL;
     loop->rq_tail = &loop->rq_head;
-    while (n) {
-        coil__rq *next = n->next;
+    coil__rq *n;
+    unsigned nbatch = 0;
+    while ((n = loop->batch)) {
+        loop->batch = n->next;
         coil__loop_dispatch(loop, n);
-        n = next;
+        nbatch++;
     }
 
     uint64_t timeout = 0;
@@ -143,14 +153,30 @@ void coil__loop_run_once(coil_loop *loop, bool block)
             wait = timeout > 0;
         } else {
             timeout = UINT64_MAX;
+            /* run_until_complete must see that nothing could ever wake the loop, not sleep on it. */
+            if (until_running && !coil__loop_has_work(loop))
+                wait = false;
         }
+        /* A loopstat request must be noticed even by a loop with nothing to do. */
+        if (COIL__STATS_ON && timeout > COIL__STATS_MAX_BLOCK_NS)
+            timeout = COIL__STATS_MAX_BLOCK_NS;
     }
+    /* About to sleep: a good moment for housekeeping nobody is waiting on. */
+    if (wait && timeout >= 1000000 && loop->stacks.nfree > loop->stacks.keep)
+        coil__stackpool_trim(&loop->stacks, 64);
+    for (coil__loop_source *s = loop->sources; wait && s; s = s->next)
+        if (s->before_block && s->before_block(loop, s))
+            wait = false;
     if (wait || loop->io.inflight || loop->io.unsubmitted) {
         uint64_t t0 = wait ? coil__now_ns() : 0;
         coil__uring_poll(loop, wait, timeout);
         if (wait)
-            loop->stats.wait_ns += coil__now_ns() - t0;
+            coil__stats_block(loop, t0, coil__now_ns());
     }
+    /* Every source hears after_block, even one whose before_block ran before another said no. */
+    for (coil__loop_source *s = loop->sources; s; s = s->next)
+        if (s->after_block)
+            s->after_block(loop, s);
 
     if (!coil__timers_empty(&loop->timers)) {
         uint64_t now = coil__now_ns();
@@ -160,7 +186,14 @@ void coil__loop_run_once(coil_loop *loop, bool block)
     }
     for (coil__loop_source *s = loop->sources; s; s = s->next)
         s->drain(loop, s);
-    loop->stats.iterations++;
+    COIL__STAT_ADD(loop, iterations, 1);
+    coil__stats_iteration(loop, nbatch);
+}
+
+void coil__loop_on_close(coil_loop *loop, coil__loop_closer *c)
+{
+    c->next = loop->closers;
+    loop->closers = c;
 }
 
 void coil__loop_add_source(coil_loop *loop, coil__loop_source *s)
@@ -188,7 +221,7 @@ static int enter(coil_loop *loop, coil_loop **prev)
         return COIL_ERUNNING;
     if (!pthread_equal(loop->thread, pthread_self())) {
         /* A loop not yet run may move to the thread that first runs it. */
-        if (loop->stats.iterations || loop->ntasks_alive)
+        if (loop->has_run || loop->ntasks_alive)
             return COIL_EWRONGLOOP;
         loop->thread = pthread_self();
     }
@@ -198,6 +231,7 @@ static int enter(coil_loop *loop, coil_loop **prev)
     *prev = coil__tls_running;
     coil__tls_running = loop;
     loop->running = true;
+    loop->has_run = true;
 #if defined(COIL_SANITIZE_BUILD)
     coil__fiber_current(&loop->sched_fiber);
 #endif
@@ -249,11 +283,13 @@ int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **resul
     coil__aw *aw = &fut->aw;
     aw->h.refs++;
     if (aw->h.state == COIL__PENDING && coil__aw_add_done(aw, stop_when_done, loop) == 0) {
+        until_running = true;
         while (!loop->stopping) {
             if (!coil__loop_has_work(loop))
                 break;
             coil__loop_run_once(loop, true);
         }
+        until_running = false;
         if (aw->h.state == COIL__PENDING)
             coil__aw_remove_done(aw, stop_when_done, loop);
     }
@@ -300,6 +336,7 @@ static void quiesce_ring(coil_loop *loop)
         coil__uring_poll(loop, true, deadline - now);
         loop->rq_head = NULL;
         loop->rq_tail = &loop->rq_head;
+        loop->batch = NULL;
     }
 }
 
@@ -311,6 +348,14 @@ int coil_loop_close(coil_loop *loop)
         return COIL_ERUNNING;
     if (loop->closed)
         return 0;
+    coil__loop_closer *ib = __atomic_exchange_n(&loop->inbox, NULL, __ATOMIC_ACQ_REL);
+    if (ib)
+        ib->close(loop, ib);
+    while (loop->closers) {
+        coil__loop_closer *c = loop->closers;
+        loop->closers = c->next;
+        c->close(loop, c);
+    }
     loop->closed = true;
     quiesce_ring(loop);
     coil__signals_close(loop);
@@ -323,6 +368,7 @@ int coil_loop_close(coil_loop *loop)
     }
     loop->rq_head = NULL;
     loop->rq_tail = &loop->rq_head;
+    loop->batch = NULL;
     coil__pool_each(&loop->task_pool, destroy_pending_task, loop);
     coil__timers_free(&loop->timers);
     coil__uring_exit(&loop->io);
@@ -331,8 +377,11 @@ int coil_loop_close(coil_loop *loop)
     coil__pool_destroy(&loop->handle_pool);
     coil__pool_destroy(&loop->future_pool);
     coil__pool_destroy(&loop->donecb_pool);
+    coil__pool_destroy(&loop->timeout_pool);
     if (coil__tls_loop == loop)
         coil__tls_loop = NULL;
+    coil__debug_loop_close(loop);
+    coil__stats_detach(loop);
     free(loop);
     return 0;
 }
@@ -369,6 +418,7 @@ int coil_loop_call_soon(coil_loop *loop, coil_callback_fn cb, void *arg, coil_ha
 {
     if (!loop || !cb)
         return -EINVAL;
+    COIL__LOOP_THREAD_CHECK(loop, "coil_loop_call_soon");
     if (loop->closed)
         return COIL_ECLOSED;
     coil__handle *h = coil__handle_new(loop, cb, arg);
@@ -391,6 +441,7 @@ static int schedule_at_ns(coil_loop *loop, uint64_t when, coil_callback_fn cb, v
 {
     if (!loop || !cb)
         return -EINVAL;
+    COIL__LOOP_THREAD_CHECK(loop, "coil_loop_call_later");
     if (loop->closed)
         return COIL_ECLOSED;
     coil__handle *h = coil__handle_new(loop, cb, arg);
@@ -516,5 +567,9 @@ void coil__loop_report(coil_loop *loop, const char *message, int code, const coi
     coil_loop_call_exception_handler(loop, &ctx);
 }
 
-void coil_loop_set_debug(coil_loop *loop, bool on) { loop->debug = on; }
+void coil_loop_set_debug(coil_loop *loop, bool on)
+{
+    loop->debug = on;
+    coil__debug_loop_init(loop);
+}
 bool coil_loop_get_debug(const coil_loop *loop) { return loop->debug; }

@@ -11,6 +11,7 @@
 typedef struct coil__chunk {
     struct coil__chunk *next;
     size_t count;
+    size_t bytes;         /* the mapping's size */
     _Alignas(16) unsigned char mem[];
 } coil__chunk;
 
@@ -18,7 +19,7 @@ typedef struct coil__pool {
     void *free;           /* singly linked through each object's first word */
     coil__chunk *chunks;
     size_t objsize;
-    size_t per_chunk;
+    size_t nchunks;
 } coil__pool;
 
 void coil__pool_init(coil__pool *p, size_t objsize);

@@ -131,12 +131,28 @@ static void cancel_all_and_wait(coil_loop *loop)
     }
 }
 
+static int stop_loop(void *arg)
+{
+    coil_loop_stop(arg);
+    return 0;
+}
+
+/* Done callbacks of tasks that finished at the end of the last run are still queued; asyncio's
+ * shutdown steps run the loop, so they run there too (they often free what the task used). */
+static void run_scheduled_callbacks(coil_loop *loop)
+{
+    for (int round = 0; round < 100 && loop->rq_head; round++)
+        if (coil_loop_call_soon(loop, stop_loop, loop, NULL) != 0 || coil_loop_run_forever(loop) != 0)
+            return;
+}
+
 void coil_runner_close(coil_runner *r)
 {
     if (!r)
         return;
     if (r->loop) {
         cancel_all_and_wait(r->loop);
+        run_scheduled_callbacks(r->loop);
         coil_loop_close(r->loop);
     }
     r->closed = true;

@@ -43,7 +43,14 @@ static coil__stack *map_stack(coil__stackpool *p, size_t size)
 static void unmap_stack(coil__stackpool *p, coil__stack *s)
 {
     p->bytes_mapped -= s->map_size;
-    munmap(s->map, s->map_size);
+    unsigned char *map = s->map;
+    size_t map_size = s->map_size;
+#if defined(COIL__ASAN)
+    /* Frames that never returned (a finished task's first frame, a destroyed task's) leave their
+     * redzones poisoned; whatever is mapped here next would inherit that shadow. */
+    __asan_unpoison_memory_region(map, map_size);
+#endif
+    munmap(map, map_size);
 }
 
 static unsigned default_max_stacks(void)
@@ -61,12 +68,14 @@ static unsigned default_max_stacks(void)
 }
 
 int coil__stackpool_init(coil__stackpool *p, size_t default_size, size_t compact_size, unsigned max,
-                         unsigned keep)
+                         unsigned auto_max, unsigned keep)
 {
     memset(p, 0, sizeof *p);
     p->default_size = default_size;
     p->keep = keep;
     p->max = max ? max : default_max_stacks();
+    p->auto_max = auto_max < p->max ? auto_max : p->max;
+    p->pooled_size = round_up(default_size + sizeof(coil__stack), page_size()) - sizeof(coil__stack);
     p->shared = map_stack(p, compact_size);
     return p->shared ? 0 : -ENOMEM;
 }
@@ -84,7 +93,9 @@ void coil__stackpool_destroy(coil__stackpool *p)
     p->nfree = 0;
 }
 
-bool coil__stack_available(const coil__stackpool *p) { return p->free || p->live < p->max; }
+bool coil__stack_available(const coil__stackpool *p) { return p->free || p->live + p->nfree < p->max; }
+
+static bool coil__stackpool_trim_one(coil__stackpool *p);
 
 coil__stack *coil__stack_get(coil__stackpool *p, size_t size)
 {
@@ -98,7 +109,8 @@ coil__stack *coil__stack_get(coil__stackpool *p, size_t size)
         }
         size = p->default_size;
     }
-    if (p->live >= p->max)
+    /* Free stacks still hold their mappings: give one back before going over the cap. */
+    if (p->live + p->nfree >= p->max && !(p->nfree && coil__stackpool_trim_one(p)))
         return NULL;
     coil__stack *s = map_stack(p, size);
     if (s)
@@ -109,24 +121,48 @@ coil__stack *coil__stack_get(coil__stackpool *p, size_t size)
 void coil__stack_put(coil__stackpool *p, coil__stack *s)
 {
     p->live--;
-    if (s->size >= p->default_size && s->size < p->default_size + page_size() && p->nfree < p->keep) {
-        s->next = p->free;
-        p->free = s;
-        p->nfree++;
+    if (s->size != p->pooled_size) {
+        unmap_stack(p, s);
         return;
     }
-    unmap_stack(p, s);
+    /* Past `keep`, the surplus is unmapped by coil__stackpool_trim when the loop is idle rather
+     * than here, in the middle of whatever finished the task. */
+    s->next = p->free;
+    p->free = s;
+    p->nfree++;
 }
 
-/* The copies read and write stack memory that ASan has poisoned for frames of other tasks. */
+static bool coil__stackpool_trim_one(coil__stackpool *p)
+{
+    coil__stack *s = p->free;
+    p->free = s->next;
+    p->nfree--;
+    unmap_stack(p, s);
+    return true;
+}
+
+bool coil__stackpool_trim(coil__stackpool *p, unsigned max)
+{
+    while (p->nfree > p->keep && max--) {
+        coil__stack *s = p->free;
+        p->free = s->next;
+        p->nfree--;
+        unmap_stack(p, s);
+    }
+    return p->nfree > p->keep;
+}
+
+/* Under ASan the copies read and write stack memory poisoned for frames of other tasks, so they
+ * go byte by byte outside instrumentation; everywhere else it is a plain memcpy. */
 #if defined(COIL__ASAN)
-__attribute__((no_sanitize_address))
-#endif
-static void raw_copy(unsigned char *dst, const unsigned char *src, size_t n)
+__attribute__((no_sanitize_address)) static void raw_copy(unsigned char *dst, const unsigned char *src, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dst[i] = src[i];
 }
+#else
+static inline void raw_copy(unsigned char *dst, const unsigned char *src, size_t n) { memcpy(dst, src, n); }
+#endif
 
 void coil__stack_save(coil__savebuf **bufp, const void *sp, const void *top)
 {
@@ -146,6 +182,11 @@ void coil__stack_save(coil__savebuf **bufp, const void *sp, const void *top)
     }
     b->used = used;
     raw_copy(b->data, sp, used);
+#if defined(COIL__ASAN)
+    /* The evicted frames never return, so ASan never clears their redzones: stale poison there
+     * would flag the next owner's fresh frames (whose prologues only poison redzones). */
+    __asan_unpoison_memory_region((void *)(uintptr_t)sp, used);
+#endif
 }
 
 void coil__stack_restore(const coil__savebuf *b, void *top)
@@ -182,7 +223,7 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
     coil_loop *loop = coil__tls_running;
     coil_task *t = loop ? loop->current : NULL;
     unsigned char *addr = si->si_addr;
-    coil__stack *s = t ? (t->stack ? t->stack : ((t->tflags & COIL__TF_COMPACT) ? loop->stacks.shared : NULL)) : NULL;
+    coil__stack *s = !t ? NULL : (t->tflags & COIL__TF_COMPACT) ? loop->stacks.shared : t->stack;
     if (s && addr >= s->map && addr < s->map + page_size() * 2) {
         put_str("coil: stack overflow in task '");
         put_str(t->ext && t->ext->name ? t->ext->name : "(unnamed)");

@@ -43,7 +43,9 @@ typedef struct coil__stackpool {
     coil__stack *free;
     unsigned nfree, keep;
     unsigned live, max;          /* mapped dedicated stacks and the cap */
+    unsigned auto_max;           /* AUTO tasks run compact once `live` reaches this */
     size_t default_size;
+    size_t pooled_size;          /* the usable size of a default stack, after rounding */
     size_t bytes_mapped;
     /* compact mode */
     coil__stack *shared;
@@ -51,11 +53,13 @@ typedef struct coil__stackpool {
 } coil__stackpool;
 
 int coil__stackpool_init(coil__stackpool *p, size_t default_size, size_t compact_size, unsigned max,
-                         unsigned keep);
+                         unsigned auto_max, unsigned keep);
 void coil__stackpool_destroy(coil__stackpool *p);
 /* A stack of at least `size` bytes (0 = default), or NULL when the cap is reached or mmap fails. */
 coil__stack *coil__stack_get(coil__stackpool *p, size_t size);
 void coil__stack_put(coil__stackpool *p, coil__stack *s);
+/* Unmap up to `max` free stacks beyond the pool's keep; true if more remain. */
+bool coil__stackpool_trim(coil__stackpool *p, unsigned max);
 /* Can another dedicated stack be had without exceeding the cap? */
 bool coil__stack_available(const coil__stackpool *p);
 

@@ -24,8 +24,10 @@ const char *coil__task_name(coil_task *t)
     coil__task_ext *x = coil__task_ext_get(t);
     if (!x)
         return "Task";
+    /* Numbered when first asked for, not at creation: a counter in every task would cost
+     * 4 bytes a task for a name most tasks never show. */
     char buf[32];
-    snprintf(buf, sizeof buf, "Task-%u", t->id);
+    snprintf(buf, sizeof buf, "Task-%u", ++t->loop->next_task_id);
     x->name = strdup(buf);
     return x->name ? x->name : "Task";
 }
@@ -39,6 +41,7 @@ int coil__loop_create_task_at(coil_loop *loop, coil_task **out, coil_task_fn fn,
 {
     if (!loop || !fn)
         return -EINVAL;
+    COIL__LOOP_THREAD_CHECK(loop, "coil_create_task");
     if (loop->closed)
         return COIL_ECLOSED;
     coil_stack_mode mode = opts && opts->stack_mode ? opts->stack_mode : loop->default_mode;
@@ -62,9 +65,7 @@ int coil__loop_create_task_at(coil_loop *loop, coil_task **out, coil_task_fn fn,
     t->tflags = mode == COIL_STACK_COMPACT ? COIL__TF_COMPACT : 0;
     if (mode == COIL_STACK_DEDICATED)
         t->tflags |= COIL__TF_DEDICATED_RESERVED;
-    t->id = ++loop->next_task_id;
-    t->stack_req = opts && opts->stack_size ? (uint32_t)((opts->stack_size + 1023) / 1024) : 0;
-    if ((opts && opts->name) || loop->debug) {
+    if ((opts && (opts->name || opts->stack_size)) || loop->debug) {
         coil__task_ext *x = coil__task_ext_get(t);
         if (!x || (opts && opts->name && !(x->name = strdup(opts->name)))) {
             coil__task_free_now(loop, t);
@@ -72,9 +73,10 @@ int coil__loop_create_task_at(coil_loop *loop, coil_task **out, coil_task_fn fn,
         }
         x->file = file;
         x->line = line;
+        x->stack_size = opts ? opts->stack_size : 0;
     }
     loop->ntasks_alive++;
-    loop->stats.tasks_created++;
+    COIL__STAT_ADD(loop, tasks_created, 1);
     if (out)
         *out = t;
     if (opts && opts->eager && loop->running) {
@@ -113,9 +115,14 @@ static bool start(coil_loop *loop, coil_task *t)
     }
     void *top;
     if (!(t->tflags & COIL__TF_COMPACT)) {
-        t->stack = coil__stack_get(&loop->stacks, (size_t)t->stack_req * 1024);
-        if (!t->stack && !(t->tflags & COIL__TF_DEDICATED_RESERVED) && t->stack_req == 0)
-            t->tflags |= COIL__TF_COMPACT; /* AUTO past the cap */
+        size_t want = t->ext ? t->ext->stack_size : 0;
+        bool is_auto = !(t->tflags & COIL__TF_DEDICATED_RESERVED) && want == 0;
+        if (is_auto && loop->stacks.live >= loop->stacks.auto_max && !loop->stacks.free)
+            t->stack = NULL; /* AUTO past its soft cap: compact, see coil_stack_mode */
+        else
+            t->stack = coil__stack_get(&loop->stacks, want);
+        if (!t->stack && is_auto)
+            t->tflags |= COIL__TF_COMPACT;
         else if (!t->stack) {
             coil__task_ext *x = coil__task_ext_get(t);
             if (x)
@@ -127,14 +134,16 @@ static bool start(coil_loop *loop, coil_task *t)
             return false;
         }
     }
-    coil__stack *s = t->stack ? t->stack : loop->stacks.shared;
+    coil__stack *s;
     if (t->tflags & COIL__TF_COMPACT) {
+        s = loop->stacks.shared;
+        t->save = NULL;
         coil_task *owner = loop->stacks.shared_owner;
         if (owner && owner != t)
-            coil__stack_save(&owner->ext->save, owner->sp, coil__stack_top(s));
+            coil__stack_save(&owner->save, owner->sp, coil__stack_top(s));
         loop->stacks.shared_owner = t;
-        if (!coil__task_ext_get(t))
-            abort(); /* compact tasks need their ext for the save buffer; see coil__stack_save */
+    } else {
+        s = t->stack;
     }
     top = coil__stack_top(s);
     t->sp = coil__ctx_make(top, task_main, t, (void *)fn);
@@ -153,26 +162,36 @@ static void swap_in(coil_loop *loop, coil_task *t)
         return;
     void *top = coil__stack_top(loop->stacks.shared);
     if (owner)
-        coil__stack_save(&owner->ext->save, owner->sp, top);
-    coil__stack_restore(t->ext->save, top);
+        coil__stack_save(&owner->save, owner->sp, top);
+    coil__stack_restore(t->save, top);
     loop->stacks.shared_owner = t;
 }
 
 static void finish(coil_loop *loop, coil_task *t);
 
-/* Switch into t; return when it suspends or finishes. */
-static void resume(coil_loop *loop, coil_task *t)
+/* Switch from the scheduler into t. Tasks may hand over to each other directly (switch_out), so
+ * the one that switches back to the scheduler need not be t: return that one, or NULL if it
+ * finished (its completion is handled here, on the scheduler's stack, which can free its stack). */
+static coil_task *resume(coil_loop *loop, coil_task *t)
 {
     t->tstate = COIL__T_RUNNING;
     loop->current = t;
+    if (COIL_UNLIKELY(loop->timing))
+        coil__step_begin(loop, t);
 #if defined(COIL_SANITIZE_BUILD)
     coil__fiber_switch(&loop->sched_sp, t->sp, &loop->sched_fiber, &t->fiber, 0);
 #else
     coil__ctx_switch(&loop->sched_sp, t->sp);
 #endif
+    coil_task *back = loop->current;
+    if (COIL_UNLIKELY(loop->timing))
+        coil__step_end(loop, back);
     loop->current = NULL;
-    if (t->tstate == COIL__T_FINISHED)
-        finish(loop, t);
+    if (back->tstate == COIL__T_FINISHED) {
+        finish(loop, back);
+        return NULL;
+    }
+    return back;
 }
 
 void coil__task_run(coil_loop *loop, coil_task *t)
@@ -185,15 +204,16 @@ void coil__task_run(coil_loop *loop, coil_task *t)
     } else if (t->tflags & COIL__TF_COMPACT) {
         swap_in(loop, t);
     }
-    resume(loop, t);
-    /* An eager create from inside t: run the new task now, then resume t where it left off. */
-    while (loop->eager_task) {
+    coil_task *back = resume(loop, t);
+    /* An eager create from inside a task: the creator came back to have the new task run now;
+     * run it up to its first suspension, then resume the creator where it left off. */
+    while (back && loop->eager_task) {
         coil_task *e = loop->eager_task;
         loop->eager_task = NULL;
         coil__task_run(loop, e);
-        if (t->tflags & COIL__TF_COMPACT)
-            swap_in(loop, t);
-        resume(loop, t);
+        if (back->tflags & COIL__TF_COMPACT)
+            swap_in(loop, back);
+        back = resume(loop, back);
     }
 }
 
@@ -235,15 +255,14 @@ static _Noreturn void task_main(void *task, void *fn)
 
 static void release_stack(coil_loop *loop, coil_task *t)
 {
-    if (t->stack) {
+    if (t->tflags & COIL__TF_COMPACT) {
+        free(t->save);
+        t->save = NULL;
+        if (loop->stacks.shared_owner == t)
+            loop->stacks.shared_owner = NULL;
+    } else if (t->stack) {
         coil__stack_put(&loop->stacks, t->stack);
         t->stack = NULL;
-    }
-    if (loop->stacks.shared_owner == t)
-        loop->stacks.shared_owner = NULL;
-    if (t->ext && t->ext->save) {
-        free(t->ext->save);
-        t->ext->save = NULL;
     }
 #if defined(COIL_SANITIZE_BUILD)
     if (t->tflags & COIL__TF_STARTED)
@@ -260,32 +279,88 @@ static void finish(coil_loop *loop, coil_task *t)
         t->aw.result = NULL;
     t->tstate = COIL__T_DONE;
     loop->ntasks_alive--;
-    loop->stats.tasks_finished++;
+    COIL__STAT_ADD(loop, tasks_finished, 1);
     coil__aw_complete(loop, &t->aw);
     coil__aw_unref(loop, &t->aw); /* the loop's reference */
 }
 
 /* ---- suspension ---- */
 
-coil_task *coil__running_task(void)
+/* Start the next iteration right here, on a task's stack, when the scheduler would have nothing
+ * to do but take the ready queue: no stop request, no SQE to submit, no completion waiting, no
+ * timer, no other source. A loop of tasks that only yield to each other then never leaves task
+ * context. Anything else goes back to the scheduler. */
+static bool next_iteration_inline(coil_loop *loop)
 {
-    coil_loop *loop = coil__tls_running;
-    return loop ? loop->current : NULL;
+    if (!loop->rq_head || loop->stopping || loop->sources || loop->eager_task || loop->io.unsubmitted ||
+        !coil__timers_empty(&loop->timers))
+        return false;
+    if (loop->io.inflight && coil__uring_pending(loop))
+        return false;
+    loop->batch = loop->rq_head;
+    loop->rq_head = NULL;
+    loop->rq_tail = &loop->rq_head;
+    COIL__STAT_ADD(loop, iterations, 1);
+    return true;
 }
 
-int coil__task_suspend(const coil__wait_ops *ops, void *obj)
+/* The task to hand over to directly, or NULL to go through the scheduler. Direct hand-over needs
+ * both tasks on dedicated stacks (compact stacks are swapped on the scheduler's stack) and the
+ * next one already started. */
+static coil_task *next_direct(coil_loop *loop, coil_task *cur)
 {
-    coil_task *t = coil__tls_running->current;
-    coil_loop *loop = t->loop;
-    t->wait_ops = ops;
-    t->wait_obj = obj;
-    if (t->tstate == COIL__T_RUNNING)
-        t->tstate = COIL__T_SUSPENDED;
+    if (cur->tflags & COIL__TF_COMPACT)
+        return NULL;
+    if (!loop->batch && !next_iteration_inline(loop))
+        return NULL;
+    coil__rq *n = loop->batch;
+    if (n->kind != COIL__RQ_TASK)
+        return NULL;
+    coil_task *next = (coil_task *)n;
+    if ((next->tflags & (COIL__TF_COMPACT | COIL__TF_STARTED)) != COIL__TF_STARTED)
+        return NULL;
+    loop->batch = n->next;
+    return next;
+}
+
+static void switch_out(coil_loop *loop, coil_task *t)
+{
+    coil_task *next = next_direct(loop, t);
+    if (COIL_UNLIKELY(loop->timing) && next) {
+        /* A direct hand-over ends one step and starts the next without the scheduler. */
+        coil__step_end(loop, t);
+        coil__step_begin(loop, next);
+    }
+    if (next == t) {
+        t->tstate = COIL__T_RUNNING; /* it yielded and is the only one ready: carry on */
+        return;
+    }
+    if (next) {
+        next->tstate = COIL__T_RUNNING;
+        loop->current = next;
+#if defined(COIL_SANITIZE_BUILD)
+        coil__fiber_switch(&t->sp, next->sp, &t->fiber, &next->fiber, 0);
+#else
+        coil__ctx_switch(&t->sp, next->sp);
+#endif
+        return;
+    }
 #if defined(COIL_SANITIZE_BUILD)
     coil__fiber_switch(&t->sp, loop->sched_sp, &t->fiber, &loop->sched_fiber, 0);
 #else
     coil__ctx_switch(&t->sp, loop->sched_sp);
 #endif
+}
+
+int coil__task_suspend(const coil__wait_ops *ops, void *obj)
+{
+    coil_loop *loop = coil__tls_running;
+    coil_task *t = loop->current;
+    t->wait_ops = ops;
+    t->wait_obj = obj;
+    if (t->tstate == COIL__T_RUNNING)
+        t->tstate = COIL__T_SUSPENDED;
+    switch_out(loop, t);
     int r = t->wake_result;
     t->wait_obj = NULL;
     if (COIL_UNLIKELY(t->tflags & COIL__TF_MUST_CANCEL)) {
@@ -352,7 +427,6 @@ void coil__task_free_now(coil_loop *loop, coil_task *t)
             coil__exception_free(x->exc);
         free(x->name);
         free(x->cancel_msg);
-        free(x->save);
         free(x);
     }
     coil__pool_put(&loop->task_pool, t);

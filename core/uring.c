@@ -72,7 +72,7 @@ struct io_uring_sqe *coil__uring_sqe(coil_loop *loop)
         /* SQ full: push what is queued to the kernel and take a fresh slot. */
         int n = io_uring_submit(&loop->io.ring);
         if (n > 0)
-            loop->stats.sqes_submitted += (unsigned)n;
+            COIL__STAT_ADD(loop, sqes_submitted, n);
         loop->io.unsubmitted = 0;
         sqe = io_uring_get_sqe(&loop->io.ring);
         if (!sqe)
@@ -101,6 +101,15 @@ static void handle_cqe(coil_loop *loop, const struct io_uring_cqe *cqe)
     }
 }
 
+bool coil__uring_pending(coil_loop *loop)
+{
+    struct io_uring *ring = &loop->io.ring;
+    if (!(loop->io.flags & IORING_SETUP_TASKRUN_FLAG))
+        return true; /* no cheap way to tell: assume so */
+    return (IO_URING_READ_ONCE(*ring->sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) ||
+           io_uring_cq_ready(ring);
+}
+
 unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
 {
     struct io_uring *ring = &loop->io.ring;
@@ -127,7 +136,7 @@ unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
         ret = io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, NULL);
     }
     (void)ret; /* -ETIME, -EINTR and friends just mean: look at what completed */
-    loop->stats.sqes_submitted += queued;
+    COIL__STAT_ADD(loop, sqes_submitted, queued);
     unsigned head, n = 0;
     struct io_uring_cqe *cqe;
     io_uring_for_each_cqe(ring, head, cqe)
@@ -136,6 +145,6 @@ unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
         n++;
     }
     io_uring_cq_advance(ring, n);
-    loop->stats.cqes_reaped += n;
+    COIL__STAT_ADD(loop, cqes_reaped, n);
     return n;
 }

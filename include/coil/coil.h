@@ -8,5 +8,18 @@
 #include "runner.h"
 #include "io.h"
 #include "signal.h"
+#include "net.h"
+#include "stream.h"
+#include "file.h"
+#include "subprocess.h"
+#include "combinators.h"
+#include "timeout.h"
+#include "taskgroup.h"
+#include "sync.h"
+#include "queue.h"
+#include "runtime.h"
+#include "threadsafe.h"
+#include "executor.h"
+#include "introspect.h"
 
 #endif

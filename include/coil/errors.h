@@ -31,6 +31,8 @@ enum {
     COIL_EGROUP        = -1016, /* an exception group: several failures, see coil_exception_child */
     COIL_ENOURING      = -1020, /* io_uring could not be set up; the message says why */
     COIL_ENOSTACK      = -1021, /* no stack could be mapped for a task */
+    COIL_ENONAME       = -1030, /* name resolution: host or service not known (EAI_NONAME) */
+    COIL_ERESOLVE      = -1031, /* name resolution failed for another reason (EAI_*) */
 };
 
 /* A static, human-readable description of a code (errno or coil code). Never NULL. */

@@ -196,7 +196,7 @@ int main(int argc, char **argv)
         return 2;
     }
     bench_args a = { 0 };
-    for (int i = 2; i < argc; i++) {
+    for (int i = 2; i < argc; i += 2) { /* --option value pairs */
         const char *opt = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!val) {
@@ -222,7 +222,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "coil-bench: unknown option '%s'\n", opt);
             return 2;
         }
-        i++;
     }
     return run_one(w, &a);
 }

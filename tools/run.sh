@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The README's two set-up commands, in one place:
+#   bash tools/run.sh bench    install what is missing, build (Release), print the per-core benchmark summary
+#   bash tools/run.sh test     install what is missing, build, run every test (ctest)
+#   bash tools/run.sh sanitize address,undefined|thread [label regex: test_<file> names]
+# Safe to run again: installs only what is missing, builds incrementally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake ninja-build gcc g++ pkg-config liburing-dev libjemalloc-dev libgtest-dev wrk python3)
+
+install_missing() {
+    local missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+jobs=$(nproc)
+
+build() { # build DIR [cmake args...]
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
+    ninja -C "$dir" -j "$jobs"
+}
+
+case "${1:-}" in
+bench)
+    install_missing
+    build build-release -DCMAKE_BUILD_TYPE=Release -DCOIL_BUILD_TESTS=OFF
+    ./build-release/coil-bench summary --runs "${COIL_BENCH_RUNS:-5}"
+    ;;
+test)
+    install_missing
+    build build -DCOIL_BUILD_TESTS=ON
+    ctest --test-dir build --output-on-failure -j "$jobs" --timeout 300
+    ;;
+sanitize)
+    install_missing
+    kind=${2:?usage: tools/run.sh sanitize address,undefined|thread [regex]}
+    dir="build-${kind//,/-}"
+    build "$dir" -DCOIL_SANITIZE="$kind" -DCOIL_BUILD_TOOLS=OFF
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+    if [ -n "${3:-}" ]; then
+        ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 300 -L "$3"
+    else
+        ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 300
+    fi
+    ;;
+*)
+    echo "usage: bash tools/run.sh bench|test|sanitize KIND [REGEX]" >&2
+    exit 2
+    ;;
+esac
