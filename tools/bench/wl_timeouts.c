@@ -1,0 +1,88 @@
+/* coil-bench: timeouts (WORKLOADS.md): N tasks each wait on a never-set event under a 10 ms
+ * timeout scope; main gathers them all and checks that every one timed out. The metric is wall
+ * time / N, the 10 ms included. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <coil/coil.h>
+
+#include "bench.h"
+
+static void *wait_under_timeout(void *arg)
+{
+    coil_event *ev = arg;
+    coil_timeout_scope *s;
+    int err = coil_timeout(&s, 0.010);
+    if (err)
+        return coil_raise(err, "timeout scope");
+    err = coil_timeout_enter(s);
+    if (!err)
+        err = coil_timeout_exit(s, coil_event_wait(ev));
+    coil_timeout_free(s);
+    /* A value, not a raise: a raise allocates an exception, which is not what is measured. */
+    return (void *)(intptr_t)(err == -ETIMEDOUT);
+}
+
+struct timeouts_ctx {
+    long n;
+    bool compact;
+    uint64_t ns;
+};
+
+static void *timeouts_main(void *arg)
+{
+    struct timeouts_ctx *c = arg;
+    coil_event *ev;
+    if (coil_event_new(&ev) != 0)
+        return coil_raise(-ENOMEM, "event");
+    coil_task **ts = malloc((size_t)c->n * sizeof *ts);
+    coil_gather_result *res = malloc((size_t)c->n * sizeof *res);
+    if (!ts || !res) {
+        free(ts);
+        free(res);
+        coil_event_free(ev);
+        return coil_raise(-ENOMEM, "arrays");
+    }
+    coil_task_opts opts = { .stack_mode = c->compact ? COIL_STACK_COMPACT : COIL_STACK_AUTO };
+    uint64_t t0 = bench_now_ns();
+    for (long i = 0; i < c->n; i++)
+        if (coil_create_task(&ts[i], wait_under_timeout, ev, &opts) != 0)
+            return coil_raise(-ENOMEM, "create_task %ld", i);
+    int err = coil_gather((coil_future **)ts, (size_t)c->n, false, res);
+    c->ns = bench_now_ns() - t0;
+    long timed_out = 0;
+    for (long i = 0; i < c->n; i++) {
+        timed_out += err == 0 && res[i].value == (void *)1;
+        coil_task_free(ts[i]);
+    }
+    free(ts);
+    free(res);
+    coil_event_free(ev);
+    if (err)
+        return coil_raise(err, "gather");
+    if (timed_out != c->n)
+        return coil_raise(-EIO, "only %ld of %ld timed out", timed_out, c->n);
+    return NULL;
+}
+
+static int timeouts(const bench_args *a, long *n, bench_result *out)
+{
+    /* Default (AUTO) stacks, as a user gets them; --mode compact forces compact stacks. */
+    bool compact = a->mode && strcmp(a->mode, "compact") == 0;
+    struct timeouts_ctx c = { a->n, compact, 0 };
+    int err = coil_run(timeouts_main, &c, NULL);
+    if (err)
+        return err;
+    *n = a->n;
+    out->metric = "ns_per_timeout";
+    out->unit = "ns";
+    out->value = (double)c.ns / (double)a->n;
+    bench_extra(out, "wall_s", (double)c.ns / 1e9);
+    bench_extra_str(out, "stacks", compact ? "compact" : "auto");
+    return 0;
+}
+COIL_BENCH_WORKLOAD(timeouts, timeouts, 100000,
+                    "N tasks wait on a never-set event under a 10 ms timeout scope; main gathers (ns per timed-out wait)")
