@@ -1,0 +1,104 @@
+/* coil: sockets on the loop's io_uring: socket operations, name resolution and a UDP endpoint.
+ *
+ * Every operation that waits suspends the running task until the kernel completes it, and every
+ * one is cancellable: cancelling the task submits an async cancel, and the task resumes once the
+ * kernel is done with its buffers, with -ECANCELED (or, if the operation had already completed,
+ * with its result; the cancel is then delivered at the next await, see coil/task.h). Buffers and
+ * addresses on a compact task's stack are bounced through runtime-owned memory. Errors are
+ * negated errnos; COIL_ENOTASK outside a task. Every fd coil opens is close-on-exec.
+ * Loop thread only, except where a function says otherwise. */
+#ifndef COIL_NET_H
+#define COIL_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct addrinfo;
+
+/* A socket address big enough for any family (IPv4, IPv6, Unix). */
+typedef struct coil_sockaddr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+} coil_sockaddr;
+
+/* ---- socket operations ---- */
+
+/* socket(2) with SOCK_CLOEXEC added. Never suspends. 0 with *fd, or a negated errno. */
+int coil_socket(int domain, int type, int protocol, int *fd);
+/* Connect fd to addr. Suspends until connected. -ECONNREFUSED, -ETIMEDOUT, ... */
+int coil_sock_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+/* Accept one connection (SOCK_CLOEXEC is always added to flags). Suspends until a peer
+ * arrives. addr/addrlen may be NULL. -EMFILE when the process is out of fds. */
+int coil_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags, int *out_fd);
+/* One recv(2): *n = 0 means the peer closed its side. Suspends until data or EOF. */
+int coil_sock_recv(int fd, void *buf, size_t len, int flags, size_t *n);
+/* One send(2) (MSG_NOSIGNAL is always added: a closed peer gives -EPIPE, never SIGPIPE). */
+int coil_sock_send(int fd, const void *buf, size_t len, int flags, size_t *n);
+/* send until all of buf is gone. */
+int coil_sock_sendall(int fd, const void *buf, size_t len, int flags);
+/* sendmsg(2)/recvmsg(2). On return from recvmsg, msg->msg_namelen, msg_controllen and msg_flags
+ * are updated as recvmsg(2) does. */
+int coil_sock_sendmsg(int fd, const struct msghdr *msg, int flags, size_t *n);
+int coil_sock_recvmsg(int fd, struct msghdr *msg, int flags, size_t *n);
+/* sendto/recvfrom, for datagram sockets. addr may be NULL (connected socket). */
+int coil_sock_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
+                     socklen_t addrlen, size_t *n);
+int coil_sock_recvfrom(int fd, void *buf, size_t len, int flags, coil_sockaddr *from, size_t *n);
+/* shutdown(2) (SHUT_RD, SHUT_WR, SHUT_RDWR). Suspends. */
+int coil_sock_shutdown(int fd, int how);
+/* Close through the ring (same as coil_close). */
+int coil_sock_close(int fd);
+
+/* ---- addresses and name resolution ---- */
+
+/* Format an address as "1.2.3.4:80", "[::1]:80" or the Unix path. Never suspends; returns buf. */
+char *coil_sockaddr_format(const struct sockaddr *addr, socklen_t len, char *buf, size_t cap);
+/* The port of an IPv4/IPv6 address (host order), or -1. */
+int coil_sockaddr_port(const struct sockaddr *addr);
+
+/* getaddrinfo(3) without blocking the loop (asyncio's loop.getaddrinfo): a numeric host is
+ * resolved at once, any other name on a private helper thread while the task waits. `port` may
+ * be NULL, `hints` NULL (= AF_UNSPEC, SOCK_STREAM). Suspends. 0 with *res (free it with
+ * freeaddrinfo), COIL_ENONAME (EAI_NONAME, EAI_SERVICE, EAI_NODATA), COIL_ERESOLVE (other EAI_*
+ * errors), a negated errno for EAI_SYSTEM, -ENOMEM, -ECANCELED (the lookup finishes in the
+ * background and is discarded). */
+int coil_getaddrinfo(const char *host, const char *port, const struct addrinfo *hints, struct addrinfo **res);
+
+/* ---- UDP endpoint (asyncio's create_datagram_endpoint, without protocol callbacks) ---- */
+
+typedef struct coil_udp coil_udp;
+
+typedef struct coil_udp_opts {
+    const char *local_host;   /* bind here (NULL with local_port 0 = no explicit bind) */
+    int local_port;
+    const char *remote_host;  /* connect to this peer (then addr may be NULL in sendto) */
+    int remote_port;
+    int family;               /* AF_INET, AF_INET6 or 0 = from the addresses */
+    int reuse_port;           /* SO_REUSEPORT */
+    int allow_broadcast;      /* SO_BROADCAST */
+} coil_udp_opts;
+
+/* Open a datagram socket as opts says. Suspends while names resolve. 0 with *out, a resolver
+ * error, or a negated errno (-EINVAL if neither a local nor a remote address is given). */
+int coil_udp_open(const coil_udp_opts *opts, coil_udp **out);
+/* Send one datagram (addr NULL for a connected endpoint). Suspends until queued. */
+int coil_udp_sendto(coil_udp *u, const void *buf, size_t len, const struct sockaddr *addr, socklen_t addrlen);
+/* Receive one datagram; *n is its (possibly truncated) length; from may be NULL. Suspends. */
+int coil_udp_recvfrom(coil_udp *u, void *buf, size_t len, size_t *n, coil_sockaddr *from);
+/* The bound address; the fd (owned by the endpoint). Never suspend. */
+int coil_udp_sockname(coil_udp *u, coil_sockaddr *out);
+int coil_udp_fd(const coil_udp *u);
+/* Close the socket and free the endpoint. Operations still waiting on it must have finished
+ * (cancel their tasks first). Never suspends. */
+void coil_udp_close(coil_udp *u);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,430 @@
+/* coil shards: a loop's inbox. The bounded MPSC ring other threads post {fn, a, b} messages
+ * into, drained by the loop every iteration, and the sleep/wake handshake (see shards.h) that
+ * wakes the loop with an IORING_OP_MSG_RING only when it is really asleep. */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "inbox_debug.h"
+#include "shards.h"
+
+enum { RING_CAPACITY = 4096, DRAIN_BATCH = 64, DRAIN_MAX = 4096 };
+/* The res a wake-up CQE carries says who sent it (msg_ring passes `len` through as res). */
+enum { WAKE_FROM_LOOP = 1, WAKE_FROM_THREAD = 2 };
+
+struct coil__ovf {
+    coil__ovf *next;
+    coil__inbox *to;
+    coil__msg m;
+};
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- sending a wake-up ---- */
+
+/* A foreign thread's own small ring, only for MSG_RING; torn down when the thread exits. */
+struct wake_ring {
+    struct io_uring ring;
+};
+static pthread_key_t wake_key;
+static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
+
+static void wake_ring_free(void *p)
+{
+    struct wake_ring *w = p;
+    io_uring_queue_exit(&w->ring);
+    free(w);
+}
+
+static void wake_key_init(void) { pthread_key_create(&wake_key, wake_ring_free); }
+
+static struct wake_ring *wake_ring_here(void)
+{
+    pthread_once(&wake_once, wake_key_init);
+    struct wake_ring *w = pthread_getspecific(wake_key);
+    if (w)
+        return w;
+    w = malloc(sizeof *w);
+    if (!w)
+        return NULL;
+    if (io_uring_queue_init(4, &w->ring, 0) != 0) {
+        free(w);
+        return NULL;
+    }
+    pthread_setspecific(wake_key, w);
+    return w;
+}
+
+static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe);
+
+/* One static record for every wake-up: it is never freed (a late wake-up CQE cannot point into
+ * a closed inbox), and the loop finds its inbox through loop->inbox, whose acquire load also
+ * orders the inbox's initialisation by a foreign creator before the loop's first look at it
+ * (the kernel orders it too, but ThreadSanitizer cannot see through MSG_RING). */
+static coil__uring_cb wake_record = { wake_complete };
+/* The loop whose ring this thread is polling when no loop is running: set while an inbox waits
+ * for completions at close. */
+static __thread coil_loop *tls_polling;
+
+static uint64_t wake_ud(void) { return (uint64_t)(uintptr_t)&wake_record | COIL__UD_CALLBACK; }
+
+static void send_wake(coil__inbox *ib)
+{
+    coil_loop *me = coil__tls_running;
+    if (me && me != ib->loop) {
+        /* From a loop: ride along with its next submission (batched, no extra syscall). */
+        struct io_uring_sqe *sqe = coil__uring_sqe(me);
+        if (sqe) {
+            io_uring_prep_msg_ring(sqe, ib->ring_fd, WAKE_FROM_LOOP, wake_ud(), 0);
+            io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
+            COIL__STAT_ADD(me, wakeups_sent, 1);
+            return;
+        }
+    }
+    struct wake_ring *w = wake_ring_here();
+    struct io_uring_sqe *sqe = w ? io_uring_get_sqe(&w->ring) : NULL;
+    if (!sqe) {
+        /* Cannot happen short of ENOMEM; a raw enter would still be better than a lost wake-up,
+         * but there is no ring to enter. Leave the flag set so the next producer tries again. */
+        atomic_store_explicit(&ib->asleep, 1, memory_order_relaxed);
+        return;
+    }
+    io_uring_prep_msg_ring(sqe, ib->ring_fd, WAKE_FROM_THREAD, wake_ud(), 0);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_submit(&w->ring);
+    /* Only failures post a CQE here (the target ring gone or full: then it is not asleep). */
+    struct io_uring_cqe *cqe;
+    while (io_uring_peek_cqe(&w->ring, &cqe) == 0)
+        io_uring_cqe_seen(&w->ring, cqe);
+}
+
+static void register_inbox(coil__inbox *ib);
+
+/* The wake-up's CQE, on the loop's thread. The message itself is drained later this iteration. */
+static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
+{
+    (void)cb;
+    coil_loop *loop = coil__tls_running ? coil__tls_running : tls_polling;
+    if (!loop)
+        return; /* a stray wake-up reaped while the loop closes: nothing to do */
+    /* The driver counts one operation done per CQE; this one was never submitted here. */
+    loop->io.inflight++;
+    coil__inbox *ib = (coil__inbox *)__atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE);
+    if (!ib)
+        return;
+    if (cqe->res == WAKE_FROM_LOOP)
+        COIL__STAT_ADD(loop, wakeups_from_loops, 1);
+    else
+        COIL__STAT_ADD(loop, wakeups_from_threads, 1);
+    if (!ib->registered)
+        register_inbox(ib);
+}
+
+/* ---- the loop side ---- */
+
+static void futex_wake_all(_Atomic uint32_t *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+static void ovf_flush(coil__inbox *self);
+
+unsigned coil__inbox_drain(coil__inbox *ib)
+{
+    coil__msg batch[DRAIN_BATCH];
+    unsigned total = 0, n;
+    /* Bounded, so a flood from other threads cannot starve the loop's own ready work. */
+    do {
+        n = coil__mpsc_pop_batch(ib->ring, batch, DRAIN_BATCH);
+        for (unsigned i = 0; i < n; i++)
+            batch[i].fn(batch[i].a, batch[i].b);
+        total += n;
+    } while (n == DRAIN_BATCH && total < DRAIN_MAX);
+    if (total) {
+        COIL__STAT_ADD(ib->loop, msgs_in, total);
+        if (atomic_load_explicit(&ib->space_waiters, memory_order_seq_cst)) {
+            atomic_fetch_add_explicit(&ib->space_seq, 1, memory_order_seq_cst);
+            futex_wake_all(&ib->space_seq);
+        }
+    }
+    return total;
+}
+
+static bool src_drain(coil_loop *loop, coil__loop_source *s)
+{
+    (void)loop;
+    coil__inbox *ib = coil__container_of(s, coil__inbox, src);
+    if (ib->ovf_head)
+        ovf_flush(ib);
+    return coil__inbox_drain(ib) > 0;
+}
+
+static bool src_before_block(coil_loop *loop, coil__loop_source *s)
+{
+    (void)loop;
+    coil__inbox *ib = coil__container_of(s, coil__inbox, src);
+    if (ib->ovf_head || !coil__mpsc_empty(ib->ring))
+        return true;
+    if (ib->spin_ns) {
+        /* A reply is often a few microseconds away: a short spin saves both sides a syscall. */
+        uint64_t t0 = coil__now_ns();
+        do {
+            for (int i = 0; i < 32; i++)
+                cpu_relax();
+            if (!coil__mpsc_empty(ib->ring))
+                return true;
+        } while (coil__now_ns() - t0 < ib->spin_ns);
+    }
+    /* An RMW, not a store: producers exchange the flag after each push, so one of the two
+     * exchanges reads the other's write (acquire/release): either we see the message below or
+     * that producer sees 1 and wakes us. */
+    atomic_exchange_explicit(&ib->asleep, 1, memory_order_acq_rel);
+    if (!coil__mpsc_empty(ib->ring)) {
+        atomic_store_explicit(&ib->asleep, 0, memory_order_relaxed);
+        return true;
+    }
+    return false;
+}
+
+static void src_after_block(coil_loop *loop, coil__loop_source *s)
+{
+    (void)loop;
+    coil__inbox *ib = coil__container_of(s, coil__inbox, src);
+    /* Read first: a store every iteration would bounce the line producers read after each push. */
+    if (atomic_load_explicit(&ib->asleep, memory_order_relaxed))
+        atomic_store_explicit(&ib->asleep, 0, memory_order_relaxed);
+}
+
+static void inbox_close(coil_loop *loop, coil__loop_closer *c);
+
+static void register_inbox(coil__inbox *ib)
+{
+    ib->registered = true;
+    coil__loop_add_source(ib->loop, &ib->src);
+    atomic_store_explicit(&ib->asleep, 0, memory_order_relaxed);
+}
+
+void coil__inbox_expect(coil__inbox *ib, int delta)
+{
+    ib->expect = (unsigned)((int)ib->expect + delta);
+    ib->src.can_wake = ib->expect > 0;
+}
+
+void coil__inbox_wait(coil__inbox *ib, uint64_t timeout_ns)
+{
+    if (!ib->registered)
+        register_inbox(ib);
+    if (ib->ovf_head)
+        ovf_flush(ib);
+    if (coil__inbox_drain(ib))
+        return;
+    bool block = !src_before_block(ib->loop, &ib->src);
+    coil_loop *prev = tls_polling;
+    tls_polling = ib->loop;
+    coil__uring_poll(ib->loop, block, timeout_ns);
+    tls_polling = prev;
+    src_after_block(ib->loop, &ib->src);
+    coil__inbox_drain(ib);
+}
+
+/* Loop close: wait for every outside completion this loop still expects (their messages point
+ * at objects only this loop frees), run what is left in the ring, then free it all. */
+static void inbox_close(coil_loop *loop, coil__loop_closer *c)
+{
+    (void)loop;
+    coil__inbox *ib = (coil__inbox *)c;
+    ib->closing = true;
+    if (ib->default_executor)
+        coil__executor_shutdown_wait(ib->default_executor, ib);
+    while (ib->expect || ib->ovf_head)
+        coil__inbox_wait(ib, 10 * 1000 * 1000);
+    while (coil__inbox_drain(ib))
+        ;
+    if (ib->registered)
+        coil__loop_remove_source(ib->loop, &ib->src);
+    coil__mpsc_free(ib->ring);
+    free(ib);
+}
+
+static coil__inbox *inbox_new(coil_loop *loop)
+{
+    coil__inbox *ib = calloc(1, sizeof *ib);
+    if (!ib)
+        return NULL;
+    if (coil__mpsc_init(&ib->ring, RING_CAPACITY) != 0) {
+        free(ib);
+        return NULL;
+    }
+    ib->closer.close = inbox_close;
+    ib->src.drain = src_drain;
+    ib->src.before_block = src_before_block;
+    ib->src.after_block = src_after_block;
+    ib->loop = loop;
+    ib->ring_fd = loop->io.ring.ring_fd;
+    ib->ovf_tail = &ib->ovf_head;
+    /* Not listening yet: the first producer sends a wake-up, whose CQE hooks us in. */
+    atomic_init(&ib->asleep, 1);
+    return ib;
+}
+
+coil__inbox *coil__inbox_of(coil_loop *loop)
+{
+    coil__loop_closer *c = __atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE);
+    if (COIL_LIKELY(c != NULL))
+        return (coil__inbox *)c;
+    coil__inbox *ib = inbox_new(loop);
+    if (!ib)
+        return NULL;
+    coil__loop_closer *expected = NULL;
+    if (!__atomic_compare_exchange_n(&loop->inbox, &expected, &ib->closer, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        coil__mpsc_free(ib->ring);
+        free(ib);
+        return (coil__inbox *)expected;
+    }
+    if (coil__tls_running == loop || coil__tls_loop == loop)
+        register_inbox(ib);
+    return ib;
+}
+
+coil__inbox *coil__inbox_here(void)
+{
+    coil_loop *loop = coil__tls_running;
+    if (!loop)
+        return NULL;
+    coil__inbox *ib = coil__inbox_of(loop);
+    if (ib && !ib->registered)
+        register_inbox(ib);
+    return ib;
+}
+
+/* ---- posting ---- */
+
+/* The producer's half of the handshake (see src_before_block). The exchange also makes exactly
+ * one producer, the one that reads 1, pay for the wake-up. */
+static inline void after_push(coil__inbox *ib)
+{
+    if (atomic_exchange_explicit(&ib->asleep, 0, memory_order_acq_rel))
+        send_wake(ib);
+}
+
+static void ovf_flush(coil__inbox *self)
+{
+    coil__ovf *o;
+    while ((o = self->ovf_head)) {
+        if (coil__mpsc_push(o->to->ring, &o->m) != 0)
+            return; /* still full: keep order, try again next iteration */
+        self->ovf_head = o->next;
+        if (!self->ovf_head)
+            self->ovf_tail = &self->ovf_head;
+        after_push(o->to);
+        free(o);
+    }
+}
+
+static int futex_wait(_Atomic uint32_t *addr, uint32_t val, long ns)
+{
+    struct timespec ts = { 0, ns };
+    return (int)syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
+}
+
+int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
+{
+    coil__msg m = { fn, a, b };
+    int err = coil__mpsc_push(ib->ring, &m);
+    if (err)
+        return err;
+    coil_loop *me = coil__tls_running;
+    if (me)
+        COIL__STAT_ADD(me, msgs_out, 1);
+    after_push(ib);
+    return 0;
+}
+
+int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
+{
+    coil__msg m = { fn, a, b };
+    coil_loop *me = coil__tls_running;
+    coil__inbox *self = me ? (coil__inbox *)__atomic_load_n(&me->inbox, __ATOMIC_ACQUIRE) : NULL;
+    if (me && !self)
+        self = coil__inbox_here();
+    if (COIL_LIKELY(!self || !self->ovf_head) && coil__mpsc_push(ib->ring, &m) == 0) {
+        if (me)
+            COIL__STAT_ADD(me, msgs_out, 1);
+        after_push(ib);
+        return 0;
+    }
+    if (self) {
+        /* A loop must never block on another loop's ring: that is how two loops deadlock. */
+        coil__ovf *o = malloc(sizeof *o);
+        if (!o)
+            return -ENOMEM;
+        o->next = NULL;
+        o->to = ib;
+        o->m = m;
+        *self->ovf_tail = o;
+        self->ovf_tail = &o->next;
+        COIL__STAT_ADD(me, msgs_out, 1);
+        return 0;
+    }
+    /* A foreign thread waits for space: spin, yield, then sleep on the drain counter. */
+    for (unsigned i = 0;; i++) {
+        uint32_t seq = atomic_load_explicit(&ib->space_seq, memory_order_seq_cst);
+        if (coil__mpsc_push(ib->ring, &m) == 0)
+            break;
+        if (i < 64) {
+            cpu_relax();
+        } else if (i < 128) {
+            sched_yield();
+        } else {
+            atomic_fetch_add_explicit(&ib->space_waiters, 1, memory_order_seq_cst);
+            if (coil__mpsc_push(ib->ring, &m) == 0) {
+                atomic_fetch_sub_explicit(&ib->space_waiters, 1, memory_order_seq_cst);
+                break;
+            }
+            /* The ring is full, so the loop has work: make sure it is awake to drain it. */
+            after_push(ib);
+            futex_wait(&ib->space_seq, seq, 1000 * 1000);
+            atomic_fetch_sub_explicit(&ib->space_waiters, 1, memory_order_seq_cst);
+        }
+    }
+    after_push(ib);
+    return 0;
+}
+
+/* ---- a window for tests and tools (inbox_debug.h) ---- */
+
+void coil__loop_xstats(coil_loop *loop, coil__xstats *out)
+{
+    const coil__loop_stats *s = loop->stats;
+    out->msgs_in = coil__stat_get(&s->msgs_in);
+    out->msgs_out = coil__stat_get(&s->msgs_out);
+    out->wakeups_from_loops = coil__stat_get(&s->wakeups_from_loops);
+    out->wakeups_from_threads = coil__stat_get(&s->wakeups_from_threads);
+    out->wakeups_sent = coil__stat_get(&s->wakeups_sent);
+}
+
+int coil__loop_inbox_asleep(coil_loop *loop)
+{
+    coil__inbox *ib = coil__inbox_of(loop);
+    return ib ? atomic_load_explicit(&ib->asleep, memory_order_acquire) : 0;
+}
+
+unsigned coil__loop_inbox_capacity(coil_loop *loop)
+{
+    coil__inbox *ib = coil__inbox_of(loop);
+    return ib ? coil__mpsc_capacity(ib->ring) : 0;
+}

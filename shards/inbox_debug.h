@@ -1,0 +1,31 @@
+/* coil shards: a read-only window on a loop's inbox, for tests and tools. Private to coil, but
+ * plain C that C++ can include (the inbox itself lives in shards.h, which C++ cannot). */
+#ifndef COIL_SHARDS_INBOX_DEBUG_H
+#define COIL_SHARDS_INBOX_DEBUG_H
+
+#include <stdint.h>
+
+#include "coil/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct coil__xstats {
+    uint64_t msgs_in, msgs_out;                       /* popped by / posted from this loop */
+    uint64_t wakeups_from_loops, wakeups_from_threads; /* wake-ups this loop received */
+    uint64_t wakeups_sent;                            /* wake-ups this loop sent to other loops */
+} coil__xstats;
+
+/* The loop's cross-thread counters. Loop thread (they have one writer). */
+void coil__loop_xstats(coil_loop *loop, coil__xstats *out);
+/* 1 if the loop has said it is about to block (or is blocked) waiting for its inbox, else 0.
+ * Any thread. Creates the inbox if the loop has none. */
+int coil__loop_inbox_asleep(coil_loop *loop);
+/* How many messages the loop's inbox ring holds. Any thread. */
+unsigned coil__loop_inbox_capacity(coil_loop *loop);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

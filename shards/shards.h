@@ -1,0 +1,89 @@
+/* coil shards: what the shards files share. Private to the library.
+ *
+ * Every loop that talks to other threads has one inbox: a bounded MPSC ring of {fn, a, b}
+ * messages that the loop drains every iteration, plus the sleep/wake handshake that lets a
+ * producer wake the loop only when it is really blocked in io_uring_enter:
+ *
+ *   loop (before blocking):  exchange(asleep, 1); if ring not empty: asleep = 0, don't block
+ *   producer (after a push): if exchange(asleep, 0) == 1: send wake-up
+ *
+ * Both are acq_rel read-modify-writes of one variable, so one reads the other's write: either
+ * the loop sees the message or the producer sees the flag, and no wake-up is lost (the same
+ * guarantee as a seq_cst fence on each side, in a form ThreadSanitizer can check). Only the
+ * producer that reads 1 pays the syscall, and a busy loop (asleep == 0) costs producers the push
+ * and one uncontended exchange. The wake-up is an IORING_OP_MSG_RING
+ * that posts a CQE into the loop's ring: from another loop's own ring (batched with its other
+ * submissions), or from a small ring the foreign thread keeps for this. The CQE carries a
+ * COIL__UD_CALLBACK record, so the loop's driver needs no special case and nothing has to stay
+ * in flight on the loop's ring (run_until_complete's "nothing can wake me" test still works).
+ * No eventfd is needed: MSG_RING works from any ring, a foreign thread's included.
+ */
+#ifndef COIL_SHARDS_SHARDS_H
+#define COIL_SHARDS_SHARDS_H
+
+#include <stdatomic.h>
+
+#include "internal.h"
+#include "mpsc.h"
+
+typedef struct coil__ovf coil__ovf;
+typedef struct coil_executor coil_executor;
+typedef struct coil_runtime coil_runtime;
+
+typedef struct coil__inbox {
+    coil__loop_closer closer;     /* first: loop->inbox points here */
+    coil__loop_source src;
+    coil_loop *loop;
+    coil__mpsc *ring;
+    int ring_fd;                  /* the loop's io_uring fd, the MSG_RING target */
+
+    /* shared with producers */
+    _Atomic int asleep;           /* 1: the loop may be blocked; whoever clears it wakes it */
+    _Atomic uint32_t space_seq;   /* bumped (and futex-woken) after a drain when producers wait */
+    _Atomic uint32_t space_waiters;
+
+    /* loop thread only */
+    bool registered;              /* source and closer hooked into the loop */
+    bool closing;
+    unsigned expect;              /* outside completions this loop waits for (keeps it wakeable) */
+    unsigned spin_ns;             /* poll the ring this long before going to sleep */
+    coil__ovf *ovf_head, **ovf_tail; /* messages this loop sent that did not fit their target */
+    coil_executor *default_executor;
+    bool executor_shut;           /* coil_shutdown_default_executor was called */
+    coil_runtime *runtime;        /* the runtime this loop is a shard of, or NULL */
+    unsigned shard;
+} coil__inbox;
+
+/* The inbox of `loop`, created on first use. Any thread; the loop needs not be running. NULL on
+ * -ENOMEM. Created from a foreign thread, it is hooked into the loop when the loop first sees a
+ * wake-up, which such an inbox always sends. */
+coil__inbox *coil__inbox_of(coil_loop *loop);
+/* The inbox of the loop running on this thread, created if need be; NULL outside a loop. */
+coil__inbox *coil__inbox_here(void);
+
+/* Post fn(a, b) to run on the inbox's loop. Any thread. From a loop's thread a full ring never
+ * blocks: the message waits in that loop's overflow list, flushed every iteration (so two loops
+ * sending to each other cannot deadlock). From a foreign thread a full ring makes the caller
+ * wait (spin, yield, then futex) until the loop drains. Returns 0 or -ENOMEM. */
+int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b);
+/* As coil__inbox_post, but -EAGAIN instead of waiting or overflowing when the ring is full. */
+int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b);
+/* Run what is in the ring now (loop thread). Returns how many messages ran. */
+unsigned coil__inbox_drain(coil__inbox *ib);
+/* An outside completion is (no longer) expected: keeps run_until_complete from giving up. */
+void coil__inbox_expect(coil__inbox *ib, int delta);
+/* Poll the loop's ring for up to timeout_ns waiting for messages (loop thread, loop not running
+ * a task: used while closing). */
+void coil__inbox_wait(coil__inbox *ib, uint64_t timeout_ns);
+
+/* Executors (executor.c). */
+coil_executor *coil__default_executor(coil__inbox *ib, int *err);
+void coil__executor_shutdown_wait(coil_executor *ex, coil__inbox *ib);
+
+/* Runtime shard of this thread (runtime.c): NULL outside a runtime. */
+coil_runtime *coil__runtime_here(unsigned *shard);
+coil__inbox *coil__runtime_inbox(coil_runtime *rt, unsigned shard);
+unsigned coil__runtime_count(coil_runtime *rt);
+void coil__runtime_xcall_add(coil_runtime *rt, int delta);
+
+#endif

@@ -1,0 +1,290 @@
+// to_thread, run_in_executor, custom executors and shutting them down; cancellation while the
+// function runs on its thread.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <dirent.h>
+#include <thread>
+#include <vector>
+
+#include <coil/coil.h>
+
+#include "coil_test.h"
+
+namespace {
+
+// Run `body` as the main task of a fresh runtime of `shards` shards; fail if it takes longer than
+// timeout_s. Returns what coil_runtime_run returned.
+[[maybe_unused]] int run_runtime(unsigned shards, coil_test::Body body, double timeout_s = 10.0, coil_runtime_opts opts = {})
+{
+    opts.shards = shards;
+    coil_runtime *rt = nullptr;
+    int err = coil_runtime_new(&rt, &opts);
+    if (err) {
+        ADD_FAILURE() << "coil_runtime_new: " << coil_strerror(err);
+        return err;
+    }
+    coil_test::Watchdog w;
+    coil_handle h;
+    coil_loop_call_later(coil_runtime_loop(rt, 0), timeout_s, coil_test::watchdog_fire, &w, &h);
+    int rc = coil_runtime_run(rt, coil_test::trampoline, &body, nullptr);
+    coil_handle_cancel(&h);
+    EXPECT_FALSE(w.fired) << "runtime body did not finish within " << timeout_s << " s";
+    coil_runtime_free(rt);
+    return rc;
+}
+
+// Yield the CPU until pred() holds or timeout_s passes; returns pred().
+template <class Pred> bool wait_until(Pred pred, double timeout_s = 5.0)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return pred();
+        std::this_thread::yield();
+    }
+    return true;
+}
+
+// From a task: let the loop run until pred() holds or timeout_s passes; returns pred().
+template <class Pred> bool await_until(Pred pred, double timeout_s = 5.0)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return pred();
+        coil_sleep(0.0002);
+    }
+    return true;
+}
+
+} // namespace
+
+namespace {
+
+void *thread_id(void *) { return (void *)(uintptr_t)pthread_self(); }
+
+int count_threads()
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    while (struct dirent *e = readdir(d))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+struct Gate {
+    std::atomic<int> entered{ 0 };
+    std::atomic<int> open{ 0 };
+    std::atomic<int> finished{ 0 };
+};
+
+void *wait_at_gate(void *arg)
+{
+    auto *g = static_cast<Gate *>(arg);
+    g->entered++;
+    while (!g->open.load())
+        std::this_thread::yield();
+    g->finished++;
+    return new int(7);
+}
+
+} // namespace
+
+TEST(Executor, ToThreadRunsTheFunctionOnAnotherThreadAndReturnsItsResult)
+{
+    coil_test::run([]() -> void * {
+        void *r = nullptr;
+        EXPECT_EQ(coil_to_thread(thread_id, nullptr, &r), 0);
+        EXPECT_FALSE(pthread_equal((pthread_t)(uintptr_t)r, pthread_self()));
+        return nullptr;
+    });
+}
+
+TEST(Executor, TheLoopRunsOtherTasksWhileTheFunctionBlocks)
+{
+    coil_test::run([]() -> void * {
+        static Gate g;
+        g.entered = 0;
+        g.open = 0;
+        coil_task *opener = nullptr;
+        // Only a task running on the loop can open the gate the thread is blocked on.
+        coil_test::spawn(&opener, []() -> void * {
+            await_until([] { return g.entered.load() == 1; });
+            g.open = 1;
+            return nullptr;
+        });
+        void *r = nullptr;
+        EXPECT_EQ(coil_to_thread(wait_at_gate, &g, &r), 0);
+        EXPECT_EQ(*static_cast<int *>(r), 7);
+        delete static_cast<int *>(r);
+        coil_task_await(opener, nullptr);
+        coil_task_free(opener);
+        return nullptr;
+    });
+}
+
+TEST(Executor, CancelledCallerLetsTheFunctionFinishAndFreesItsResult)
+{
+    coil_test::run([]() -> void * {
+        static Gate g;
+        static std::atomic<int> freed{ 0 };
+        g.entered = 0;
+        g.open = 0;
+        g.finished = 0;
+        freed = 0;
+        coil_task *caller = nullptr;
+        coil_test::spawn(&caller, []() -> void * {
+            void *r = nullptr;
+            int err = coil_run_in_executor(nullptr, wait_at_gate, &g,
+                                           [](void *p) {
+                                               delete static_cast<int *>(p);
+                                               freed++;
+                                           },
+                                           &r);
+            EXPECT_EQ(err, -ECANCELED);
+            EXPECT_EQ(r, nullptr);
+            return nullptr;
+        });
+        EXPECT_TRUE(await_until([] { return g.entered.load() == 1; }));
+        coil_task_cancel(caller, nullptr);
+        EXPECT_EQ(coil_task_await(caller, nullptr), 0);
+        coil_task_free(caller);
+        EXPECT_EQ(g.finished.load(), 0); // the caller returned while the function still runs
+        g.open = 1;
+        EXPECT_TRUE(await_until([] { return freed.load() == 1; }));
+        EXPECT_EQ(g.finished.load(), 1);
+        return nullptr;
+    });
+}
+
+TEST(Executor, CustomExecutorRunsAtMostItsThreadCountAtOnce)
+{
+    coil_test::run([]() -> void * {
+        static coil_executor *ex;
+        static std::atomic<int> running{ 0 }, peak{ 0 };
+        running = 0;
+        peak = 0;
+        EXPECT_EQ(coil_executor_new(&ex, 2), 0);
+        std::vector<coil_task *> ts(8);
+        for (auto &t : ts)
+            coil_test::spawn(&t, []() -> void * {
+                EXPECT_EQ(coil_run_in_executor(
+                              ex,
+                              [](void *) -> void * {
+                                  int now = ++running;
+                                  int p = peak.load();
+                                  while (now > p && !peak.compare_exchange_weak(p, now))
+                                      ;
+                                  std::this_thread::sleep_for(std::chrono::milliseconds(5)); // work
+                                  running--;
+                                  return nullptr;
+                              },
+                              nullptr, nullptr, nullptr),
+                          0);
+                return nullptr;
+            });
+        for (auto *t : ts) {
+            EXPECT_EQ(coil_task_await(t, nullptr), 0);
+            coil_task_free(t);
+        }
+        EXPECT_LE(coil_executor_threads(ex), 2u);
+        EXPECT_EQ(peak.load(), 2);
+        coil_executor_free(ex);
+        return nullptr;
+    });
+}
+
+TEST(Executor, ShutdownDefaultExecutorThenToThreadIsClosed)
+{
+    coil_test::run([]() -> void * {
+        EXPECT_EQ(coil_to_thread(thread_id, nullptr, nullptr), 0);
+        EXPECT_EQ(coil_shutdown_default_executor(5.0), 0);
+        EXPECT_EQ(coil_to_thread(thread_id, nullptr, nullptr), COIL_ECLOSED);
+        return nullptr;
+    });
+}
+
+TEST(Executor, ShutdownDefaultExecutorTimesOutButTheLoopStillWaitsAtClose)
+{
+    static Gate g;
+    g.entered = 0;
+    g.open = 0;
+    g.finished = 0;
+    coil_test::run([]() -> void * {
+        coil_task *user = nullptr;
+        coil_test::spawn(&user, []() -> void * {
+            void *r = nullptr;
+            EXPECT_EQ(coil_to_thread(wait_at_gate, &g, &r), 0);
+            delete static_cast<int *>(r);
+            return nullptr;
+        });
+        EXPECT_TRUE(await_until([] { return g.entered.load() == 1; }));
+        EXPECT_EQ(coil_shutdown_default_executor(0.02), -ETIMEDOUT);
+        g.open = 1;
+        EXPECT_EQ(coil_task_await(user, nullptr), 0);
+        coil_task_free(user);
+        return nullptr;
+    });
+    EXPECT_EQ(g.finished.load(), 1);
+}
+
+// The Runner shuts the default executor down at close: its threads are gone afterwards.
+TEST(Executor, RunnerCloseJoinsTheDefaultExecutorsThreads)
+{
+    int before = count_threads();
+    coil_test::run([]() -> void * {
+        std::vector<coil_task *> ts(6);
+        for (auto &t : ts)
+            coil_test::spawn(&t, []() -> void * {
+                coil_to_thread([](void *) -> void * {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(2)); // keep several threads busy
+                    return nullptr;
+                }, nullptr, nullptr);
+                return nullptr;
+            });
+        for (auto *t : ts) {
+            coil_task_await(t, nullptr);
+            coil_task_free(t);
+        }
+        EXPECT_GT(count_threads(), 1);
+        return nullptr;
+    });
+    EXPECT_EQ(count_threads(), before);
+}
+
+TEST(Executor, ExecutorFreeRunsQueuedWorkFirst)
+{
+    coil_test::run([]() -> void * {
+        coil_executor *ex;
+        EXPECT_EQ(coil_executor_new(&ex, 1), 0);
+        static std::atomic<int> done{ 0 };
+        done = 0;
+        std::vector<coil_task *> ts(4);
+        for (auto &t : ts)
+            coil_test::spawn(&t, [ex]() -> void * {
+                coil_run_in_executor(ex, [](void *) -> void * { done++; return nullptr; }, nullptr, nullptr, nullptr);
+                return nullptr;
+            });
+        coil_sleep(0); // every task has queued its job
+        coil_executor_free(ex);
+        EXPECT_EQ(done.load(), 4);
+        for (auto *t : ts) {
+            EXPECT_EQ(coil_task_await(t, nullptr), 0);
+            coil_task_free(t);
+        }
+        return nullptr;
+    });
+}
+
+TEST(Executor, OutsideATaskIsEnotask)
+{
+    EXPECT_EQ(coil_to_thread(thread_id, nullptr, nullptr), COIL_ENOTASK);
+    EXPECT_EQ(coil_shutdown_default_executor(1), COIL_ENOTASK);
+    EXPECT_EQ(coil_run_in_executor(nullptr, nullptr, nullptr, nullptr, nullptr), -EINVAL);
+}

@@ -1,0 +1,252 @@
+// The runtime: starting shards (count, threads, pinning), running the main task on shard 0,
+// and shutting down with tasks and messages still in flight.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <sched.h>
+#include <set>
+#include <thread>
+
+#include <coil/coil.h>
+
+#include "coil_test.h"
+
+namespace {
+
+// Run `body` as the main task of a fresh runtime of `shards` shards; fail if it takes longer than
+// timeout_s. Returns what coil_runtime_run returned.
+[[maybe_unused]] int run_runtime(unsigned shards, coil_test::Body body, double timeout_s = 10.0, coil_runtime_opts opts = {})
+{
+    opts.shards = shards;
+    coil_runtime *rt = nullptr;
+    int err = coil_runtime_new(&rt, &opts);
+    if (err) {
+        ADD_FAILURE() << "coil_runtime_new: " << coil_strerror(err);
+        return err;
+    }
+    coil_test::Watchdog w;
+    coil_handle h;
+    coil_loop_call_later(coil_runtime_loop(rt, 0), timeout_s, coil_test::watchdog_fire, &w, &h);
+    int rc = coil_runtime_run(rt, coil_test::trampoline, &body, nullptr);
+    coil_handle_cancel(&h);
+    EXPECT_FALSE(w.fired) << "runtime body did not finish within " << timeout_s << " s";
+    coil_runtime_free(rt);
+    return rc;
+}
+
+// Yield the CPU until pred() holds or timeout_s passes; returns pred().
+template <class Pred> bool wait_until(Pred pred, double timeout_s = 5.0)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return pred();
+        std::this_thread::yield();
+    }
+    return true;
+}
+
+// From a task: let the loop run until pred() holds or timeout_s passes; returns pred().
+template <class Pred> bool await_until(Pred pred, double timeout_s = 5.0)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return pred();
+        coil_sleep(0.0002);
+    }
+    return true;
+}
+
+} // namespace
+
+namespace {
+
+void *where(void *) { return (void *)(intptr_t)sched_getcpu(); }
+void *my_thread(void *) { return (void *)(uintptr_t)pthread_self(); }
+void *my_loop(void *) { return coil_get_running_loop(); }
+
+unsigned cpus_allowed()
+{
+    cpu_set_t set;
+    sched_getaffinity(0, sizeof set, &set);
+    return (unsigned)CPU_COUNT(&set);
+}
+
+} // namespace
+
+TEST(Runtime, DefaultIsOneShardPerAllowedCpu)
+{
+    coil_runtime *rt;
+    ASSERT_EQ(coil_runtime_new(&rt, nullptr), 0);
+    EXPECT_EQ(coil_runtime_shard_count(rt), cpus_allowed());
+    coil_runtime_free(rt);
+}
+
+TEST(Runtime, EveryShardHasItsOwnThreadAndLoop)
+{
+    run_runtime(3, []() -> void * {
+        void *threads[3], *loops[3];
+        EXPECT_EQ(coil_submit_to_all(my_thread, nullptr, threads, nullptr), 0);
+        EXPECT_EQ(coil_submit_to_all(my_loop, nullptr, loops, nullptr), 0);
+        EXPECT_EQ(threads[0], (void *)(uintptr_t)pthread_self()); // shard 0 is the caller's thread
+        EXPECT_EQ(std::set<void *>(threads, threads + 3).size(), 3u);
+        EXPECT_EQ(std::set<void *>(loops, loops + 3).size(), 3u);
+        EXPECT_EQ(loops[0], coil_get_running_loop());
+        return nullptr;
+    });
+}
+
+TEST(Runtime, ShardsArePinnedToTheCpusGiven)
+{
+    unsigned n = cpus_allowed();
+    cpu_set_t set;
+    sched_getaffinity(0, sizeof set, &set);
+    int cpus[2];
+    int k = 0;
+    for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
+        if (CPU_ISSET(c, &set))
+            cpus[k++] = c;
+    if (k < 2)
+        cpus[1] = cpus[0];
+    coil_runtime_opts o{};
+    o.cpus = cpus;
+    o.ncpus = 2;
+    static int want[2];
+    want[0] = cpus[0];
+    want[1] = cpus[1];
+    run_runtime(
+        2,
+        []() -> void * {
+            void *got[2];
+            EXPECT_EQ(coil_submit_to_all(where, nullptr, got, nullptr), 0);
+            EXPECT_EQ((intptr_t)got[0], want[0]);
+            EXPECT_EQ((intptr_t)got[1], want[1]);
+            return nullptr;
+        },
+        10.0, o);
+    (void)n;
+    // The caller's thread gets its own affinity back after the run.
+    cpu_set_t after;
+    sched_getaffinity(0, sizeof after, &after);
+    EXPECT_TRUE(CPU_EQUAL(&set, &after));
+}
+
+TEST(Runtime, RunReturnsTheMainTasksOutcomeAndCanBeCalledAgain)
+{
+    coil_runtime *rt;
+    coil_runtime_opts o{};
+    o.shards = 2;
+    ASSERT_EQ(coil_runtime_new(&rt, &o), 0);
+    void *r = nullptr;
+    EXPECT_EQ(coil_runtime_run(rt, [](void *a) -> void * { return a; }, (void *)5, &r), 0);
+    EXPECT_EQ((intptr_t)r, 5);
+    EXPECT_EQ(coil_runtime_run(rt, [](void *) -> void * { return coil_raise(-EPIPE, "main failed"); }, nullptr, &r),
+              -EPIPE);
+    coil_runtime_free(rt);
+}
+
+TEST(Runtime, RunFromAnotherThreadIsWrongLoop)
+{
+    coil_runtime *rt;
+    coil_runtime_opts o{};
+    o.shards = 1;
+    ASSERT_EQ(coil_runtime_new(&rt, &o), 0);
+    int err = 0;
+    std::thread th([&] { err = coil_runtime_run(rt, [](void *a) -> void * { return a; }, nullptr, nullptr); });
+    th.join();
+    EXPECT_EQ(err, COIL_EWRONGLOOP);
+    coil_runtime_free(rt);
+}
+
+TEST(Runtime, BadOptionsAreRefused)
+{
+    coil_runtime *rt = nullptr;
+    int bad = -1;
+    coil_runtime_opts o{};
+    o.cpus = &bad;
+    o.ncpus = 1;
+    EXPECT_EQ(coil_runtime_new(&rt, &o), -EINVAL);
+    coil_runtime_opts big{};
+    big.shards = 100000;
+    EXPECT_EQ(coil_runtime_new(&rt, &big), -EINVAL);
+    EXPECT_EQ(coil_runtime_new(nullptr, nullptr), -EINVAL);
+    EXPECT_EQ(rt, nullptr);
+    coil_runtime_free(nullptr);
+}
+
+namespace {
+std::atomic<int> cancelled_seen{ 0 };
+std::atomic<int> sleepers_started{ 0 };
+void *sleep_and_note(void *)
+{
+    sleepers_started++;
+    int err = coil_sleep(1000);
+    if (err == -ECANCELED)
+        cancelled_seen++;
+    return err ? coil_raise(err, NULL) : nullptr;
+}
+} // namespace
+
+TEST(Runtime, ShutdownCancelsTheTasksLeftOnEveryShard)
+{
+    cancelled_seen = 0;
+    sleepers_started = 0;
+    run_runtime(3, []() -> void * {
+        for (unsigned s = 0; s < 3; s++) {
+            coil_future *f;
+            EXPECT_EQ(coil_submit_to(s, sleep_and_note, nullptr, &f), 0);
+            coil_future_free(f); // nobody waits: only shutdown can end them
+        }
+        coil_task *t = nullptr;
+        coil_create_task(&t, sleep_and_note, nullptr, nullptr);
+        coil_task_free(t);
+        EXPECT_TRUE(await_until([] { return sleepers_started.load() == 4; }));
+        return nullptr;
+    });
+    EXPECT_EQ(cancelled_seen.load(), 4);
+}
+
+// Main returns with 20,000 calls and their replies still on the rings in both directions; free
+// must run or cancel each of them, lose nothing and leak nothing (ASan checks the leaks).
+TEST(Runtime, ShutdownWithMessagesInFlight)
+{
+    static std::atomic<long> ran{ 0 };
+    ran = 0;
+    run_runtime(2, []() -> void * {
+        for (int i = 0; i < 20000; i++) {
+            coil_future *f;
+            EXPECT_EQ(coil_submit_to(1 - (i & 1), [](void *) -> void * { ran++; return nullptr; }, nullptr, &f), 0);
+            coil_future_free(f);
+        }
+        return nullptr;
+    });
+    EXPECT_LE(ran.load(), 20000);
+}
+
+TEST(Runtime, ShutdownWhileForeignThreadsHaveCoroutinesInFlight)
+{
+    coil_runtime *rt;
+    coil_runtime_opts o{};
+    o.shards = 2;
+    ASSERT_EQ(coil_runtime_new(&rt, &o), 0);
+    coil_loop *l1 = coil_runtime_loop(rt, 1);
+    std::vector<coil_cfuture *> cfs(1000);
+    for (auto &cf : cfs)
+        ASSERT_EQ(coil_run_coroutine_threadsafe(l1, sleep_and_note, nullptr, &cf), 0);
+    cancelled_seen = 0;
+    coil_runtime_free(rt);
+    for (auto *cf : cfs) {
+        EXPECT_TRUE(coil_cfuture_done(cf));
+        EXPECT_EQ(coil_cfuture_result(cf, 0, nullptr), -ECANCELED);
+        coil_cfuture_free(cf);
+    }
+}
+
+TEST(Runtime, ShardIdOutsideIsMinusOne)
+{
+    EXPECT_EQ(coil_shard_id(), -1);
+    EXPECT_EQ(coil_shard_count(), 0u);
+    EXPECT_EQ(coil_runtime_loop(nullptr, 0), nullptr);
+}

@@ -1,0 +1,690 @@
+// Streams (coil/stream.h): reading, writing with flow control, half-close, errors, cancellation.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+#include "coil_test.h"
+
+namespace {
+
+// A connected TCP pair on 127.0.0.1 made with plain syscalls: *a for the stream, *b the peer.
+void tcp_pair(int *a, int *b)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(l, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(l, (sockaddr *)&sa, sizeof sa), 0);
+    ASSERT_EQ(listen(l, 4), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(l, (sockaddr *)&sa, &sl);
+    *a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(connect(*a, (sockaddr *)&sa, sizeof sa), 0);
+    *b = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(*b, 0);
+    close(l);
+}
+
+int listener(int *port)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(l, (sockaddr *)&sa, sizeof sa);
+    listen(l, 16);
+    socklen_t sl = sizeof sa;
+    getsockname(l, (sockaddr *)&sa, &sl);
+    *port = ntohs(sa.sin_port);
+    return l;
+}
+
+// Wait (bounded) until a task has set *flag right before its await; it suspends in that same
+// step, so once the flag is seen the task is parked in the call under test.
+bool wait_flag(const bool *flag)
+{
+    for (int i = 0; i < 10000 && !*flag; i++)
+        coil_sleep(0);
+    return *flag;
+}
+
+void send_str(int fd, const std::string &s) { ASSERT_EQ(send(fd, s.data(), s.size(), MSG_NOSIGNAL), (ssize_t)s.size()); }
+
+} // namespace
+
+TEST(Stream, ReadReturnsWhatArrivedThenZeroAtEof)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        EXPECT_EQ(coil_stream_from_fd(a, nullptr, &s), 0);
+        send_str(b, "hello");
+        char buf[64];
+        size_t n = 0;
+        EXPECT_EQ(coil_stream_read(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "hello");
+        close(b);
+        EXPECT_EQ(coil_stream_read(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(n, 0u);
+        EXPECT_TRUE(coil_stream_at_eof(s));
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, ReadAllReadsUntilEof)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        coil_task *peer = nullptr;
+        coil_test::spawn(&peer, [b]() -> void * {
+            std::string chunk(100000, 'z');
+            for (int i = 0; i < 5; i++)
+                EXPECT_EQ(coil_sock_sendall(b, chunk.data(), chunk.size(), 0), 0);
+            close(b);
+            return nullptr;
+        });
+        char *data = nullptr;
+        size_t len = 0;
+        EXPECT_EQ(coil_stream_read_all(s, &data, &len), 0);
+        EXPECT_EQ(len, 500000u);
+        EXPECT_EQ(data[len], 0);
+        free(data);
+        coil_task_await(peer, nullptr);
+        coil_task_free(peer);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, ReadexactlyAtEofReturnsIncompleteWithThePartialData)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        send_str(b, "abcdef");
+        char buf[16];
+        size_t got = 0;
+        EXPECT_EQ(coil_stream_readexactly(s, buf, 4, &got), 0);
+        EXPECT_EQ(std::string(buf, 4), "abcd");
+        close(b);
+        EXPECT_EQ(coil_stream_readexactly(s, buf, 10, &got), COIL_EINCOMPLETE);
+        EXPECT_EQ(got, 2u);
+        EXPECT_EQ(std::string(buf, got), "ef");
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, ReaduntilReturnsThroughTheSeparatorAcrossReads)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        coil_task *peer = nullptr;
+        coil_test::spawn(&peer, [b]() -> void * {
+            send_str(b, "one-");
+            coil_sleep(0.01);
+            send_str(b, "-two--three");
+            return nullptr;
+        });
+        char buf[64];
+        size_t n;
+        EXPECT_EQ(coil_stream_readuntil(s, "--", 2, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "one--");
+        EXPECT_EQ(coil_stream_readuntil(s, "--", 2, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "two--");
+        close(b);
+        EXPECT_EQ(coil_stream_readuntil(s, "--", 2, buf, sizeof buf, &n), COIL_EINCOMPLETE);
+        EXPECT_EQ(std::string(buf, n), "three");
+        coil_task_await(peer, nullptr);
+        coil_task_free(peer);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, ReaduntilPastTheLimitFailsAndLeavesTheBufferIntact)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream_opts o{};
+        o.limit = 1024;
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, &o, &s);
+        std::string big(3000, 'q');
+        send_str(b, big + "\n");
+        static char buf[8192];
+        size_t n = 0;
+        EXPECT_EQ(coil_stream_readuntil(s, "\n", 1, buf, sizeof buf, &n), COIL_ELIMITOVERRUN);
+        // Nothing was consumed: every byte is still there to read.
+        EXPECT_EQ(coil_stream_readexactly(s, buf, 3001, &n), 0);
+        EXPECT_EQ(std::string(buf, 3000), big);
+        // A caller buffer smaller than the limit bounds it too.
+        send_str(b, "0123456789\n");
+        char small[4];
+        EXPECT_EQ(coil_stream_readuntil(s, "\n", 1, small, sizeof small, &n), COIL_ELIMITOVERRUN);
+        EXPECT_EQ(coil_stream_readuntil(s, "\n", 1, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(n, 11u);
+        close(b);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, ReadlineReturnsLinesThenThePartialLastLine)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        send_str(b, "first\nsecond\nlast");
+        close(b);
+        char buf[64];
+        size_t n;
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "first\n");
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "second\n");
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "last");
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(n, 0u);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, ReadlinePastTheLimitDropsTheLine)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream_opts o{};
+        o.limit = 16;
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, &o, &s);
+        send_str(b, std::string(40, 'x') + "\nok\n");
+        char buf[64];
+        size_t n;
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), COIL_ELIMITOVERRUN);
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "ok\n");
+        close(b);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, PeerResetDuringAReadReturnsEconnreset)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        coil_task *peer = nullptr;
+        coil_test::spawn(&peer, [b]() -> void * {
+            coil_sleep(0.02); // let the reader block in its recv first
+            linger lg{1, 0};
+            setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            close(b);
+            return nullptr;
+        });
+        char buf[16];
+        size_t n;
+        EXPECT_EQ(coil_stream_read(s, buf, sizeof buf, &n), -ECONNRESET);
+        // The error sticks for the read side.
+        EXPECT_EQ(coil_stream_read(s, buf, sizeof buf, &n), -ECONNRESET);
+        coil_task_await(peer, nullptr);
+        coil_task_free(peer);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, WriteEofHalfClosesAndThePeerCanStillSend)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        EXPECT_TRUE(coil_stream_can_write_eof(s));
+        EXPECT_EQ(coil_stream_write(s, "request", 7), 0);
+        EXPECT_EQ(coil_stream_write_eof(s), 0);
+        EXPECT_EQ(coil_stream_write(s, "more", 4), COIL_ECLOSED);
+        // The peer reads the request, then EOF, then answers on its still-open side.
+        char buf[64];
+        size_t n = 0, total = 0;
+        while (coil_sock_recv(b, buf + total, sizeof buf - total, 0, &n) == 0 && n > 0)
+            total += n;
+        EXPECT_EQ(std::string(buf, total), "request");
+        EXPECT_EQ(coil_sock_sendall(b, "reply", 5, 0), 0);
+        close(b);
+        EXPECT_EQ(coil_stream_readexactly(s, buf, 5, &n), 0);
+        EXPECT_EQ(std::string(buf, 5), "reply");
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, SlowReaderKeepsTheWriteBufferNearTheHighWaterMark)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        int small = 4096;
+        setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+        setsockopt(b, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        coil_stream_opts o{};
+        o.high_water = 32768;
+        o.low_water = 8192;
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, &o, &s);
+        struct State {
+            coil_stream *s;
+            size_t max_buffered = 0;
+            int writes = 0;
+            bool blocked = false;
+        } st{s};
+        coil_task *writer = nullptr;
+        coil_test::spawn(&writer, [&st]() -> void * {
+            std::string chunk(4096, 'w');
+            for (;;) {
+                if (coil_stream_write(st.s, chunk.data(), chunk.size()) != 0)
+                    break;
+                st.writes++;
+                size_t b = coil_stream_write_buffer_size(st.s);
+                if (b > st.max_buffered)
+                    st.max_buffered = b;
+                st.blocked = true;
+                int r = coil_stream_drain(st.s);
+                st.blocked = false;
+                if (r != 0)
+                    return (void *)(intptr_t)r;
+            }
+            return nullptr;
+        });
+        // The reader never reads: once the kernel's buffers are full the writer must be stuck
+        // in drain for good (no progress over 50 ms), within a bounded time.
+        int stable = 0, last = -1;
+        for (int i = 0; i < 400 && stable < 5; i++) {
+            coil_sleep(0.01);
+            stable = st.blocked && st.writes == last ? stable + 1 : 0;
+            last = st.writes;
+        }
+        EXPECT_EQ(stable, 5) << "the writer never settled in drain";
+        EXPECT_GT(coil_stream_write_buffer_size(s), o.low_water);
+        // What the writer holds stays bounded by the high-water mark (plus the one write that
+        // crossed it), however long the reader sleeps.
+        EXPECT_LE(st.max_buffered, o.high_water + 4096);
+        coil_task_cancel(writer, nullptr);
+        void *r = nullptr;
+        EXPECT_EQ(coil_task_await(writer, &r), 0);
+        EXPECT_EQ((intptr_t)r, -ECANCELED);
+        coil_task_free(writer);
+        close(b);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, DrainResumesOnceTheReaderCatchesUp)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream_opts o{};
+        o.high_water = 16384;
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, &o, &s);
+        std::string big(4 << 20, 'd');
+        EXPECT_EQ(coil_stream_write(s, big.data(), big.size()), 0);
+        EXPECT_GT(coil_stream_write_buffer_size(s), o.high_water);
+        coil_task *reader = nullptr;
+        coil_test::spawn(&reader, [b]() -> void * {
+            static char buf[65536];
+            size_t total = 0, n;
+            while (total < (4u << 20) && coil_sock_recv(b, buf, sizeof buf, 0, &n) == 0 && n > 0)
+                total += n;
+            return (void *)total;
+        });
+        EXPECT_EQ(coil_stream_drain(s), 0);
+        EXPECT_LE(coil_stream_write_buffer_size(s), o.high_water / 4);
+        void *total;
+        coil_task_await(reader, &total);
+        EXPECT_EQ((size_t)total, big.size());
+        coil_task_free(reader);
+        close(b);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, WriteAfterThePeerResetReportsTheError)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        linger lg{1, 0};
+        setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(b);
+        coil_sleep(0.01);
+        int err = 0;
+        std::string chunk(65536, 'x');
+        for (int i = 0; i < 100 && !err; i++) {
+            err = coil_stream_write(s, chunk.data(), chunk.size());
+            if (!err)
+                err = coil_stream_drain(s);
+        }
+        EXPECT_TRUE(err == -ECONNRESET || err == -EPIPE) << err;
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, ReadIsCancellable)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        coil_task *r = nullptr;
+        static bool started;
+        started = false;
+        coil_test::spawn(&r, [s]() -> void * {
+            char buf[8];
+            size_t n;
+            started = true;
+            return (void *)(intptr_t)coil_stream_read(s, buf, sizeof buf, &n);
+        });
+        EXPECT_TRUE(wait_flag(&started));
+        coil_task_cancel(r, nullptr);
+        void *res;
+        coil_task_await(r, &res);
+        EXPECT_EQ((intptr_t)res, -ECANCELED);
+        coil_task_free(r);
+        // The stream still works after the cancelled read.
+        send_str(b, "after");
+        char buf[8];
+        size_t n;
+        EXPECT_EQ(coil_stream_readexactly(s, buf, 5, &n), 0);
+        close(b);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, DrainAndWaitClosedAreCancellable)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        int small = 4096;
+        setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+        setsockopt(b, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        coil_stream_opts o{};
+        o.high_water = 1024;
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, &o, &s);
+        std::string big(4 << 20, 'x');
+        coil_stream_write(s, big.data(), big.size());
+        coil_task *d = nullptr;
+        static bool started;
+        started = false;
+        coil_test::spawn(&d, [s]() -> void * {
+            started = true;
+            return (void *)(intptr_t)coil_stream_drain(s);
+        });
+        EXPECT_TRUE(wait_flag(&started));
+        EXPECT_FALSE(coil_task_done(d));
+        coil_task_cancel(d, nullptr);
+        void *res;
+        coil_task_await(d, &res);
+        EXPECT_EQ((intptr_t)res, -ECANCELED);
+        coil_task_free(d);
+        // close waits for the buffer to flush, so wait_closed blocks while the peer reads nothing.
+        coil_stream_close(s);
+        EXPECT_TRUE(coil_stream_is_closing(s));
+        coil_task *w = nullptr;
+        started = false;
+        coil_test::spawn(&w, [s]() -> void * {
+            started = true;
+            return (void *)(intptr_t)coil_stream_wait_closed(s);
+        });
+        EXPECT_TRUE(wait_flag(&started));
+        EXPECT_FALSE(coil_task_done(w));
+        coil_task_cancel(w, nullptr);
+        coil_task_await(w, &res);
+        EXPECT_EQ((intptr_t)res, -ECANCELED);
+        coil_task_free(w);
+        close(b); // the flush fails now, which completes the close
+        EXPECT_EQ(coil_stream_wait_closed(s), 0);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, CloseWakesABlockedReaderWithEclosed)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        coil_task *r = nullptr;
+        static bool started;
+        started = false;
+        coil_test::spawn(&r, [s]() -> void * {
+            char buf[8];
+            size_t n;
+            started = true;
+            return (void *)(intptr_t)coil_stream_read(s, buf, sizeof buf, &n);
+        });
+        EXPECT_TRUE(wait_flag(&started));
+        coil_stream_close(s);
+        void *res;
+        coil_task_await(r, &res);
+        EXPECT_EQ((intptr_t)res, COIL_ECLOSED);
+        coil_task_free(r);
+        EXPECT_EQ(coil_stream_wait_closed(s), 0);
+        coil_stream_free(s);
+        close(b);
+        return nullptr;
+    });
+}
+
+TEST(Stream, OpenConnectionConnectsAndReportsExtraInfo)
+{
+    coil_test::run([]() -> void * {
+        int port;
+        int l = listener(&port);
+        coil_stream *s = nullptr;
+        EXPECT_EQ(coil_open_connection("127.0.0.1", port, nullptr, &s), 0);
+        int b = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+        coil_sockaddr peer, self;
+        EXPECT_EQ(coil_stream_get_extra_info(s, "peername", &peer, sizeof peer), 0);
+        EXPECT_EQ(coil_sockaddr_port((sockaddr *)&peer.ss), port);
+        EXPECT_EQ(coil_stream_get_extra_info(s, "sockname", &self, sizeof self), 0);
+        char txt[64];
+        EXPECT_STREQ(coil_sockaddr_format((sockaddr *)&peer.ss, peer.len, txt, sizeof txt),
+                     ("127.0.0.1:" + std::to_string(port)).c_str());
+        int fd = -1;
+        EXPECT_EQ(coil_stream_get_extra_info(s, "socket", &fd, sizeof fd), 0);
+        EXPECT_TRUE(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+        EXPECT_EQ(coil_stream_get_extra_info(s, "nonsense", &fd, sizeof fd), -ENOENT);
+        EXPECT_EQ(coil_stream_get_extra_info(s, "peername", &fd, sizeof fd), -EINVAL);
+        coil_stream_free(s);
+        close(b);
+        close(l);
+        return nullptr;
+    });
+}
+
+TEST(Stream, OpenConnectionResolvesNamesOffTheLoopAndTriesEveryAddress)
+{
+    coil_test::run([]() -> void * {
+        // Only 127.0.0.1 listens: if "localhost" yields ::1 first, that one is refused and the
+        // next address must be tried.
+        int port;
+        int l = listener(&port);
+        coil_stream *s = nullptr;
+        EXPECT_EQ(coil_open_connection("localhost", port, nullptr, &s), 0);
+        coil_stream_free(s);
+        close(l);
+        return nullptr;
+    });
+}
+
+TEST(Stream, OpenConnectionReportsRefusalAndBadNames)
+{
+    coil_test::run([]() -> void * {
+        int port;
+        int l = listener(&port);
+        close(l); // nothing listens there now
+        coil_stream *s = nullptr;
+        EXPECT_EQ(coil_open_connection("127.0.0.1", port, nullptr, &s), -ECONNREFUSED);
+        EXPECT_EQ(coil_open_connection("127.0.0.1", 70000, nullptr, &s), -EINVAL);
+        EXPECT_EQ(coil_open_connection(nullptr, 80, nullptr, &s), -EINVAL);
+        addrinfo *res;
+        EXPECT_EQ(coil_getaddrinfo("127.0.0.1", "no-such-service-xyz", nullptr, &res), COIL_ENONAME);
+        return nullptr;
+    });
+}
+
+TEST(Stream, ConnectTimeoutGivesEtimedout)
+{
+    coil_test::run([]() -> void * {
+        // A listener whose accept queue is full drops further SYNs, so a connect hangs.
+        int port;
+        int l = listener(&port);
+        listen(l, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sa.sin_port = htons((uint16_t)port);
+        int fillers[4];
+        for (int &f : fillers) {
+            f = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            connect(f, (sockaddr *)&sa, sizeof sa);
+        }
+        coil_stream_opts o{};
+        o.connect_timeout = 0.2;
+        coil_stream *s = nullptr;
+        double t0 = coil_loop_time(coil_get_running_loop());
+        EXPECT_EQ(coil_open_connection("127.0.0.1", port, &o, &s), -ETIMEDOUT);
+        double dt = coil_loop_time(coil_get_running_loop()) - t0;
+        EXPECT_GE(dt, 0.19);
+        EXPECT_LT(dt, 2.0);
+        for (int f : fillers)
+            close(f);
+        close(l);
+        return nullptr;
+    });
+}
+
+TEST(Stream, UnixConnectionCarriesData)
+{
+    coil_test::run([]() -> void * {
+        std::string path = "/tmp/coil-test-stream-" + std::to_string(getpid()) + ".sock";
+        unlink(path.c_str());
+        int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        strcpy(sa.sun_path, path.c_str());
+        EXPECT_EQ(bind(l, (sockaddr *)&sa, sizeof sa), 0);
+        listen(l, 4);
+        coil_stream *s = nullptr;
+        EXPECT_EQ(coil_open_unix_connection(path.c_str(), nullptr, &s), 0);
+        int b = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+        EXPECT_EQ(coil_stream_write(s, "unix", 4), 0);
+        char buf[8];
+        size_t n = 0;
+        EXPECT_EQ(coil_sock_recv(b, buf, sizeof buf, 0, &n), 0);
+        EXPECT_EQ(n, 4u);
+        EXPECT_TRUE(coil_stream_can_write_eof(s));
+        coil_stream_free(s);
+        close(b);
+        close(l);
+        unlink(path.c_str());
+        EXPECT_EQ(coil_open_unix_connection(std::string(200, 'p').c_str(), nullptr, &s), -ENAMETOOLONG);
+        return nullptr;
+    });
+}
+
+TEST(Stream, CompactTasksReadIntoStackBuffers)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        coil_task_opts to{};
+        to.stack_mode = COIL_STACK_COMPACT;
+        coil_task *r = nullptr, *other = nullptr;
+        coil_test::spawn(&r, [s]() -> void * {
+            char line[64];
+            size_t n;
+            if (coil_stream_readline(s, line, sizeof line, &n) != 0)
+                return nullptr;
+            return new std::string(line, n);
+        }, &to);
+        // Another compact task uses the shared stack while r is suspended.
+        coil_test::spawn(&other, []() -> void * {
+            char junk[4096];
+            memset(junk, 0x5a, sizeof junk);
+            coil_sleep(0.005);
+            return (void *)(uintptr_t)junk[100];
+        }, &to);
+        coil_sleep(0.01);
+        send_str(b, "compact line\n");
+        void *res;
+        coil_task_await(r, &res);
+        auto *str = static_cast<std::string *>(res);
+        EXPECT_NE(str, nullptr);
+        if (!str)
+            return nullptr;
+        EXPECT_EQ(*str, "compact line\n");
+        delete str;
+        coil_task_await(other, nullptr);
+        coil_task_free(r);
+        coil_task_free(other);
+        close(b);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, CallsOutsideATaskFail)
+{
+    int a, b;
+    tcp_pair(&a, &b);
+    char buf[4];
+    size_t n;
+    coil_stream *s;
+    EXPECT_EQ(coil_open_connection("127.0.0.1", 1, nullptr, &s), COIL_ENOTASK);
+    close(a);
+    close(b);
+    EXPECT_EQ(coil_stream_read(nullptr, buf, 4, &n), COIL_ENOTASK);
+}

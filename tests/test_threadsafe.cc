@@ -1,0 +1,221 @@
+// coil_loop_call_soon_threadsafe: from foreign threads, in order, through a full ring, and its
+// errors.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include <coil/coil.h>
+
+#include "coil_test.h"
+#include "inbox_debug.h"
+
+namespace {
+
+// Run `body` as the main task of a fresh runtime of `shards` shards; fail if it takes longer than
+// timeout_s. Returns what coil_runtime_run returned.
+[[maybe_unused]] int run_runtime(unsigned shards, coil_test::Body body, double timeout_s = 10.0, coil_runtime_opts opts = {})
+{
+    opts.shards = shards;
+    coil_runtime *rt = nullptr;
+    int err = coil_runtime_new(&rt, &opts);
+    if (err) {
+        ADD_FAILURE() << "coil_runtime_new: " << coil_strerror(err);
+        return err;
+    }
+    coil_test::Watchdog w;
+    coil_handle h;
+    coil_loop_call_later(coil_runtime_loop(rt, 0), timeout_s, coil_test::watchdog_fire, &w, &h);
+    int rc = coil_runtime_run(rt, coil_test::trampoline, &body, nullptr);
+    coil_handle_cancel(&h);
+    EXPECT_FALSE(w.fired) << "runtime body did not finish within " << timeout_s << " s";
+    coil_runtime_free(rt);
+    return rc;
+}
+
+// Yield the CPU until pred() holds or timeout_s passes; returns pred().
+template <class Pred> bool wait_until(Pred pred, double timeout_s = 5.0)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return pred();
+        std::this_thread::yield();
+    }
+    return true;
+}
+
+// From a task: let the loop run until pred() holds or timeout_s passes; returns pred().
+template <class Pred> bool await_until(Pred pred, double timeout_s = 5.0)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return pred();
+        coil_sleep(0.0002);
+    }
+    return true;
+}
+
+} // namespace
+
+namespace {
+
+struct Ordered {
+    coil_future *done;
+    long next[4] = {};
+    long total = 0;
+    long want = 0;
+    bool in_order = true;
+    pthread_t loop_thread;
+    bool on_loop_thread = true;
+};
+
+struct Msg {
+    Ordered *o;
+    int producer;
+    long seq;
+};
+
+int ordered_cb(void *arg)
+{
+    auto *m = static_cast<Msg *>(arg);
+    Ordered *o = m->o;
+    if (o->next[m->producer] != m->seq)
+        o->in_order = false;
+    o->next[m->producer] = m->seq + 1;
+    if (!pthread_equal(pthread_self(), o->loop_thread))
+        o->on_loop_thread = false;
+    if (++o->total == o->want)
+        coil_future_set_result(o->done, nullptr);
+    delete m;
+    return 0;
+}
+
+} // namespace
+
+// Four threads post 20,000 callbacks each, five times the ring's capacity in all, while the loop
+// runs: every callback runs once, on the loop's thread, in each producer's order.
+TEST(Threadsafe, CallbacksFromFourThreadsRunOnTheLoopInPerThreadOrder)
+{
+    coil_test::run([]() -> void * {
+        Ordered o;
+        o.want = 4 * 20000;
+        o.loop_thread = pthread_self();
+        coil_future_new(&o.done);
+        coil_loop *loop = coil_get_running_loop();
+        std::vector<std::thread> ths;
+        for (int p = 0; p < 4; p++)
+            ths.emplace_back([&o, loop, p] {
+                for (long i = 0; i < 20000; i++)
+                    EXPECT_EQ(coil_loop_call_soon_threadsafe(loop, ordered_cb, new Msg{ &o, p, i }), 0);
+            });
+        EXPECT_EQ(coil_future_await(o.done, nullptr), 0);
+        for (auto &t : ths)
+            t.join();
+        EXPECT_EQ(o.total, o.want);
+        EXPECT_TRUE(o.in_order);
+        EXPECT_TRUE(o.on_loop_thread);
+        coil_future_free(o.done);
+        return nullptr;
+    });
+}
+
+// With the loop not draining, the nowait variant fills the ring and then says -EAGAIN; nothing
+// is lost: once the loop runs, every accepted callback runs.
+TEST(Threadsafe, NowaitReturnsEagainWhenTheRingIsFullAndLosesNothing)
+{
+    coil_loop *loop;
+    ASSERT_EQ(coil_new_event_loop(&loop, nullptr), 0);
+    ASSERT_EQ(coil_set_event_loop(loop), 0);
+    static std::atomic<long> ran{ 0 };
+    ran = 0;
+    long accepted = 0;
+    std::thread th([&] {
+        for (;;) {
+            int err = coil_loop_call_soon_threadsafe_nowait(
+                loop, [](void *) { ran++; return 0; }, nullptr);
+            if (err == -EAGAIN)
+                break;
+            ASSERT_EQ(err, 0);
+            accepted++;
+        }
+    });
+    th.join();
+    EXPECT_EQ(accepted, (long)coil__loop_inbox_capacity(loop));
+    coil_task *t = nullptr;
+    ASSERT_EQ(coil_loop_create_task(loop, &t, [](void *a) -> void * {
+        long want = *static_cast<long *>(a);
+        await_until([want] { return ran.load() == want; });
+        return nullptr;
+    }, &accepted, nullptr), 0);
+    EXPECT_EQ(coil_loop_run_until_complete(loop, coil_task_future(t), nullptr), 0);
+    coil_task_free(t);
+    EXPECT_EQ(ran.load(), accepted);
+    coil_set_event_loop(nullptr);
+    EXPECT_EQ(coil_loop_close(loop), 0);
+}
+
+// The blocking variant waits for space instead: a producer pushing three ring-fulls into a loop
+// that starts draining only later gets every one in.
+TEST(Threadsafe, FullRingMakesAForeignProducerWaitNotFail)
+{
+    coil_test::run([]() -> void * {
+        coil_loop *loop = coil_get_running_loop();
+        static long ran;
+        ran = 0;
+        long n = 3 * (long)coil__loop_inbox_capacity(loop);
+        std::atomic<int> done{ 0 };
+        std::thread th([&] {
+            for (long i = 0; i < n; i++)
+                EXPECT_EQ(coil_loop_call_soon_threadsafe(loop, [](void *) { ran++; return 0; }, nullptr), 0);
+            done = 1;
+        });
+        EXPECT_TRUE(await_until([&] { return done.load() == 1 && ran == n; }, 20.0));
+        th.join();
+        EXPECT_EQ(ran, n);
+        return nullptr;
+    }, 30.0);
+}
+
+TEST(Threadsafe, CallbackErrorGoesToTheLoopsExceptionHandler)
+{
+    coil_test::run([]() -> void * {
+        coil_loop *loop = coil_get_running_loop();
+        static int seen;
+        seen = 0;
+        coil_loop_set_exception_handler(
+            loop, [](coil_loop *, const coil_exc_context *ctx, void *) { seen = ctx->code; }, nullptr);
+        std::thread th([loop] {
+            EXPECT_EQ(coil_loop_call_soon_threadsafe(loop, [](void *) { return -EIO; }, nullptr), 0);
+        });
+        th.join();
+        EXPECT_TRUE(await_until([] { return seen != 0; }));
+        EXPECT_EQ(seen, -EIO);
+        coil_loop_set_exception_handler(loop, nullptr, nullptr);
+        return nullptr;
+    });
+}
+
+TEST(Threadsafe, BadArgumentsAreEinval)
+{
+    EXPECT_EQ(coil_loop_call_soon_threadsafe(nullptr, [](void *) { return 0; }, nullptr), -EINVAL);
+    coil_test::run([]() -> void * {
+        EXPECT_EQ(coil_loop_call_soon_threadsafe(coil_get_running_loop(), nullptr, nullptr), -EINVAL);
+        return nullptr;
+    });
+}
+
+TEST(Threadsafe, FromTheLoopsOwnThreadRunsOnALaterIteration)
+{
+    coil_test::run([]() -> void * {
+        static int ran;
+        ran = 0;
+        EXPECT_EQ(coil_loop_call_soon_threadsafe(coil_get_running_loop(), [](void *) { ran = 1; return 0; }, nullptr), 0);
+        EXPECT_EQ(ran, 0);
+        EXPECT_TRUE(await_until([] { return ran == 1; }));
+        return nullptr;
+    });
+}

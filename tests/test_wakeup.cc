@@ -1,0 +1,259 @@
+// Waking a sleeping loop: the asleep-flag handshake, MSG_RING wake-ups from loops and from
+// foreign threads, no lost wake-up, and no wake-up per message while the target is busy.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <coil/coil.h>
+
+#include "coil_test.h"
+#include "inbox_debug.h"
+
+namespace {
+
+// Run `body` as the main task of a fresh runtime of `shards` shards; fail if it takes longer than
+// timeout_s. Returns what coil_runtime_run returned.
+[[maybe_unused]] int run_runtime(unsigned shards, coil_test::Body body, double timeout_s = 10.0, coil_runtime_opts opts = {})
+{
+    opts.shards = shards;
+    coil_runtime *rt = nullptr;
+    int err = coil_runtime_new(&rt, &opts);
+    if (err) {
+        ADD_FAILURE() << "coil_runtime_new: " << coil_strerror(err);
+        return err;
+    }
+    coil_test::Watchdog w;
+    coil_handle h;
+    coil_loop_call_later(coil_runtime_loop(rt, 0), timeout_s, coil_test::watchdog_fire, &w, &h);
+    int rc = coil_runtime_run(rt, coil_test::trampoline, &body, nullptr);
+    coil_handle_cancel(&h);
+    EXPECT_FALSE(w.fired) << "runtime body did not finish within " << timeout_s << " s";
+    coil_runtime_free(rt);
+    return rc;
+}
+
+// Yield the CPU until pred() holds or timeout_s passes; returns pred().
+template <class Pred> bool wait_until(Pred pred, double timeout_s = 5.0)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return pred();
+        std::this_thread::yield();
+    }
+    return true;
+}
+
+// From a task: let the loop run until pred() holds or timeout_s passes; returns pred().
+template <class Pred> bool await_until(Pred pred, double timeout_s = 5.0)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return pred();
+        coil_sleep(0.0002);
+    }
+    return true;
+}
+
+} // namespace
+
+namespace {
+
+bool asleep(coil_loop *loop) { return coil__loop_inbox_asleep(loop) == 1; }
+coil__xstats xstats(coil_loop *loop)
+{
+    coil__xstats x;
+    coil__loop_xstats(loop, &x);
+    return x;
+}
+
+} // namespace
+
+TEST(Wakeup, ForeignThreadWakesASleepingLoop)
+{
+    coil_test::run([]() -> void * {
+        coil_loop *loop = coil_get_running_loop();
+        coil_future *f;
+        coil_future_new(&f);
+        uint64_t before = xstats(loop).wakeups_from_threads;
+        std::thread th([&] {
+            // Post only once the loop is really blocked, so the message must wake it.
+            EXPECT_TRUE(wait_until([&] { return asleep(loop); }));
+            coil_loop_call_soon_threadsafe(
+                loop, [](void *a) { return coil_future_set_result(static_cast<coil_future *>(a), (void *)1); }, f);
+        });
+        void *r = nullptr;
+        EXPECT_EQ(coil_future_await(f, &r), 0);
+        EXPECT_EQ((intptr_t)r, 1);
+        th.join();
+        EXPECT_GE(xstats(loop).wakeups_from_threads, before + 1);
+        coil_future_free(f);
+        return nullptr;
+    });
+}
+
+TEST(Wakeup, AnotherLoopWakesASleepingShardWithMsgRing)
+{
+    coil_runtime_opts o{};
+    o.spin_us = -1;
+    run_runtime(
+        2,
+        []() -> void * {
+            coil_future *f;
+            // Let shard 1 fall asleep, then call it: the call must wake it through MSG_RING.
+            EXPECT_EQ(coil_submit_to(1, [](void *) -> void * { return nullptr; }, nullptr, &f), 0);
+            EXPECT_EQ(coil_future_await(f, nullptr), 0);
+            coil_future_free(f);
+            EXPECT_EQ(coil_submit_to(
+                          1,
+                          [](void *) -> void * {
+                              return (void *)(uintptr_t)xstats(coil_get_running_loop()).wakeups_from_loops;
+                          },
+                          nullptr, &f),
+                      0);
+            void *r = nullptr;
+            EXPECT_EQ(coil_future_await(f, &r), 0);
+            EXPECT_GE((uintptr_t)r, 1u);
+            coil_future_free(f);
+            return nullptr;
+        },
+        10.0, o);
+}
+
+// 5,000 round trips with no spinning: each one puts the target to sleep and wakes it again. A
+// single lost wake-up would hang the test (the watchdog fails it).
+TEST(Wakeup, NoWakeupIsLostInAPingPong)
+{
+    coil_runtime_opts o{};
+    o.spin_us = -1;
+    run_runtime(
+        2,
+        []() -> void * {
+            for (intptr_t i = 0; i < 5000; i++) {
+                coil_future *f;
+                EXPECT_EQ(coil_submit_to(1, [](void *a) -> void * { return a; }, (void *)i, &f), 0);
+                void *r = nullptr;
+                EXPECT_EQ(coil_future_await(f, &r), 0);
+                coil_future_free(f);
+                if ((intptr_t)r != i) {
+                    ADD_FAILURE() << "round trip " << i << " returned " << (intptr_t)r;
+                    break;
+                }
+            }
+            return nullptr;
+        },
+        30.0, o);
+}
+
+namespace {
+
+// The stress test's loop-side state: touched on the loop's thread only, except the atomics.
+struct Stress {
+    coil_loop *loop;
+    coil_future *done;
+    long received = 0;
+    std::atomic<long> received_pub{ 0 };
+    std::atomic<int> stop_busy{ 0 };
+    std::atomic<int> busy_running{ 0 };
+    std::atomic<int> producer_done{ 0 };
+    uint64_t busy_wakeups = 0, wake_at_busy_start = 0;
+};
+
+int on_message(void *arg)
+{
+    auto *s = static_cast<Stress *>(arg);
+    s->received++;
+    s->received_pub.store(s->received, std::memory_order_release);
+    if (s->received == 100000)
+        coil_future_set_result(s->done, nullptr);
+    return 0;
+}
+
+void *busy_task(void *arg)
+{
+    auto *s = static_cast<Stress *>(arg);
+    s->busy_running = 1;
+    while (!s->stop_busy.load())
+        coil_sleep(0); // always ready: the loop never blocks
+    s->busy_running = 0;
+    return nullptr;
+}
+
+int start_busy(void *arg)
+{
+    auto *s = static_cast<Stress *>(arg);
+    s->wake_at_busy_start = xstats(s->loop).wakeups_from_threads;
+    s->stop_busy = 0;
+    coil_task *t = nullptr;
+    coil_loop_create_task(s->loop, &t, busy_task, s, nullptr);
+    coil_task_free(t);
+    return 0;
+}
+
+int end_busy(void *arg)
+{
+    auto *s = static_cast<Stress *>(arg);
+    s->busy_wakeups += xstats(s->loop).wakeups_from_threads - s->wake_at_busy_start;
+    s->stop_busy = 1;
+    return 0;
+}
+
+} // namespace
+
+// 100,000 messages from a foreign thread in 100 batches; the target alternates between busy
+// (a task that keeps it from ever blocking) and asleep (the producer waits until it blocks).
+TEST(Wakeup, StressEveryMessageDeliveredAndBusyTargetCostsNoWakeups)
+{
+    Stress s;
+    coil_test::run(
+        [&s]() -> void * {
+            s.loop = coil_get_running_loop();
+            coil_future_new(&s.done);
+                uint64_t wake0 = xstats(s.loop).wakeups_from_threads;
+            uint64_t in0 = xstats(s.loop).msgs_in;
+            std::thread producer([&s] {
+                long sent = 0;
+                for (int batch = 0; batch < 100; batch++) {
+                    bool busy = batch % 2 == 1;
+                    if (busy) {
+                        coil_loop_call_soon_threadsafe(s.loop, start_busy, &s);
+                        if (!wait_until([&s] { return s.busy_running.load() == 1; }))
+                            ADD_FAILURE() << "busy task never started";
+                    } else if (!wait_until([&s] { return asleep(s.loop); })) {
+                        ADD_FAILURE() << "the loop never went to sleep";
+                    }
+                    for (int i = 0; i < 1000; i++)
+                        coil_loop_call_soon_threadsafe(s.loop, on_message, &s);
+                    sent += 1000;
+                    if (!wait_until([sent, &s] { return s.received_pub.load() == sent; }))
+                        ADD_FAILURE() << "batch " << batch << " not delivered";
+                    if (busy) {
+                        coil_loop_call_soon_threadsafe(s.loop, end_busy, &s);
+                        if (!wait_until([&s] { return s.busy_running.load() == 0; }))
+                            ADD_FAILURE() << "busy task never stopped";
+                    }
+                }
+                s.producer_done = 1;
+            });
+            EXPECT_EQ(coil_future_await(s.done, nullptr), 0);
+            // The producer still needs the loop to stop the last busy task: wait without blocking it.
+            EXPECT_TRUE(await_until([&s] { return s.producer_done.load() == 1; }, 10.0));
+            producer.join();
+            coil_future_free(s.done);
+            uint64_t wakeups = xstats(s.loop).wakeups_from_threads - wake0;
+            EXPECT_EQ(s.received, 100000);
+            EXPECT_GE(xstats(s.loop).msgs_in - in0, 100000u);
+            EXPECT_EQ(s.busy_wakeups, 0u) << "a busy loop must never be woken";
+            EXPECT_GE(wakeups, 1u);
+            // Asleep phases may cost a wake-up per burst the loop catches up with, never more
+            // than one per message sent to a sleeping loop.
+            EXPECT_LT(wakeups, 50000u) << "more wake-ups than messages sent while asleep";
+            std::printf("[ info ] 100000 messages, %llu wake-ups (%llu while busy)\n", (unsigned long long)wakeups,
+                        (unsigned long long)s.busy_wakeups);
+            return nullptr;
+        },
+        60.0);
+}

@@ -1,0 +1,287 @@
+/* coil-bench: the shards workloads: threadsafe (run_coroutine_threadsafe from a foreign thread),
+ * to_thread (offloads to the default executor), shard_pingpong (cross-shard round trips) and
+ * shard_scaling (the spawn workload on 1..N shards at once). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <coil/coil.h>
+
+#include "bench.h"
+
+static void *ret_arg(void *arg) { return arg; }
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- threadsafe ---- */
+
+struct ts_ctx {
+    coil_loop *loop;
+    long n, rounds;
+    uint64_t submit_ns;
+    double median_rt_us;
+    int err;
+    coil_future *done;            /* set on the loop when the producer has finished */
+};
+
+static int producer_done(void *arg)
+{
+    struct ts_ctx *c = arg;
+    coil_future_set_result(c->done, NULL);
+    return 0;
+}
+
+static void *ts_producer(void *arg)
+{
+    struct ts_ctx *c = arg;
+    coil_cfuture **cfs = malloc((size_t)c->n * sizeof *cfs);
+    uint64_t *rt = malloc((size_t)c->rounds * sizeof *rt);
+    if (!cfs || !rt) {
+        c->err = -ENOMEM;
+        goto out;
+    }
+    uint64_t t0 = bench_now_ns();
+    for (long i = 0; i < c->n; i++)
+        if ((c->err = coil_run_coroutine_threadsafe(c->loop, ret_arg, (void *)(intptr_t)i, &cfs[i])))
+            goto out;
+    long sum = 0;
+    for (long i = 0; i < c->n; i++) {
+        void *r;
+        if ((c->err = coil_cfuture_result(cfs[i], -1, &r)))
+            goto out;
+        sum += (long)(intptr_t)r;
+        coil_cfuture_free(cfs[i]);
+    }
+    c->submit_ns = bench_now_ns() - t0;
+    if (sum != c->n * (c->n - 1) / 2)
+        c->err = -EIO;
+    for (long i = 0; i < c->rounds && !c->err; i++) {
+        coil_cfuture *cf;
+        uint64_t a = bench_now_ns();
+        if ((c->err = coil_run_coroutine_threadsafe(c->loop, ret_arg, NULL, &cf)))
+            break;
+        c->err = coil_cfuture_result(cf, -1, NULL);
+        rt[i] = bench_now_ns() - a;
+        coil_cfuture_free(cf);
+    }
+    if (!c->err) {
+        qsort(rt, (size_t)c->rounds, sizeof *rt, cmp_u64);
+        c->median_rt_us = (double)rt[c->rounds / 2] / 1e3;
+    }
+out:
+    free(cfs);
+    free(rt);
+    coil_loop_call_soon_threadsafe(c->loop, producer_done, c);
+    return NULL;
+}
+
+static void *ts_main(void *arg)
+{
+    struct ts_ctx *c = arg;
+    c->loop = coil_get_running_loop();
+    coil_future_new(&c->done);
+    pthread_t th;
+    if (pthread_create(&th, NULL, ts_producer, c) != 0)
+        return coil_raise(-EAGAIN, "thread");
+    /* A spinning waiter keeps the loop awake, as a busy server loop would be. */
+    while (!coil_future_done(c->done))
+        coil_sleep(0);
+    pthread_join(th, NULL);
+    coil_future_free(c->done);
+    return NULL;
+}
+
+static int threadsafe(const bench_args *a, long *n, bench_result *out)
+{
+    struct ts_ctx c = { .n = a->n, .rounds = 10000 };
+    int err = coil_run(ts_main, &c, NULL);
+    if (!err)
+        err = c.err;
+    if (err)
+        return err;
+    *n = a->n;
+    out->metric = "ns_per_submission";
+    out->unit = "ns";
+    out->value = (double)c.submit_ns / (double)a->n;
+    bench_extra(out, "round_trip_median_us", c.median_rt_us);
+    return 0;
+}
+COIL_BENCH_WORKLOAD(threadsafe, threadsafe, 100000,
+                    "a foreign thread submits N coroutines with run_coroutine_threadsafe, waits all (ns each)")
+
+/* ---- to_thread ---- */
+
+struct tt_ctx {
+    long n;
+    long next;
+    uint64_t ns;
+};
+
+static void *trivial(void *arg) { return arg; }
+
+static void *tt_worker(void *arg)
+{
+    struct tt_ctx *c = arg;
+    while (c->next < c->n) {
+        long i = c->next++;
+        void *r;
+        int err = coil_to_thread(trivial, (void *)(intptr_t)i, &r);
+        if (err || (intptr_t)r != i)
+            return coil_raise(err ? err : -EIO, "to_thread %ld", i);
+    }
+    return NULL;
+}
+
+static void *tt_main(void *arg)
+{
+    struct tt_ctx *c = arg;
+    enum { INFLIGHT = 64 };
+    coil_task *ts[INFLIGHT];
+    uint64_t t0 = bench_now_ns();
+    for (int i = 0; i < INFLIGHT; i++)
+        coil_create_task(&ts[i], tt_worker, c, NULL);
+    int failed = 0;
+    for (int i = 0; i < INFLIGHT; i++) {
+        failed |= coil_task_await(ts[i], NULL) != 0;
+        coil_task_free(ts[i]);
+    }
+    c->ns = bench_now_ns() - t0;
+    return failed ? coil_raise(-EIO, "an offload failed") : NULL;
+}
+
+static int to_thread(const bench_args *a, long *n, bench_result *out)
+{
+    struct tt_ctx c = { .n = a->n };
+    int err = coil_run(tt_main, &c, NULL);
+    if (err)
+        return err;
+    *n = a->n;
+    out->metric = "us_per_offload";
+    out->unit = "us";
+    out->value = (double)c.ns / 1e3 / (double)a->n;
+    return 0;
+}
+COIL_BENCH_WORKLOAD(to_thread, to_thread, 20000, "N offloads of a trivial function, 64 in flight (us each)")
+
+/* ---- shard_pingpong ---- */
+
+struct pp_ctx {
+    long n;
+    uint64_t ns;
+};
+
+static void *pp_main(void *arg)
+{
+    struct pp_ctx *c = arg;
+    if (coil_shard_count() < 2)
+        return coil_raise(-EINVAL, "shard_pingpong needs 2 shards");
+    uint64_t t0 = bench_now_ns();
+    for (long i = 0; i < c->n; i++) {
+        coil_future *f;
+        void *r;
+        int err = coil_submit_to(1, ret_arg, (void *)(intptr_t)i, &f);
+        if (!err)
+            err = coil_future_await(f, &r);
+        coil_future_free(f);
+        if (err || (intptr_t)r != i)
+            return coil_raise(err ? err : -EIO, "round trip %ld", i);
+    }
+    c->ns = bench_now_ns() - t0;
+    return NULL;
+}
+
+static int shard_pingpong(const bench_args *a, long *n, bench_result *out)
+{
+    coil_runtime *rt;
+    int err = coil_runtime_new(&rt, &(coil_runtime_opts){ .shards = 2 });
+    if (err)
+        return err;
+    struct pp_ctx c = { .n = a->n };
+    err = coil_runtime_run(rt, pp_main, &c, NULL);
+    coil_runtime_free(rt);
+    if (err)
+        return err;
+    *n = a->n;
+    out->metric = "ns_per_round_trip";
+    out->unit = "ns";
+    out->value = (double)c.ns / (double)a->n;
+    return 0;
+}
+COIL_BENCH_WORKLOAD(shard_pingpong, shard_pingpong, 1000000,
+                    "a task on shard 0 awaits N coil_submit_to(1) calls in a row (ns per round trip)")
+
+/* ---- shard_scaling ---- */
+
+static void *spawn_on_shard(void *arg)
+{
+    long n = (long)(intptr_t)arg;
+    coil_task **ts = malloc((size_t)n * sizeof *ts);
+    if (!ts)
+        return coil_raise(-ENOMEM, "task array");
+    for (long i = 0; i < n; i++)
+        if (coil_create_task(&ts[i], ret_arg, (void *)(intptr_t)i, NULL) != 0)
+            return coil_raise(-ENOMEM, "create_task");
+    long sum = 0;
+    for (long i = 0; i < n; i++) {
+        void *r;
+        coil_task_await(ts[i], &r);
+        sum += (long)(intptr_t)r;
+        coil_task_free(ts[i]);
+    }
+    free(ts);
+    return sum == n * (n - 1) / 2 ? NULL : coil_raise(-EIO, "bad sum");
+}
+
+struct sc_ctx {
+    long n;
+    uint64_t ns;
+};
+
+static void *sc_main(void *arg)
+{
+    struct sc_ctx *c = arg;
+    uint64_t t0 = bench_now_ns();
+    int err = coil_submit_to_all(spawn_on_shard, (void *)(intptr_t)c->n, NULL, NULL);
+    c->ns = bench_now_ns() - t0;
+    return err ? coil_raise(err, "spawn on every shard") : NULL;
+}
+
+static int shard_scaling(const bench_args *a, long *n, bench_result *out)
+{
+    coil_runtime *probe;
+    int err = coil_runtime_new(&probe, NULL);
+    if (err)
+        return err;
+    unsigned max = a->shards > 0 ? (unsigned)a->shards : coil_runtime_shard_count(probe);
+    coil_runtime_free(probe);
+    double best = 0;
+    for (unsigned s = 1; s <= max; s++) {
+        coil_runtime *rt;
+        if ((err = coil_runtime_new(&rt, &(coil_runtime_opts){ .shards = s })))
+            return err;
+        struct sc_ctx c = { .n = a->n };
+        err = coil_runtime_run(rt, sc_main, &c, NULL);
+        coil_runtime_free(rt);
+        if (err)
+            return err;
+        double tps = (double)a->n * s / ((double)c.ns / 1e9);
+        char key[32];
+        snprintf(key, sizeof key, "tasks_per_s_%u_shards", s);
+        bench_extra(out, key, tps);
+        best = tps;
+    }
+    *n = a->n;
+    out->metric = "tasks_per_s";
+    out->unit = "tasks/s";
+    out->value = best; /* at the largest shard count */
+    return 0;
+}
+COIL_BENCH_WORKLOAD(shard_scaling, shard_scaling, 1000000,
+                    "the spawn workload on 1..N shards at once (aggregate tasks/s per shard count)")

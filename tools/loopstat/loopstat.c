@@ -1,0 +1,519 @@
+/* loopstat: watch a coil process's event loops live, from the counters each loop publishes in
+ * the process's shared-memory segment (/dev/shm/coil.<pid>, see core/stats.h).
+ *
+ *   loopstat                       list the processes that publish counters (live or stale)
+ *   loopstat PID                   a live table, one row per shard, refreshed every second
+ *   loopstat --once PID            one table of totals, then exit
+ *   loopstat --json PID            one JSON object per shard, one object per line (JSON Lines)
+ *   loopstat --prometheus PID      the Prometheus text exposition format (labels pid, shard)
+ *   loopstat --tasks PID           ask every loop for its tasks and call graph, print the trees
+ *   --interval SECONDS             the live refresh period (default 1)
+ *   --timeout SECONDS              how long --tasks waits for each loop (default 5)
+ *
+ * Exit status 0, or 1 with a one-line message on stderr: no such process, no segment, a segment
+ * of another user, a stale segment (left by a process that died), a version mismatch. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../core/stats.h"
+
+typedef struct metric {
+    const char *name;
+    size_t off;
+    bool counter;
+    const char *help;
+    const char *prom;           /* the Prometheus name when it differs: base units (seconds) */
+} metric;
+
+#define M(f, c, h) { #f, offsetof(coil__loop_stats, f), c, h, NULL }
+#define MS(f, c, h, p) { #f, offsetof(coil__loop_stats, f), c, h, p }
+static const metric metrics[] = {
+    M(tasks_alive, false, "Tasks created and not yet finished."),
+    M(ready_depth, false, "Tasks and callbacks run in the last scheduler batch."),
+    M(tasks_created, true, "Tasks created."),
+    M(tasks_finished, true, "Tasks finished."),
+    M(iterations, true, "Loop iterations."),
+    MS(busy_ns, true, "Seconds spent running between two waits in io_uring.", "busy_seconds"),
+    MS(wait_ns, true, "Seconds spent blocked in io_uring_enter.", "wait_seconds"),
+    M(sqes_submitted, true, "io_uring submission queue entries submitted."),
+    M(cqes_reaped, true, "io_uring completion queue entries reaped."),
+    M(ops_inflight, false, "io_uring operations whose completion has not arrived."),
+    M(timers_armed, false, "Timers in the loop's timer heap."),
+    M(msgs_in, true, "Cross-thread messages this loop received."),
+    M(msgs_out, true, "Cross-thread messages this loop sent."),
+    M(wakeups_from_loops, true, "Wake-ups received from other loops."),
+    M(wakeups_from_threads, true, "Wake-ups received from foreign threads."),
+    M(wakeups_sent, true, "Wake-ups this loop sent."),
+    M(executor_queue, false, "Calls queued on the loop's default executor."),
+    M(executor_busy, false, "Executor workers running a call."),
+    MS(longest_step_ns, false, "The longest single task step (timing mode).", "longest_step_seconds"),
+    M(stacks_in_use, false, "Dedicated task stacks in use."),
+    M(stack_bytes, false, "Bytes mapped for task stacks."),
+    M(steps_timed, true, "Task steps timed (timing mode)."),
+};
+#undef M
+#undef MS
+
+static uint64_t get(const coil__loop_stats *s, size_t off)
+{
+    return __atomic_load_n((const uint64_t *)(const void *)((const char *)s + off), __ATOMIC_RELAXED);
+}
+#define GET(s, f) __atomic_load_n(&(s)->f, __ATOMIC_RELAXED)
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static int fail(const char *fmt, long pid)
+{
+    fputs("loopstat: ", stderr);
+    fprintf(stderr, fmt, pid);
+    fputc('\n', stderr);
+    return 1;
+}
+
+static bool pid_alive(long pid) { return kill((pid_t)pid, 0) == 0 || errno == EPERM; }
+
+/* Why a segment is not usable (stale, foreign), or NULL if it is fine. */
+static const char *segment_problem(const coil__stats_seg *s, long pid)
+{
+    if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) != COIL__STATS_MAGIC)
+        return "is not a coil counter segment (bad magic)";
+    if (s->version != COIL__STATS_VERSION || s->slot_size != sizeof(coil__loop_stats) ||
+        s->nslots != COIL__STATS_SLOTS)
+        return "has another layout version than this loopstat: use the loopstat of the same coil version";
+    if ((long)s->pid != pid)
+        return "names another pid than its own";
+    if (!pid_alive(pid) || (s->start_time && coil__proc_start_time(pid) != s->start_time))
+        return "is stale: the process that published it is gone (crashed without removing it)";
+    return NULL;
+}
+
+typedef struct seg_map {
+    coil__stats_seg *s;
+} seg_map;
+
+static int open_segment(long pid, bool writable, seg_map *m)
+{
+    char name[64];
+    coil__stats_shm_name(name, sizeof name, pid);
+    int fd = shm_open(name, writable ? O_RDWR : O_RDONLY, 0);
+    if (fd < 0) {
+        int e = errno;
+        if (e == EACCES)
+            return fail("/dev/shm/coil.%ld belongs to another user", pid);
+        if (!pid_alive(pid))
+            return fail("no process with pid %ld", pid);
+        return fail("process %ld publishes no coil counters (no /dev/shm/coil.<pid>: no loop open?)", pid);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_uid != getuid()) {
+        close(fd);
+        return fail("/dev/shm/coil.%ld belongs to another user", pid);
+    }
+    if ((size_t)st.st_size < sizeof(coil__stats_seg)) {
+        close(fd);
+        return fail("/dev/shm/coil.%ld has another layout version than this loopstat", pid);
+    }
+    void *p = mmap(NULL, sizeof(coil__stats_seg), PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return fail("cannot map /dev/shm/coil.%ld", pid);
+    m->s = p;
+    const char *why = segment_problem(m->s, pid);
+    if (why) {
+        fprintf(stderr, "loopstat: /dev/shm/coil.%ld %s\n", pid, why);
+        munmap(p, sizeof(coil__stats_seg));
+        return 1;
+    }
+    return 0;
+}
+
+static void close_segment(seg_map *m) { munmap(m->s, sizeof(coil__stats_seg)); }
+
+static bool slot_live(const coil__loop_stats *s) { return __atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) != 0; }
+
+/* ---- list ---- */
+
+static int list_processes(void)
+{
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+    {
+        fprintf(stderr, "loopstat: cannot read /dev/shm: %s\n", strerror(errno));
+        return 1;
+    }
+    printf("%-8s %-6s %-6s %s\n", "PID", "LOOPS", "STATE", "COMMAND");
+    struct dirent *e;
+    int found = 0;
+    while ((e = readdir(d))) {
+        char *end;
+        if (strncmp(e->d_name, "coil.", 5) != 0)
+            continue;
+        long pid = strtol(e->d_name + 5, &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        char name[64];
+        coil__stats_shm_name(name, sizeof name, pid);
+        int fd = shm_open(name, O_RDONLY, 0);
+        if (fd < 0)
+            continue;
+        struct stat st;
+        void *p = MAP_FAILED;
+        if (fstat(fd, &st) == 0 && st.st_uid == getuid() && (size_t)st.st_size >= sizeof(coil__stats_seg))
+            p = mmap(NULL, sizeof(coil__stats_seg), PROT_READ, MAP_SHARED, fd, 0);
+        close(fd);
+        if (p == MAP_FAILED)
+            continue;
+        coil__stats_seg *s = p;
+        const char *why = segment_problem(s, pid);
+        unsigned loops = 0;
+        if (!why || strstr(why, "stale"))
+            for (unsigned i = 0; i < COIL__STATS_SLOTS; i++)
+                loops += slot_live(&s->slots[i]);
+        char comm[64] = "?", path[64];
+        snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (fgets(comm, sizeof comm, f))
+                comm[strcspn(comm, "\n")] = '\0';
+            fclose(f);
+        }
+        printf("%-8ld %-6u %-6s %s\n", pid, loops, !why ? "live" : strstr(why, "stale") ? "stale" : "bad",
+               why && strstr(why, "stale") ? "(gone)" : comm);
+        found++;
+        munmap(p, sizeof(coil__stats_seg));
+    }
+    closedir(d);
+    if (!found)
+        printf("(no process publishes coil counters)\n");
+    return 0;
+}
+
+/* ---- snapshots ---- */
+
+static void print_json(const coil__stats_seg *s, long pid)
+{
+    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
+        const coil__loop_stats *l = &s->slots[i];
+        if (!slot_live(l))
+            continue;
+        printf("{\"pid\":%ld,\"shard\":%llu,\"tid\":%llu", pid, (unsigned long long)GET(l, shard),
+               (unsigned long long)GET(l, tid));
+        for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++)
+            printf(",\"%s\":%llu", metrics[m].name, (unsigned long long)get(l, metrics[m].off));
+        printf(",\"steps_ns\":%llu,\"step_hist_log2_ns\":[", (unsigned long long)GET(l, steps_ns));
+        for (unsigned b = 0; b < COIL__STATS_HIST; b++)
+            printf("%s%llu", b ? "," : "", (unsigned long long)GET(l, step_hist[b]));
+        printf("]}\n");
+    }
+}
+
+static void print_prometheus(const coil__stats_seg *s, long pid)
+{
+    for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++) {
+        const metric *mt = &metrics[m];
+        const char *name = mt->prom ? mt->prom : mt->name, *suffix = mt->counter ? "_total" : "";
+        printf("# HELP coil_%s%s %s\n# TYPE coil_%s%s %s\n", name, suffix, mt->help, name, suffix,
+               mt->counter ? "counter" : "gauge");
+        for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
+            const coil__loop_stats *l = &s->slots[i];
+            if (!slot_live(l))
+                continue;
+            printf("coil_%s%s{pid=\"%ld\",shard=\"%llu\"} ", name, suffix, pid, (unsigned long long)GET(l, shard));
+            if (mt->prom)
+                printf("%.9f\n", (double)get(l, mt->off) / 1e9);
+            else
+                printf("%llu\n", (unsigned long long)get(l, mt->off));
+        }
+    }
+    printf("# HELP coil_step_duration_seconds Task step durations (timing mode).\n"
+           "# TYPE coil_step_duration_seconds histogram\n");
+    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
+        const coil__loop_stats *l = &s->slots[i];
+        if (!slot_live(l))
+            continue;
+        unsigned long long shard = (unsigned long long)GET(l, shard), cum = 0;
+        for (unsigned b = 0; b + 1 < COIL__STATS_HIST; b++) {
+            cum += GET(l, step_hist[b]);
+            /* bucket b holds [2^b, 2^(b+1)) ns: its upper bound is the le of the cumulative count */
+            printf("coil_step_duration_seconds_bucket{pid=\"%ld\",shard=\"%llu\",le=\"%.9g\"} %llu\n", pid, shard,
+                   (double)(1ull << (b + 1)) / 1e9, cum);
+        }
+        cum += GET(l, step_hist[COIL__STATS_HIST - 1]);
+        printf("coil_step_duration_seconds_bucket{pid=\"%ld\",shard=\"%llu\",le=\"+Inf\"} %llu\n", pid, shard, cum);
+        printf("coil_step_duration_seconds_sum{pid=\"%ld\",shard=\"%llu\"} %.9f\n", pid, shard,
+               (double)GET(l, steps_ns) / 1e9);
+        printf("coil_step_duration_seconds_count{pid=\"%ld\",shard=\"%llu\"} %llu\n", pid, shard, cum);
+    }
+}
+
+/* ---- the table ---- */
+
+typedef struct snap {
+    coil__loop_stats s[COIL__STATS_SLOTS];
+    bool live[COIL__STATS_SLOTS];
+    uint64_t at_ns;
+} snap;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void take(const coil__stats_seg *seg, snap *sn)
+{
+    sn->at_ns = mono_ns();
+    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
+        sn->live[i] = slot_live(&seg->slots[i]);
+        if (sn->live[i])
+            for (size_t f = 0; f < sizeof(coil__loop_stats) / 8; f++)
+                ((uint64_t *)&sn->s[i])[f] = __atomic_load_n((const uint64_t *)&seg->slots[i] + f, __ATOMIC_RELAXED);
+    }
+}
+
+static void human_bytes(char *buf, size_t n, uint64_t v)
+{
+    const char *u[] = { "B", "K", "M", "G", "T" };
+    double d = (double)v;
+    int i = 0;
+    while (d >= 1024 && i < 4) {
+        d /= 1024;
+        i++;
+    }
+    snprintf(buf, n, i ? "%.1f%s" : "%.0f%s", d, u[i]);
+}
+
+/* With prev: rates over the interval; without: totals since the loop started. */
+static void print_table(const snap *cur, const snap *prev, long pid)
+{
+    double dt = prev ? (double)(cur->at_ns - prev->at_ns) / 1e9 : 0;
+    printf("coil pid %ld  %s\n", pid, prev ? "(rates per second over the last interval)" : "(totals)");
+    printf("%5s %8s %6s %6s %11s %10s %10s %10s %10s %6s %6s %10s %9s\n", "SHARD", "TID", "TASKS", "READY",
+           prev ? "ITER/s" : "ITER", prev ? "TASKS/s" : "TASKS", prev ? "OPS/s" : "OPS", prev ? "MSGS/s" : "MSGS",
+           "INFLIGHT", "TIMERS", "BUSY%", "STACKS", "MAXSTEP");
+    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
+        if (!cur->live[i])
+            continue;
+        const coil__loop_stats *c = &cur->s[i];
+        const coil__loop_stats *p = prev && prev->live[i] && prev->s[i].tid == c->tid ? &prev->s[i] : NULL;
+        double it = (double)c->iterations, tk = (double)c->tasks_finished, ops = (double)c->cqes_reaped,
+               msgs = (double)(c->msgs_in + c->msgs_out), busy;
+        if (p && dt > 0) {
+            it = (double)(c->iterations - p->iterations) / dt;
+            tk = (double)(c->tasks_finished - p->tasks_finished) / dt;
+            ops = (double)(c->cqes_reaped - p->cqes_reaped) / dt;
+            msgs = (double)(c->msgs_in + c->msgs_out - p->msgs_in - p->msgs_out) / dt;
+            /* Busy is what was not spent blocked: it counts a loop that never blocks as busy. */
+            double waited = (double)(c->wait_ns - p->wait_ns) / 1e9;
+            busy = 100.0 * (1.0 - waited / dt);
+        } else {
+            uint64_t tot = c->busy_ns + c->wait_ns;
+            busy = tot ? 100.0 * (double)c->busy_ns / (double)tot : 0;
+        }
+        if (busy < 0)
+            busy = 0;
+        char stacks[16], maxstep[16];
+        human_bytes(stacks, sizeof stacks, c->stack_bytes);
+        if (c->flags & COIL__SLOT_TIMING)
+            snprintf(maxstep, sizeof maxstep, "%.2fms", (double)c->longest_step_ns / 1e6);
+        else
+            snprintf(maxstep, sizeof maxstep, "-");
+        printf("%5llu %8llu %6llu %6llu %11.0f %10.0f %10.0f %10.0f %10llu %6llu %6.1f %10s %9s\n",
+               (unsigned long long)c->shard, (unsigned long long)c->tid, (unsigned long long)c->tasks_alive,
+               (unsigned long long)c->ready_depth, it, tk, ops, msgs, (unsigned long long)c->ops_inflight,
+               (unsigned long long)c->timers_armed, busy, stacks, maxstep);
+    }
+}
+
+static int live_view(const coil__stats_seg *seg, long pid, double interval)
+{
+    snap *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
+    if (!a || !b) {
+        free(a);
+        free(b);
+        fprintf(stderr, "loopstat: out of memory\n");
+        return 1;
+    }
+    signal(SIGINT, on_sigint);
+    take(seg, a);
+    int rc = 0;
+    while (!interrupted) {
+        struct timespec ts = { (time_t)interval, (long)((interval - (double)(time_t)interval) * 1e9) };
+        nanosleep(&ts, NULL);
+        if (interrupted)
+            break;
+        if (!pid_alive(pid)) {
+            fprintf(stderr, "loopstat: process %ld exited\n", pid);
+            rc = 1;
+            break;
+        }
+        take(seg, b);
+        printf("\033[H\033[2J");
+        print_table(b, a, pid);
+        fflush(stdout);
+        snap *t = a;
+        a = b;
+        b = t;
+    }
+    free(a);
+    free(b);
+    return rc;
+}
+
+/* ---- tasks ---- */
+
+static int dump_tasks(coil__stats_seg *seg, long pid, double timeout)
+{
+    int asked = 0, rc = 0;
+    uint64_t want[COIL__STATS_SLOTS] = { 0 };
+    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
+        coil__loop_stats *l = &seg->slots[i];
+        if (!slot_live(l))
+            continue;
+        /* The loop is the only other writer of this slot, and it never writes dump_req. */
+        want[i] = __atomic_load_n(&l->dump_req, __ATOMIC_RELAXED) + 1;
+        __atomic_store_n(&l->dump_req, want[i], __ATOMIC_RELEASE);
+        asked++;
+    }
+    if (!asked) {
+        printf("(no loop is open in process %ld)\n", pid);
+        return 0;
+    }
+    uint64_t deadline = mono_ns() + (uint64_t)(timeout * 1e9);
+    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
+        if (!want[i])
+            continue;
+        coil__loop_stats *l = &seg->slots[i];
+        while (slot_live(l) && __atomic_load_n(&l->dump_resp, __ATOMIC_ACQUIRE) < want[i] && mono_ns() < deadline) {
+            struct timespec ts = { 0, 2000000 };
+            nanosleep(&ts, NULL);
+        }
+        unsigned long long shard = (unsigned long long)GET(l, shard);
+        if (!slot_live(l))
+            continue; /* the loop closed meanwhile */
+        if (__atomic_load_n(&l->dump_resp, __ATOMIC_ACQUIRE) < want[i]) {
+            fprintf(stderr, "loopstat: shard %llu of process %ld did not answer within %.1f s (blocked in a step?)\n",
+                    shard, pid, timeout);
+            rc = 1;
+            continue;
+        }
+        char path[96];
+        snprintf(path, sizeof path, "/tmp/coil.%ld.%llu.tasks", pid, shard);
+        int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0 || st.st_uid != getuid()) {
+            if (fd >= 0)
+                close(fd);
+            fprintf(stderr, "loopstat: shard %llu answered but wrote no task dump (%s)\n", shard, path);
+            rc = 1;
+            continue;
+        }
+        char buf[8192];
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof buf)) > 0)
+            fwrite(buf, 1, (size_t)n, stdout);
+        close(fd);
+        unlink(path);
+    }
+    return rc;
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: loopstat [--once | --json | --prometheus | --tasks] [--interval S] [--timeout S] [PID]\n"
+          "  no PID: list the processes that publish coil counters\n"
+          "  --json prints one JSON object per shard, one per line (JSON Lines)\n",
+          f);
+}
+
+int main(int argc, char **argv)
+{
+    enum { LIVE, ONCE, JSON, PROM, TASKS } mode = LIVE;
+    double interval = 1.0, timeout = 5.0;
+    long pid = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--once"))
+            mode = ONCE;
+        else if (!strcmp(a, "--json"))
+            mode = JSON;
+        else if (!strcmp(a, "--prometheus"))
+            mode = PROM;
+        else if (!strcmp(a, "--tasks"))
+            mode = TASKS;
+        else if ((!strcmp(a, "--interval") || !strcmp(a, "--timeout")) && i + 1 < argc) {
+            double v = strtod(argv[++i], NULL);
+            if (!(v > 0)) {
+                fprintf(stderr, "loopstat: %s needs a positive number of seconds\n", a);
+                return 1;
+            }
+            *(a[2] == 'i' ? &interval : &timeout) = v;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            char *end;
+            long v = strtol(a, &end, 10);
+            if (*a == '-' || *end || v <= 0 || pid) {
+                usage(stderr);
+                return 1;
+            }
+            pid = v;
+        }
+    }
+    if (!pid) {
+        if (mode != LIVE) {
+            usage(stderr);
+            return 1;
+        }
+        return list_processes();
+    }
+    seg_map m = { NULL };
+    if (open_segment(pid, mode == TASKS, &m))
+        return 1;
+    int rc = 0;
+    switch (mode) {
+    case JSON:
+        print_json(m.s, pid);
+        break;
+    case PROM:
+        print_prometheus(m.s, pid);
+        break;
+    case TASKS:
+        rc = dump_tasks(m.s, pid, timeout);
+        break;
+    case ONCE: {
+        snap *sn = calloc(1, sizeof *sn);
+        if (!sn) {
+            rc = 1;
+            break;
+        }
+        take(m.s, sn);
+        print_table(sn, NULL, pid);
+        free(sn);
+        break;
+    }
+    case LIVE:
+        rc = live_view(m.s, pid, interval);
+        break;
+    }
+    close_segment(&m);
+    fflush(stdout);
+    return rc;
+}
