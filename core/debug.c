@@ -47,9 +47,7 @@ static bool explicit_timing(const coil_loop *loop)
 
 void coil__debug_loop_init(coil_loop *loop)
 {
-    static int env_timing = -1;
-    if (env_timing < 0)
-        env_timing = env_flag("COIL_STATS_TIMING");
+    bool env_timing = env_flag("COIL_STATS_TIMING");
     uint64_t want = env_stall_ns();
     if (!want && loop->debug)
         want = loop->stall_ns ? loop->stall_ns : DEFAULT_STALL_NS;
@@ -57,7 +55,7 @@ void coil__debug_loop_init(coil_loop *loop)
         coil__stall_watch(loop, want);
     else if (!want && loop->stall_ns && !loop->debug)
         coil__stall_unwatch(loop);
-    update_timing(loop, env_timing > 0 || explicit_timing(loop));
+    update_timing(loop, env_timing || explicit_timing(loop));
 }
 
 void coil__debug_loop_close(coil_loop *loop)

@@ -251,6 +251,7 @@ int coil_future_set_result(coil_future *f, void *result)
 {
     if (!f || f->aw.h.kind != COIL__RQ_FUTURE)
         return -EINVAL;
+    COIL__LOOP_THREAD_CHECK(f->loop, "coil_future_set_result");
     if (f->aw.h.state != COIL__PENDING)
         return COIL_EINVALSTATE;
     f->aw.result = result;
@@ -261,6 +262,7 @@ int coil_future_set_exception(coil_future *f, int code, const char *fmt, ...)
 {
     if (!f || f->aw.h.kind != COIL__RQ_FUTURE)
         return -EINVAL;
+    COIL__LOOP_THREAD_CHECK(f->loop, "coil_future_set_exception");
     if (f->aw.h.state != COIL__PENDING)
         return COIL_EINVALSTATE;
     if (code >= 0)

@@ -1,8 +1,15 @@
 /* coil core: the 4-ary timer heap (see timer.h). */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "timer.h"
+
+/* Logical slot k lives at e[k + PAD]: the four children of k (4k+1 .. 4k+4) then sit at
+ * e[4k+4 .. 4k+7], one 64-byte line when e is 64-byte aligned, so each level of a sift
+ * touches one line. */
+enum { PAD = 3 };
+#define AT(h, k) ((h)->e[(k) + PAD])
 
 static inline bool before(const coil__heapent *a, const coil__heapent *b)
 {
@@ -13,7 +20,7 @@ static inline bool before(const coil__heapent *a, const coil__heapent *b)
 
 static inline void place(coil__timerheap *h, uint32_t i, coil__heapent ent)
 {
-    h->e[i] = ent;
+    AT(h, i) = ent;
     ent.t->idx = i + 1;
 }
 
@@ -21,9 +28,9 @@ static void sift_up(coil__timerheap *h, uint32_t i, coil__heapent ent)
 {
     while (i > 0) {
         uint32_t parent = (i - 1) / 4;
-        if (!before(&ent, &h->e[parent]))
+        if (!before(&ent, &AT(h, parent)))
             break;
-        place(h, i, h->e[parent]);
+        place(h, i, AT(h, parent));
         i = parent;
     }
     place(h, i, ent);
@@ -38,11 +45,11 @@ static void sift_down(coil__timerheap *h, uint32_t i, coil__heapent ent)
         uint32_t last = first + 4 < h->n ? first + 4 : h->n;
         uint32_t best = first;
         for (uint32_t c = first + 1; c < last; c++)
-            if (before(&h->e[c], &h->e[best]))
+            if (before(&AT(h, c), &AT(h, best)))
                 best = c;
-        if (!before(&h->e[best], &ent))
+        if (!before(&AT(h, best), &ent))
             break;
-        place(h, i, h->e[best]);
+        place(h, i, AT(h, best));
         i = best;
     }
     place(h, i, ent);
@@ -65,9 +72,12 @@ int coil__timers_add(coil__timerheap *h, coil__timer *t, uint64_t when)
 {
     if (h->n == h->cap) {
         uint32_t cap = h->cap ? h->cap * 2 : 64;
-        coil__heapent *e = realloc(h->e, (size_t)cap * sizeof *e);
+        coil__heapent *e = aligned_alloc(64, ((size_t)cap + 4) * sizeof *e);
         if (!e)
             return -ENOMEM;
+        if (h->e)
+            memcpy(e + PAD, h->e + PAD, (size_t)h->n * sizeof *e);
+        free(h->e);
         h->e = e;
         h->cap = cap;
     }
@@ -78,11 +88,11 @@ int coil__timers_add(coil__timerheap *h, coil__timer *t, uint64_t when)
 
 static void remove_at(coil__timerheap *h, uint32_t i)
 {
-    h->e[i].t->idx = 0;
-    coil__heapent last = h->e[--h->n];
+    AT(h, i).t->idx = 0;
+    coil__heapent last = AT(h, --h->n);
     if (i == h->n)
         return;
-    if (i > 0 && before(&last, &h->e[(i - 1) / 4]))
+    if (i > 0 && before(&last, &AT(h, (i - 1) / 4)))
         sift_up(h, i, last);
     else
         sift_down(h, i, last);
@@ -96,9 +106,9 @@ void coil__timers_remove(coil__timerheap *h, coil__timer *t)
 
 coil__timer *coil__timers_pop_due(coil__timerheap *h, uint64_t now)
 {
-    if (h->n == 0 || h->e[0].when > now)
+    if (h->n == 0 || AT(h, 0).when > now)
         return NULL;
-    coil__timer *t = h->e[0].t;
+    coil__timer *t = AT(h, 0).t;
     remove_at(h, 0);
     return t;
 }

@@ -36,6 +36,7 @@ coil__timer *coil__timers_pop_due(coil__timerheap *h, uint64_t now);
 
 static inline bool coil__timer_armed(const coil__timer *t) { return t->idx != 0; }
 static inline bool coil__timers_empty(const coil__timerheap *h) { return h->n == 0; }
-static inline uint64_t coil__timers_next(const coil__timerheap *h) { return h->e[0].when; }
+/* The earliest deadline (slot 0 sits after the alignment padding, see timer.c). */
+static inline uint64_t coil__timers_next(const coil__timerheap *h) { return h->e[3].when; }
 
 #endif

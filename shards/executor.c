@@ -24,6 +24,7 @@ typedef struct job {
     bool timed;                   /* the waiter's timer is armed */
     coil_executor *ex;            /* a shutdown job: the executor to free once joined */
     pthread_t joiner;             /* a shutdown job: the thread that waited for the workers */
+    bool counted;                 /* in the loop's executor_busy counter */
 } job;
 
 struct coil_executor {
@@ -33,9 +34,13 @@ struct coil_executor {
     unsigned queued;              /* jobs not yet picked up */
     unsigned active;              /* jobs queued or running */
     unsigned max, nthreads, idle;
+    unsigned sleeping;            /* idle workers blocked in the condition variable */
+    _Atomic unsigned queued_pub;  /* `queued`, readable without the lock by spinning workers */
     bool shutdown;
     pthread_t *threads;
 };
+
+enum { SPIN_NS = 20 * 1000 };
 
 static unsigned default_workers(void)
 {
@@ -76,7 +81,19 @@ static void *worker(void *arg)
     for (;;) {
         while (!ex->head && !ex->shutdown) {
             ex->idle++;
-            pthread_cond_wait(&ex->work_cv, &ex->mu);
+            /* Offloads tend to come in bursts: look for the next one for a few microseconds
+             * before paying for a sleep and a wake-up. */
+            pthread_mutex_unlock(&ex->mu);
+            uint64_t t0 = coil__now_ns();
+            while (!atomic_load_explicit(&ex->queued_pub, memory_order_relaxed) &&
+                   coil__now_ns() - t0 < SPIN_NS)
+                sched_yield();
+            pthread_mutex_lock(&ex->mu);
+            if (!ex->head && !ex->shutdown) {
+                ex->sleeping++;
+                pthread_cond_wait(&ex->work_cv, &ex->mu);
+                ex->sleeping--;
+            }
             ex->idle--;
         }
         job *j = ex->head;
@@ -86,6 +103,7 @@ static void *worker(void *arg)
         if (!ex->head)
             ex->tail = &ex->head;
         ex->queued--;
+        atomic_store_explicit(&ex->queued_pub, ex->queued, memory_order_relaxed);
         pthread_mutex_unlock(&ex->mu);
         j->result = j->fn(j->arg);
         coil__inbox_post(j->ib, job_done, j, NULL);
@@ -97,7 +115,8 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static int submit(coil_executor *ex, job *j)
+/* Returns 0 and, in *queued, how many jobs wait for a thread now (for the loop's counters). */
+static int submit(coil_executor *ex, job *j, unsigned *queued)
 {
     pthread_mutex_lock(&ex->mu);
     if (ex->shutdown) {
@@ -116,8 +135,11 @@ static int submit(coil_executor *ex, job *j)
     *ex->tail = j;
     ex->tail = &j->next;
     ex->queued++;
+    atomic_store_explicit(&ex->queued_pub, ex->queued, memory_order_relaxed);
     ex->active++;
-    pthread_cond_signal(&ex->work_cv);
+    if (ex->sleeping)
+        pthread_cond_signal(&ex->work_cv);
+    *queued = ex->queued;
     pthread_mutex_unlock(&ex->mu);
     return 0;
 }
@@ -209,6 +231,8 @@ static void job_done(void *a, void *b)
     job *j = a;
     coil__inbox *ib = j->ib;
     coil__inbox_expect(ib, -1);
+    if (j->counted)
+        COIL__STAT_SET(ib->loop, executor_busy, coil__stat_get(&ib->loop->stats->executor_busy) - 1);
     if (j->ex) {
         /* A shutdown job: every worker has left its loop, and the joiner has posted this. */
         pthread_join(j->joiner, NULL);
@@ -291,11 +315,16 @@ int coil_run_in_executor(coil_executor *ex, coil_task_fn fn, void *arg, void (*r
     j->dtor = result_dtor;
     j->ib = ib;
     j->waiter = t;
-    err = submit(ex, j);
+    unsigned queued;
+    err = submit(ex, j, &queued);
     if (err) {
         free(j);
         return err;
     }
+    coil_loop *loop = t->loop;
+    COIL__STAT_SET(loop, executor_queue, queued);
+    COIL__STAT_ADD(loop, executor_busy, 1);
+    j->counted = true;
     return await_job(t, j, UINT64_MAX, result);
 }
 

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,7 +15,7 @@
 #include "inbox_debug.h"
 #include "shards.h"
 
-enum { RING_CAPACITY = 4096, DRAIN_BATCH = 64, DRAIN_MAX = 4096 };
+enum { RING_CAPACITY = 4096, DRAIN_BATCH = 64, DRAIN_MAX = 4096, EXPECT_SPIN_NS = 20 * 1000 };
 /* The res a wake-up CQE carries says who sent it (msg_ring passes `len` through as res). */
 enum { WAKE_FROM_LOOP = 1, WAKE_FROM_THREAD = 2 };
 
@@ -75,8 +76,10 @@ static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe);
  * orders the inbox's initialisation by a foreign creator before the loop's first look at it
  * (the kernel orders it too, but ThreadSanitizer cannot see through MSG_RING). */
 static coil__uring_cb wake_record = { wake_complete };
-/* The loop whose ring this thread is polling when no loop is running: set while an inbox waits
- * for completions at close. */
+/* The loop whose ring this thread polls while no loop is running: set while an inbox waits for
+ * completions, and by inbox_close for the rest of coil_loop_close (its final reaping of the
+ * ring may still meet a wake-up sent before the close). Outside those two, a ring is polled only
+ * by a running loop, so a stale value is never read. */
 static __thread coil_loop *tls_polling;
 
 static uint64_t wake_ud(void) { return (uint64_t)(uintptr_t)&wake_record | COIL__UD_CALLBACK; }
@@ -178,24 +181,26 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
     coil__inbox *ib = coil__container_of(s, coil__inbox, src);
     if (ib->ovf_head || !coil__mpsc_empty(ib->ring))
         return true;
-    if (ib->spin_ns) {
-        /* A reply is often a few microseconds away: a short spin saves both sides a syscall. */
+    /* A reply is often a few microseconds away: a short spin saves both sides a syscall, and
+     * on a virtual machine the wake-up of an idle vCPU can cost tens of microseconds. Runtime
+     * shards always spin; other loops only while they wait for outside completions. */
+    unsigned spin = ib->spin_ns ? ib->spin_ns : ib->expect ? EXPECT_SPIN_NS : 0;
+    if (spin) {
         uint64_t t0 = coil__now_ns();
         do {
             for (int i = 0; i < 32; i++)
                 cpu_relax();
             if (!coil__mpsc_empty(ib->ring))
                 return true;
-        } while (coil__now_ns() - t0 < ib->spin_ns);
+        } while (coil__now_ns() - t0 < spin);
     }
     /* An RMW, not a store: producers exchange the flag after each push, so one of the two
      * exchanges reads the other's write (acquire/release): either we see the message below or
      * that producer sees 1 and wakes us. */
     atomic_exchange_explicit(&ib->asleep, 1, memory_order_acq_rel);
-    if (!coil__mpsc_empty(ib->ring)) {
-        atomic_store_explicit(&ib->asleep, 0, memory_order_relaxed);
-        return true;
-    }
+    ib->may_sleep = true;
+    if (!coil__mpsc_empty(ib->ring))
+        return true; /* after_block clears the flag */
     return false;
 }
 
@@ -203,9 +208,11 @@ static void src_after_block(coil_loop *loop, coil__loop_source *s)
 {
     (void)loop;
     coil__inbox *ib = coil__container_of(s, coil__inbox, src);
-    /* Read first: a store every iteration would bounce the line producers read after each push. */
-    if (atomic_load_explicit(&ib->asleep, memory_order_relaxed))
+    /* Only after a sleep: touching the line every iteration would pull it away from producers. */
+    if (ib->may_sleep) {
+        ib->may_sleep = false;
         atomic_store_explicit(&ib->asleep, 0, memory_order_relaxed);
+    }
 }
 
 static void inbox_close(coil_loop *loop, coil__loop_closer *c);
@@ -215,6 +222,7 @@ static void register_inbox(coil__inbox *ib)
     ib->registered = true;
     coil__loop_add_source(ib->loop, &ib->src);
     atomic_store_explicit(&ib->asleep, 0, memory_order_relaxed);
+    ib->may_sleep = false;
 }
 
 void coil__inbox_expect(coil__inbox *ib, int delta)
@@ -244,9 +252,10 @@ void coil__inbox_wait(coil__inbox *ib, uint64_t timeout_ns)
  * at objects only this loop frees), run what is left in the ring, then free it all. */
 static void inbox_close(coil_loop *loop, coil__loop_closer *c)
 {
-    (void)loop;
     coil__inbox *ib = (coil__inbox *)c;
+    tls_polling = loop;
     ib->closing = true;
+    coil__cfuture_inbox_closing(ib);
     if (ib->default_executor)
         coil__executor_shutdown_wait(ib->default_executor, ib);
     while (ib->expect || ib->ovf_head)
@@ -261,9 +270,11 @@ static void inbox_close(coil_loop *loop, coil__loop_closer *c)
 
 static coil__inbox *inbox_new(coil_loop *loop)
 {
-    coil__inbox *ib = calloc(1, sizeof *ib);
+    size_t size = (sizeof(coil__inbox) + 63) & ~(size_t)63;
+    coil__inbox *ib = aligned_alloc(64, size); /* the shared flags want their own lines */
     if (!ib)
         return NULL;
+    memset(ib, 0, size);
     if (coil__mpsc_init(&ib->ring, RING_CAPACITY) != 0) {
         free(ib);
         return NULL;
@@ -275,6 +286,8 @@ static coil__inbox *inbox_new(coil_loop *loop)
     ib->loop = loop;
     ib->ring_fd = loop->io.ring.ring_fd;
     ib->ovf_tail = &ib->ovf_head;
+    coil__ilink_init(&ib->cf_waiters);
+    coil__ilink_init(&ib->cf_tasks);
     /* Not listening yet: the first producer sends a wake-up, whose CQE hooks us in. */
     atomic_init(&ib->asleep, 1);
     return ib;
@@ -344,6 +357,10 @@ static int futex_wait(_Atomic uint32_t *addr, uint32_t val, long ns)
 int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
 {
     coil__msg m = { fn, a, b };
+    coil_loop *me0 = coil__tls_running;
+    coil__inbox *self = me0 ? (coil__inbox *)__atomic_load_n(&me0->inbox, __ATOMIC_ACQUIRE) : NULL;
+    if (self && self->ovf_head)
+        return -EAGAIN; /* older messages of ours still wait: keep our order */
     int err = coil__mpsc_push(ib->ring, &m);
     if (err)
         return err;

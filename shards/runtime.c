@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -465,6 +466,12 @@ void coil_runtime_free(coil_runtime *rt)
 {
     if (!rt)
         return;
+    if (!pthread_equal(rt->creator, pthread_self()) || coil__tls_running) {
+        /* Shard 0 can only be run by its own thread: going on would hang. Refuse, keep it intact. */
+        fprintf(stderr, "coil: coil_runtime_free must be called by the thread that created the runtime, "
+                        "outside any running loop; the runtime was left running\n");
+        return;
+    }
     struct saved_thread sv;
     enter_shard0(rt, &sv);
     for (unsigned i = 1; i < rt->n; i++)

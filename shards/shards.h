@@ -27,6 +27,29 @@
 #include "mpsc.h"
 
 typedef struct coil__ovf coil__ovf;
+
+/* A circular doubly-linked list link; a list is a link that points at itself when empty. */
+typedef struct coil__ilink {
+    struct coil__ilink *next, *prev;
+} coil__ilink;
+
+static inline void coil__ilink_init(coil__ilink *l) { l->next = l->prev = l; }
+static inline void coil__ilink_insert(coil__ilink *head, coil__ilink *l)
+{
+    l->next = head->next;
+    l->prev = head;
+    head->next->prev = l;
+    head->next = l;
+}
+/* Safe on a link already removed (or never inserted, if zeroed). */
+static inline void coil__ilink_remove(coil__ilink *l)
+{
+    if (l->next) {
+        l->next->prev = l->prev;
+        l->prev->next = l->next;
+        l->next = l->prev = NULL;
+    }
+}
 typedef struct coil_executor coil_executor;
 typedef struct coil_runtime coil_runtime;
 
@@ -37,17 +60,22 @@ typedef struct coil__inbox {
     coil__mpsc *ring;
     int ring_fd;                  /* the loop's io_uring fd, the MSG_RING target */
 
-    /* shared with producers */
-    _Atomic int asleep;           /* 1: the loop may be blocked; whoever clears it wakes it */
-    _Atomic uint32_t space_seq;   /* bumped (and futex-woken) after a drain when producers wait */
+    /* Shared with producers, each on its own line: producers exchange `asleep` after every push,
+     * and the loop touches it only around a sleep, so while the loop is busy the line stays in
+     * the producer's cache. */
+    _Alignas(64) _Atomic int asleep; /* 1: the loop may be blocked; whoever clears it wakes it */
+    _Alignas(64) _Atomic uint32_t space_seq; /* bumped (and futex-woken) after a drain when producers wait */
     _Atomic uint32_t space_waiters;
 
     /* loop thread only */
-    bool registered;              /* source and closer hooked into the loop */
+    _Alignas(64) bool registered; /* source and closer hooked into the loop */
+    bool may_sleep;               /* we set `asleep` and have not cleared it since */
     bool closing;
     unsigned expect;              /* outside completions this loop waits for (keeps it wakeable) */
     unsigned spin_ns;             /* poll the ring this long before going to sleep */
     coil__ovf *ovf_head, **ovf_tail; /* messages this loop sent that did not fit their target */
+    coil__ilink cf_waiters;       /* tasks of this loop awaiting a concurrent future */
+    coil__ilink cf_tasks;         /* concurrent futures whose task runs on this loop */
     coil_executor *default_executor;
     bool executor_shut;           /* coil_shutdown_default_executor was called */
     coil_runtime *runtime;        /* the runtime this loop is a shard of, or NULL */
@@ -75,6 +103,9 @@ void coil__inbox_expect(coil__inbox *ib, int delta);
 /* Poll the loop's ring for up to timeout_ns waiting for messages (loop thread, loop not running
  * a task: used while closing). */
 void coil__inbox_wait(coil__inbox *ib, uint64_t timeout_ns);
+
+/* The loop is closing: detach its tasks' waits on concurrent futures (threadsafe.c). */
+void coil__cfuture_inbox_closing(coil__inbox *ib);
 
 /* Executors (executor.c). */
 coil_executor *coil__default_executor(coil__inbox *ib, int *err);

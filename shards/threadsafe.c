@@ -64,6 +64,7 @@ struct cf_cb {
 
 struct cf_waiter {
     struct cf_waiter *next;
+    coil__ilink link;             /* on its inbox's list, so a closing loop can find it */
     coil__inbox *ib;              /* the awaiting task's loop */
     coil_task *task;
     coil_cfuture *cf;
@@ -85,6 +86,7 @@ struct coil_cfuture {
     coil_loop *loop;
     coil__inbox *ib;
     coil_task *task;
+    coil__ilink task_link;        /* on the inbox's list while the task is alive */
     coil_task_fn fn;
     void *arg;
 };
@@ -180,8 +182,8 @@ static void cf_task_done(coil_future *f, void *arg)
     }
     cf_settle(cf, code == 0 ? CF_DONE : code == -ECANCELED ? CF_CANCELLED : CF_FAILED, res, code, msg);
     cf->task = NULL;
+    coil__ilink_remove(&cf->task_link);
     coil_task_free(t);
-    coil__inbox_expect(cf->ib, -1);
     cf_unref(cf);
 }
 
@@ -209,8 +211,7 @@ static void cf_start(void *a, void *b)
         cf_unref(cf);
         return;
     }
-    /* The loop must not give up on run_until_complete while our task can still finish. */
-    coil__inbox_expect(cf->ib, +1);
+    coil__ilink_insert(&cf->ib->cf_tasks, &cf->task_link);
 }
 
 static void cf_cancel_task(void *a, void *b)
@@ -362,7 +363,8 @@ static void waiter_wake(void *a, void *b)
     (void)b;
     struct cf_waiter *w = a;
     coil__inbox_expect(w->ib, -1);
-    if (w->abandoned) {
+    if (w->abandoned || w->ib->closing) {
+        coil__ilink_remove(&w->link);
         cf_unref(w->cf);
         free(w);
         return;
@@ -386,6 +388,7 @@ static void cfwait_cancel(coil_task *t)
     if (found) {
         coil_cfuture_cancel(cf); /* asyncio's wrap_future: the await's cancel cancels the source */
         coil__inbox_expect(w->ib, -1);
+        coil__ilink_remove(&w->link);
         cf_unref(cf);
         free(w);
     } else {
@@ -420,20 +423,65 @@ int coil_cfuture_await(coil_cfuture *cf, void **result)
         free(w);
         return r;
     }
-    *w = (struct cf_waiter){ cf->waiters, ib, t, cf, false };
+    *w = (struct cf_waiter){ .next = cf->waiters, .ib = ib, .task = t, .cf = cf };
     cf->waiters = w;
     atomic_fetch_add_explicit(&cf->refs, 1, memory_order_relaxed);
     unlock(cf);
     coil__inbox_expect(ib, +1);
+    coil__ilink_insert(&ib->cf_waiters, &w->link);
     int r = coil__task_suspend(&cfwait_ops, w);
     if (r == -ECANCELED)
         return r; /* the cancel path owns w */
     lock(cf);
     r = outcome_locked(cf, result);
     unlock(cf);
+    coil__ilink_remove(&w->link);
     cf_unref(cf);
     free(w);
     return r;
+}
+
+/* The loop of these waiters is closing: their tasks will never run again. Take back every
+ * waiter still registered with its future; one whose wake-up is already on its way is freed
+ * when it arrives (the closing inbox still drains). */
+void coil__cfuture_inbox_closing(coil__inbox *ib)
+{
+    /* Tasks of this loop still running a concurrent future will be destroyed, never finish:
+     * settle their futures so no thread waits forever, and drop the loop's reference. */
+    while (ib->cf_tasks.next != &ib->cf_tasks) {
+        coil_cfuture *cf = coil__container_of(ib->cf_tasks.next, coil_cfuture, task_link);
+        coil__ilink_remove(&cf->task_link);
+        coil_task_remove_done_callback(cf->task, cf_task_done, cf);
+        coil_task_free(cf->task);
+        cf->task = NULL;
+        cf->retrieved = true; /* not the task's failure: nothing to report later */
+        cf_settle(cf, CF_FAILED, NULL, COIL_ECLOSED, strdup("the loop was closed before the task finished"));
+        cf_unref(cf);
+    }
+    coil__ilink *l = ib->cf_waiters.next;
+    while (l && l != &ib->cf_waiters) {
+        coil__ilink *next = l->next;
+        struct cf_waiter *w = coil__container_of(l, struct cf_waiter, link);
+        coil_cfuture *cf = w->cf;
+        bool found = false;
+        lock(cf);
+        for (struct cf_waiter **p = &cf->waiters; *p; p = &(*p)->next)
+            if (*p == w) {
+                *p = w->next;
+                found = true;
+                break;
+            }
+        unlock(cf);
+        if (found) {
+            coil__inbox_expect(ib, -1);
+            coil__ilink_remove(&w->link);
+            cf_unref(cf);
+            free(w);
+        } else {
+            w->abandoned = true;
+        }
+        l = next;
+    }
 }
 
 /* ---- freeing ---- */

@@ -337,3 +337,36 @@ TEST(CFuture, BadArgumentsAreEinval)
     EXPECT_EQ(coil_cfuture_cancel(nullptr), 0);
     coil_cfuture_free(nullptr);
 }
+
+// Closing a loop with a concurrent future's task still pending (and a task of the same loop
+// awaiting it) neither hangs nor leaks: the future ends with COIL_ECLOSED.
+TEST(CFuture, ClosingTheLoopSettlesPendingFuturesWithEclosed)
+{
+    coil_loop *loop;
+    ASSERT_EQ(coil_new_event_loop(&loop, nullptr), 0);
+    coil_set_event_loop(loop);
+    static Sleeper s;
+    s.started = 0;
+    s.outcome = 1;
+    coil_cfuture *cf;
+    ASSERT_EQ(coil_run_coroutine_threadsafe(loop, sleep_forever, &s, &cf), 0);
+    coil_task *waiter;
+    coil_loop_create_task(loop, &waiter, [](void *c) -> void * {
+        coil_cfuture_await(static_cast<coil_cfuture *>(c), nullptr);
+        return nullptr;
+    }, cf, nullptr);
+    coil_task *step;
+    coil_loop_create_task(loop, &step, [](void *) -> void * {
+        await_until([] { return s.started.load() == 1; });
+        return nullptr;
+    }, nullptr, nullptr);
+    EXPECT_EQ(coil_loop_run_until_complete(loop, coil_task_future(step), nullptr), 0);
+    coil_task_free(step);
+    coil_task_free(waiter);
+    coil_loop_set_exception_handler(loop, [](coil_loop *, const coil_exc_context *, void *) {}, nullptr);
+    coil_set_event_loop(nullptr);
+    EXPECT_EQ(coil_loop_close(loop), 0);
+    EXPECT_TRUE(coil_cfuture_done(cf));
+    EXPECT_EQ(coil_cfuture_result(cf, 0, nullptr), COIL_ECLOSED);
+    coil_cfuture_free(cf);
+}

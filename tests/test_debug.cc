@@ -101,8 +101,11 @@ TEST(Debug, LoopOnlyCallsFromAForeignThreadFailWithTheFunctionsName)
     coil_loop_opts lo = debug_opts();
     ASSERT_EQ(0, coil_new_event_loop(&loop, &lo));
     StderrCapture cap;
-    int r_soon = 0, r_later = 0, r_task = 0;
+    int r_soon = 0, r_later = 0, r_task = 0, r_fut = 0;
+    coil_future *f = nullptr;
+    ASSERT_EQ(0, coil_loop_create_future(loop, &f));
     std::thread th([&] {
+        r_fut = coil_future_set_result(f, nullptr);
         r_soon = coil_loop_call_soon(loop, noop, nullptr, nullptr);
         r_later = coil_loop_call_later(loop, 1.0, noop, nullptr, nullptr);
         r_task = coil_loop_create_task(loop, nullptr, [](void *) -> void * { return nullptr; }, nullptr, nullptr);
@@ -112,6 +115,11 @@ TEST(Debug, LoopOnlyCallsFromAForeignThreadFailWithTheFunctionsName)
     EXPECT_EQ(COIL_EWRONGLOOP, r_soon);
     EXPECT_EQ(COIL_EWRONGLOOP, r_later);
     EXPECT_EQ(COIL_EWRONGLOOP, r_task);
+    EXPECT_EQ(COIL_EWRONGLOOP, r_fut);
+    EXPECT_FALSE(coil_future_done(f));
+    EXPECT_NE(std::string::npos,
+              err.find("coil: coil_future_set_result called from a thread that does not own the loop"));
+    coil_future_free(f);
     EXPECT_NE(std::string::npos, err.find("coil: coil_loop_call_soon called from a thread that does not own the loop"))
         << err;
     EXPECT_NE(std::string::npos, err.find("coil: coil_create_task called from a thread that does not own the loop"));

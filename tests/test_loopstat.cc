@@ -435,7 +435,10 @@ TEST(Loopstat, AStaleSegmentOfACrashedProcessIsRecognised)
     expect_one_line_failure(run_loopstat("--json " + std::to_string(pid)), "is stale");
     Out list = run_loopstat("");
     EXPECT_TRUE(has_row(list.out, std::to_string(pid), "1", "stale")) << list.out;
-    unlink(seg.c_str());
+    Out clean = run_loopstat("--clean");
+    EXPECT_EQ(0, clean.status);
+    EXPECT_NE(std::string::npos, clean.out.find("removed /coil." + std::to_string(pid) + " ")) << clean.out;
+    EXPECT_NE(0, access(seg.c_str(), F_OK));
     close(ready[0]);
     close(ready[1]);
 }

@@ -160,6 +160,20 @@ TEST(Runtime, RunFromAnotherThreadIsWrongLoop)
     coil_runtime_free(rt);
 }
 
+TEST(Runtime, FreeFromAnotherThreadIsRefusedAndLeavesTheRuntimeUsable)
+{
+    coil_runtime *rt;
+    coil_runtime_opts o{};
+    o.shards = 2;
+    ASSERT_EQ(coil_runtime_new(&rt, &o), 0);
+    std::thread th([rt] { coil_runtime_free(rt); });
+    th.join();
+    void *r = nullptr;
+    EXPECT_EQ(coil_runtime_run(rt, [](void *) -> void * { return (void *)(intptr_t)coil_shard_count(); }, nullptr, &r), 0);
+    EXPECT_EQ((intptr_t)r, 2);
+    coil_runtime_free(rt);
+}
+
 TEST(Runtime, BadOptionsAreRefused)
 {
     coil_runtime *rt = nullptr;
@@ -242,6 +256,34 @@ TEST(Runtime, ShutdownWhileForeignThreadsHaveCoroutinesInFlight)
         EXPECT_EQ(coil_cfuture_result(cf, 0, nullptr), -ECANCELED);
         coil_cfuture_free(cf);
     }
+}
+
+// jemalloc's control interface, when the test is linked with jemalloc (normal builds; sanitizer
+// builds use the sanitizer's allocator and have no arenas to check).
+extern "C" int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen)
+    __attribute__((weak));
+
+TEST(Runtime, EachShardAllocatesFromItsOwnJemallocArena)
+{
+    static bool have_jemalloc;
+    have_jemalloc = mallctl != nullptr;
+    run_runtime(3, []() -> void * {
+        void *arenas[3] = {};
+        EXPECT_EQ(coil_submit_to_all(
+                      [](void *) -> void * {
+                          unsigned a = 0;
+                          size_t sz = sizeof a;
+                          if (have_jemalloc && mallctl("thread.arena", &a, &sz, nullptr, 0) != 0)
+                              return coil_raise(-EIO, "mallctl failed");
+                          return (void *)(uintptr_t)a;
+                      },
+                      nullptr, arenas, nullptr),
+                  0);
+        if (have_jemalloc) {
+            EXPECT_EQ(std::set<void *>(arenas, arenas + 3).size(), 3u) << "shards share an arena";
+        }
+        return nullptr;
+    });
 }
 
 TEST(Runtime, ShardIdOutsideIsMinusOne)

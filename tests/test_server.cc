@@ -344,11 +344,11 @@ TEST(Server, AHandlerThatDoesNotReadStopsTheServerFromBufferingMore)
         coil_start_server(lazy_handler, &lazy, "127.0.0.1", 0, nullptr, &srv);
         coil_stream *c = nullptr;
         EXPECT_EQ(coil_open_connection("127.0.0.1", coil_server_port(srv), nullptr, &c), 0);
-        const size_t total = 64u << 20;
+        static constexpr size_t total = 64u << 20;
         static size_t sent;
         sent = 0;
         coil_task *writer = nullptr;
-        coil_test::spawn(&writer, [c, total]() -> void * {
+        coil_test::spawn(&writer, [c]() -> void * {
             static char chunk[65536];
             while (sent < total) {
                 if (coil_stream_write(c, chunk, sizeof chunk) != 0 || coil_stream_drain(c) != 0)
@@ -611,17 +611,39 @@ TEST(Examples, HttpServerAnswersPipelinedRequestsInOrderAndRejectsBadOnes)
     }, 30);
 }
 
-TEST(Examples, ShardsAboveOneAreRejectedClearly)
+TEST(Examples, BadShardCountsAreRejectedClearly)
 {
     int fd = -1;
     std::string path = exe_dir() + "/example-echo_server";
     ASSERT_EQ(access(path.c_str(), X_OK), 0) << path;
-    pid_t pid = start({ path, "--shards", "4", "--port", "0" }, &fd);
+    pid_t pid = start({ path, "--shards", "0", "--port", "0" }, &fd);
     int st = 0;
     waitpid(pid, &st, 0);
     close(fd);
     EXPECT_TRUE(WIFEXITED(st));
     EXPECT_EQ(WEXITSTATUS(st), 2);
+}
+
+TEST(Examples, ShardedEchoServerServesOnOnePortAndStopsOnSigterm)
+{
+    coil_test::run([]() -> void * {
+        std::string path = exe_dir() + "/example-echo_server";
+        int sfd = -1;
+        pid_t srv = start({ path, "--port", "0", "--shards", "2" }, &sfd);
+        std::string banner = read_output(sfd, "\n");
+        size_t at = banner.find("port ");
+        int port = at == std::string::npos ? -1 : atoi(banner.c_str() + at + 5);
+        EXPECT_GT(port, 0) << banner;
+        EXPECT_NE(banner.find("2 shards"), std::string::npos) << banner;
+        for (int i = 0; i < 16 && port > 0; i++)
+            EXPECT_EQ(roundtrip("127.0.0.1", port, "s" + std::to_string(i)), "s" + std::to_string(i));
+        kill(srv, SIGTERM);
+        std::string tail = read_output(sfd);
+        close(sfd);
+        EXPECT_EQ(wait_exit(srv), 0);
+        EXPECT_NE(tail.find("closed"), std::string::npos) << tail;
+        return nullptr;
+    }, 30);
 }
 
 TEST(Examples, TcpClientTalksToTheEchoServer)

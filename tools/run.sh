@@ -46,7 +46,7 @@ sanitize)
     install_missing
     kind=${2:?usage: tools/run.sh sanitize address,undefined|thread [regex]}
     dir="build-${kind//,/-}"
-    build "$dir" -DCOIL_SANITIZE="$kind" -DCOIL_BUILD_TOOLS=OFF
+    build "$dir" -DCOIL_SANITIZE="$kind"
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1

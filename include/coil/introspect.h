@@ -16,8 +16,9 @@
  *  - a task step longer than coil_loop_opts.slow_callback_duration (default 0.1 s) is logged on
  *    stderr with the task's name and where it was created;
  *  - an exception never retrieved is reported with where its task was created;
- *  - loop-only functions (creating tasks, call_soon/call_later/call_at, setting a future's
- *    result, ...) called from a thread that does not own the loop print
+ *  - loop-only functions (coil_create_task / coil_loop_create_task, coil_loop_call_soon,
+ *    coil_loop_call_later / call_at, coil_future_set_result / set_exception) called from a
+ *    thread that does not own the loop print
  *    "coil: <function> called from a thread that does not own the loop" and return
  *    COIL_EWRONGLOOP;
  *  - the stall detector watches the loop (threshold 25 ms unless set).

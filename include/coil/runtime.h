@@ -46,7 +46,8 @@ int coil_runtime_run(coil_runtime *rt, coil_task_fn fn, void *arg, void **result
 /* Shut down: cancel the tasks left on every shard, keep every loop running until nothing is in
  * flight between them (replies, cancellations, messages, executor jobs), stop and join the
  * threads, close the loops (shutting down their default executors) and free everything. Creator
- * thread only, outside any loop. */
+ * thread only, outside any loop: from anywhere else it prints an error to stderr and does
+ * nothing (shard 0 could never be run there). Not thread-safe. */
 void coil_runtime_free(coil_runtime *rt);
 
 unsigned coil_runtime_shard_count(const coil_runtime *rt);

@@ -10,7 +10,9 @@
  *
  * Every waiting call is cancellable (-ECANCELED) and returns COIL_ENOTASK outside a task.
  * Errors from the connection (-ECONNRESET, -EPIPE, ...) are returned by the call that meets
- * them and by every later one of the same direction. Loop thread only. */
+ * them and by every later one of the same direction. Loop thread only. Streams and servers
+ * belong to their loop: free them before the loop closes (coil_runner_close and runtime
+ * shutdown cancel connection tasks, whose streams the server then frees). */
 #ifndef COIL_STREAM_H
 #define COIL_STREAM_H
 

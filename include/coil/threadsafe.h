@@ -45,7 +45,8 @@ int coil_run_coroutine_threadsafe(coil_loop *loop, coil_task_fn fn, void *arg, c
 int coil_run_coroutine_threadsafe_nowait(coil_loop *loop, coil_task_fn fn, void *arg, coil_cfuture **out);
 
 /* Block the calling thread until cf is done or `timeout` seconds passed (< 0: no limit).
- * Returns 0 with *result (may be NULL), the task's error code, -ECANCELED, -ETIMEDOUT, or
+ * Returns 0 with *result (may be NULL), the task's error code, -ECANCELED, -ETIMEDOUT,
+ * COIL_ECLOSED if the loop was closed before the task finished, or
  * -EDEADLK when called from the thread of the loop that runs cf's task while cf is pending (that
  * loop could never finish it). Thread-safe. */
 int coil_cfuture_result(coil_cfuture *cf, double timeout, void **result);

@@ -2,6 +2,7 @@
  * to_thread (offloads to the default executor), shard_pingpong (cross-shard round trips) and
  * shard_scaling (the spawn workload on 1..N shards at once). */
 #include <errno.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -200,7 +201,9 @@ static void *pp_main(void *arg)
 static int shard_pingpong(const bench_args *a, long *n, bench_result *out)
 {
     coil_runtime *rt;
-    int err = coil_runtime_new(&rt, &(coil_runtime_opts){ .shards = 2 });
+    /* --mode nospin: shards sleep at once instead of polling their inbox for 20 us first. */
+    bool nospin = a->mode && strcmp(a->mode, "nospin") == 0;
+    int err = coil_runtime_new(&rt, &(coil_runtime_opts){ .shards = 2, .spin_us = nospin ? -1 : 0 });
     if (err)
         return err;
     struct pp_ctx c = { .n = a->n };

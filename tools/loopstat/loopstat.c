@@ -7,6 +7,7 @@
  *   loopstat --json PID            one JSON object per shard, one object per line (JSON Lines)
  *   loopstat --prometheus PID      the Prometheus text exposition format (labels pid, shard)
  *   loopstat --tasks PID           ask every loop for its tasks and call graph, print the trees
+ *   loopstat --clean               remove this user's stale segments (left by crashed processes)
  *   --interval SECONDS             the live refresh period (default 1)
  *   --timeout SECONDS              how long --tasks waits for each loop (default 5)
  *
@@ -148,7 +149,8 @@ static bool slot_live(const coil__loop_stats *s) { return __atomic_load_n(&s->in
 
 /* ---- list ---- */
 
-static int list_processes(void)
+/* List the segments in /dev/shm, or with `clean`, remove the stale ones of this user. */
+static int list_processes(bool clean)
 {
     DIR *d = opendir("/dev/shm");
     if (!d)
@@ -156,7 +158,8 @@ static int list_processes(void)
         fprintf(stderr, "loopstat: cannot read /dev/shm: %s\n", strerror(errno));
         return 1;
     }
-    printf("%-8s %-6s %-6s %s\n", "PID", "LOOPS", "STATE", "COMMAND");
+    if (!clean)
+        printf("%-8s %-6s %-6s %s\n", "PID", "LOOPS", "STATE", "COMMAND");
     struct dirent *e;
     int found = 0;
     while ((e = readdir(d))) {
@@ -192,13 +195,18 @@ static int list_processes(void)
                 comm[strcspn(comm, "\n")] = '\0';
             fclose(f);
         }
-        printf("%-8ld %-6u %-6s %s\n", pid, loops, !why ? "live" : strstr(why, "stale") ? "stale" : "bad",
-               why && strstr(why, "stale") ? "(gone)" : comm);
-        found++;
+        bool stale = why && strstr(why, "stale");
+        if (clean && stale) {
+            if (shm_unlink(name) == 0)
+                printf("removed %s (pid %ld is gone)\n", name, pid);
+        } else if (!clean) {
+            printf("%-8ld %-6u %-6s %s\n", pid, loops, !why ? "live" : stale ? "stale" : "bad", stale ? "(gone)" : comm);
+            found++;
+        }
         munmap(p, sizeof(coil__stats_seg));
     }
     closedir(d);
-    if (!found)
+    if (!found && !clean)
         printf("(no process publishes coil counters)\n");
     return 0;
 }
@@ -437,14 +445,16 @@ static int dump_tasks(coil__stats_seg *seg, long pid, double timeout)
 static void usage(FILE *f)
 {
     fputs("usage: loopstat [--once | --json | --prometheus | --tasks] [--interval S] [--timeout S] [PID]\n"
+          "       loopstat --clean\n"
           "  no PID: list the processes that publish coil counters\n"
+          "  --clean removes this user's stale segments (left by processes that died)\n"
           "  --json prints one JSON object per shard, one per line (JSON Lines)\n",
           f);
 }
 
 int main(int argc, char **argv)
 {
-    enum { LIVE, ONCE, JSON, PROM, TASKS } mode = LIVE;
+    enum { LIVE, ONCE, JSON, PROM, TASKS, CLEAN } mode = LIVE;
     double interval = 1.0, timeout = 5.0;
     long pid = 0;
     for (int i = 1; i < argc; i++) {
@@ -457,6 +467,8 @@ int main(int argc, char **argv)
             mode = PROM;
         else if (!strcmp(a, "--tasks"))
             mode = TASKS;
+        else if (!strcmp(a, "--clean"))
+            mode = CLEAN;
         else if ((!strcmp(a, "--interval") || !strcmp(a, "--timeout")) && i + 1 < argc) {
             double v = strtod(argv[++i], NULL);
             if (!(v > 0)) {
@@ -478,11 +490,15 @@ int main(int argc, char **argv)
         }
     }
     if (!pid) {
-        if (mode != LIVE) {
+        if (mode != LIVE && mode != CLEAN) {
             usage(stderr);
             return 1;
         }
-        return list_processes();
+        return list_processes(mode == CLEAN);
+    }
+    if (mode == CLEAN) {
+        usage(stderr);
+        return 1;
     }
     seg_map m = { NULL };
     if (open_segment(pid, mode == TASKS, &m))
@@ -511,6 +527,8 @@ int main(int argc, char **argv)
     }
     case LIVE:
         rc = live_view(m.s, pid, interval);
+        break;
+    case CLEAN:
         break;
     }
     close_segment(&m);
