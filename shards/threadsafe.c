@@ -92,6 +92,16 @@ struct coil_cfuture {
 };
 
 enum { FW_DONE = 1, FW_WAITERS = 2 };
+enum { RESULT_SPIN_NS = 50 * 1000 };
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 static void lock(coil_cfuture *cf)
 {
@@ -280,6 +290,15 @@ int coil_cfuture_result(coil_cfuture *cf, double timeout, void **result)
             return -EDEADLK;
         if (timeout >= 0)
             deadline = coil__now_ns() + (timeout > 1e9 ? (uint64_t)1e18 : (uint64_t)(timeout * 1e9));
+    }
+    /* Results are often microseconds away, and waking a sleeping thread (an idle vCPU above
+     * all) can cost more than that: poll a little before sleeping. */
+    if (!(atomic_load_explicit(&cf->fword, memory_order_acquire) & FW_DONE) && timeout != 0) {
+        uint64_t t0 = coil__now_ns();
+        while (!(atomic_load_explicit(&cf->fword, memory_order_acquire) & FW_DONE) &&
+               coil__now_ns() - t0 < RESULT_SPIN_NS)
+            for (int i = 0; i < 16; i++)
+                cpu_relax();
     }
     for (;;) {
         uint32_t w = atomic_load_explicit(&cf->fword, memory_order_acquire);
