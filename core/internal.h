@@ -119,7 +119,7 @@ enum {
     COIL__TF_MUST_CANCEL = 1 << 0, /* deliver -ECANCELED at the current or next await */
     COIL__TF_COMPACT = 1 << 1,     /* runs on the loop's shared stack */
     COIL__TF_EAGER = 1 << 2,
-    COIL__TF_CANCEL_OVERRIDES = 1 << 3, /* this wait yields to a cancel that lands after wake-up */
+    COIL__TF_CANCELLING = 1 << 3,  /* inside coil_task_cancel: an await cycle must not recurse */
     COIL__TF_DEDICATED_RESERVED = 1 << 4,
     COIL__TF_STARTED = 1 << 5,
 };

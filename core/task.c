@@ -397,8 +397,12 @@ int coil_task_cancel(coil_task *t, const char *msg)
             x->cancel_msg = strdup(msg);
         }
     }
-    if (t->tstate == COIL__T_SUSPENDED && t->wait_ops && t->wait_ops->cancel) {
+    /* Forwarding the cancel to what t awaits can come back to t (A awaits B awaits A): the
+     * second arrival just marks it, as asyncio does once the chain is in motion. */
+    if (t->tstate == COIL__T_SUSPENDED && t->wait_ops && t->wait_ops->cancel && !(t->tflags & COIL__TF_CANCELLING)) {
+        t->tflags |= COIL__TF_CANCELLING;
         t->wait_ops->cancel(t);
+        t->tflags &= ~COIL__TF_CANCELLING;
         return 1;
     }
     t->tflags |= COIL__TF_MUST_CANCEL;

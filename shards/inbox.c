@@ -157,6 +157,7 @@ unsigned coil__inbox_drain(coil__inbox *ib)
         total += n;
     } while (n == DRAIN_BATCH && total < DRAIN_MAX);
     if (total) {
+        ib->drained += total;
         COIL__STAT_ADD(ib->loop, msgs_in, total);
         if (atomic_load_explicit(&ib->space_waiters, memory_order_seq_cst)) {
             atomic_fetch_add_explicit(&ib->space_seq, 1, memory_order_seq_cst);

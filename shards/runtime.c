@@ -386,8 +386,8 @@ static bool shard_active(shard *s)
     coil__inbox *ib = s->ib;
     coil_loop *loop = s->loop;
     bool active = loop->ntasks_alive || ib->expect || ib->ovf_head || !coil__mpsc_empty(ib->ring) ||
-                  coil__stat_get(&loop->stats->msgs_in) != s->seen_msgs;
-    s->seen_msgs = coil__stat_get(&loop->stats->msgs_in);
+                  ib->drained != s->seen_msgs;
+    s->seen_msgs = ib->drained;
     return active;
 }
 

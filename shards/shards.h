@@ -72,6 +72,8 @@ typedef struct coil__inbox {
     bool may_sleep;               /* we set `asleep` and have not cleared it since */
     bool closing;
     unsigned expect;              /* outside completions this loop waits for (keeps it wakeable) */
+    uint64_t drained;             /* messages run so far: shutdown's "still busy?" test, which must
+                                   * not depend on counters that COIL_STATS=OFF compiles out */
     unsigned spin_ns;             /* poll the ring this long before going to sleep */
     coil__ovf *ovf_head, **ovf_tail; /* messages this loop sent that did not fit their target */
     coil__ilink cf_waiters;       /* tasks of this loop awaiting a concurrent future */

@@ -551,3 +551,59 @@ TEST(Cancel, CancelledWaiterOnAPendingTaskLeavesThatTaskRunning)
 }
 
 } // namespace
+
+namespace {
+struct Cycle {
+    coil_task *a = nullptr, *b = nullptr;
+    int a_started = 0, b_started = 0;
+};
+void *cycle_a(void *arg)
+{
+    auto *c = static_cast<Cycle *>(arg);
+    c->a_started = 1;
+    while (!c->b)
+        coil_sleep(0);
+    return coil_task_await(c->b, nullptr) == 0 ? nullptr : coil_raise(-ECANCELED, nullptr);
+}
+void *cycle_b(void *arg)
+{
+    auto *c = static_cast<Cycle *>(arg);
+    c->b_started = 1;
+    return coil_task_await(c->a, nullptr) == 0 ? nullptr : coil_raise(-ECANCELED, nullptr);
+}
+} // namespace
+
+// An await cycle never completes (as in asyncio), but cancelling into it must not chase the
+// cycle forever: the cancel reaches each task once and the loop stays healthy.
+TEST(Cancel, CancellingATaskInAnAwaitCycleReachesEachTaskOnceWithoutRecursingForever)
+{
+    coil_loop *loop = nullptr;
+    ASSERT_EQ(coil_new_event_loop(&loop, nullptr), 0);
+    int destroyed = 0;
+    coil_loop_set_exception_handler(
+        loop, [](coil_loop *, const coil_exc_context *, void *arg) { ++*static_cast<int *>(arg); }, &destroyed);
+    Cycle c;
+    ASSERT_EQ(coil_loop_create_task(loop, &c.a, cycle_a, &c, nullptr), 0);
+    ASSERT_EQ(coil_loop_create_task(loop, &c.b, cycle_b, &c, nullptr), 0);
+    coil_task *main = nullptr;
+    ASSERT_EQ(coil_loop_create_task(loop, &main,
+                                    [](void *arg) -> void * {
+                                        auto *c = static_cast<Cycle *>(arg);
+                                        for (int i = 0; i < 10; i++)
+                                            coil_sleep(0); // both are suspended on each other now
+                                        EXPECT_EQ(coil_task_cancel(c->a, "break it"), 1);
+                                        EXPECT_EQ(coil_task_cancelling(c->a), 2); // its own + the echo
+                                        EXPECT_EQ(coil_task_cancelling(c->b), 1);
+                                        EXPECT_FALSE(coil_task_done(c->a));
+                                        return nullptr;
+                                    },
+                                    &c, nullptr),
+              0);
+    EXPECT_EQ(coil_loop_run_until_complete(loop, coil_task_future(main), nullptr), 0);
+    EXPECT_TRUE(c.a_started && c.b_started);
+    coil_task_free(main);
+    coil_task_free(c.a);
+    coil_task_free(c.b);
+    EXPECT_EQ(coil_loop_close(loop), 0);
+    EXPECT_EQ(destroyed, 2); // both reported as destroyed while pending
+}

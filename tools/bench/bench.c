@@ -88,7 +88,44 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int run_child(const char *self, const char *name, double *value, long *rss, char *unit, size_t unitsz)
+enum { MAX_EXTRA = 8 };
+typedef struct extra_set {
+    int n;
+    char key[MAX_EXTRA][48];
+    double val[MAX_EXTRA];
+} extra_set;
+
+/* Every numeric member after peak_rss_kb is a workload's extra figure. */
+static void parse_extras(const char *json, extra_set *x)
+{
+    x->n = 0;
+    const char *p = strstr(json, "\"peak_rss_kb\"");
+    if (!p)
+        return;
+    p = strchr(p, ',');
+    while (p && x->n < MAX_EXTRA) {
+        const char *k = strchr(p, '"');
+        if (!k)
+            return;
+        const char *ke = strchr(k + 1, '"');
+        if (!ke)
+            return;
+        const char *colon = strchr(ke, ':');
+        if (!colon)
+            return;
+        char *end;
+        double v = strtod(colon + 1, &end);
+        if (end != colon + 1 && (size_t)(ke - k - 1) < sizeof x->key[0]) {
+            memcpy(x->key[x->n], k + 1, (size_t)(ke - k - 1));
+            x->key[x->n][ke - k - 1] = 0;
+            x->val[x->n++] = v;
+        }
+        p = strchr(colon, ',');
+    }
+}
+
+static int run_child(const char *self, const char *name, double *value, long *rss, char *unit, size_t unitsz,
+                     extra_set *extras)
 {
     int pipefd[2];
     if (pipe(pipefd) != 0)
@@ -120,6 +157,7 @@ static int run_child(const char *self, const char *name, double *value, long *rs
         return -EIO;
     *value = strtod(v + 9, NULL);
     *rss = strtol(r + 15, NULL, 10);
+    parse_extras(buf, extras);
     u += 9;
     size_t i = 0;
     while (u[i] && u[i] != '"' && i + 1 < unitsz) {
@@ -133,7 +171,7 @@ static int run_child(const char *self, const char *name, double *value, long *rs
 static int summary(const char *self, int runs, char **names, int nnames)
 {
     printf("coil-bench summary: median of %d runs, one process per run\n", runs);
-    printf("%-16s %14s %-10s %12s\n", "workload", "median", "unit", "peak_rss_kb");
+    printf("%-16s %14s %-10s %12s  %s\n", "workload", "median", "unit", "peak_rss_kb", "other figures (medians)");
     int failed = 0;
     for (bench_workload *w = workloads; w; w = w->next) {
         if (nnames) {
@@ -144,12 +182,13 @@ static int summary(const char *self, int runs, char **names, int nnames)
                 continue;
         }
         double vals[32];
+        static extra_set extras[32];
         long rss = 0;
         char unit[32] = "";
         int ok = 0;
         for (int i = 0; i < runs && i < 32; i++) {
-            long r;
-            if (run_child(self, w->name, &vals[ok], &r, unit, sizeof unit) == 0) {
+            long r = 0;
+            if (run_child(self, w->name, &vals[ok], &r, unit, sizeof unit, &extras[ok]) == 0) {
                 ok++;
                 if (r > rss)
                     rss = r;
@@ -161,7 +200,17 @@ static int summary(const char *self, int runs, char **names, int nnames)
             continue;
         }
         qsort(vals, (size_t)ok, sizeof vals[0], cmp_double);
-        printf("%-16s %14.4g %-10s %12ld\n", w->name, vals[ok / 2], unit, rss);
+        printf("%-16s %14.4g %-10s %12ld", w->name, vals[ok / 2], unit, rss);
+        for (int k = 0; k < extras[0].n; k++) {
+            double ev[32];
+            int m = 0;
+            for (int i = 0; i < ok; i++)
+                if (extras[i].n > k)
+                    ev[m++] = extras[i].val[k];
+            qsort(ev, (size_t)m, sizeof ev[0], cmp_double);
+            printf("  %s=%.4g", extras[0].key[k], ev[m / 2]);
+        }
+        printf("\n");
         fflush(stdout);
     }
     return failed ? 1 : 0;
