@@ -8,10 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake ninja-build gcc g++ pkg-config liburing-dev libjemalloc-dev libgtest-dev wrk python3)
+# The tests also drive the servers with python3's asyncio and wrk, and check loopstat's
+# Prometheus output with promtool.
+test_packages=(prometheus)
 
 install_missing() {
     local missing=()
-    for p in "${packages[@]}"; do
+    for p in "${packages[@]}" "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -38,12 +41,12 @@ bench)
     ./build-release/coil-bench summary --runs "${COIL_BENCH_RUNS:-5}"
     ;;
 test)
-    install_missing
+    install_missing "${test_packages[@]}"
     build build -DCOIL_BUILD_TESTS=ON
     ctest --test-dir build --output-on-failure -j "$jobs" --timeout 300
     ;;
 sanitize)
-    install_missing
+    install_missing "${test_packages[@]}"
     kind=${2:?usage: tools/run.sh sanitize address,undefined|thread [regex]}
     dir="build-${kind//,/-}"
     build "$dir" -DCOIL_SANITIZE="$kind"
