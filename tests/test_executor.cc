@@ -181,7 +181,10 @@ TEST(Executor, CustomExecutorRunsAtMostItsThreadCountAtOnce)
                                   int p = peak.load();
                                   while (now > p && !peak.compare_exchange_weak(p, now))
                                       ;
-                                  std::this_thread::sleep_for(std::chrono::milliseconds(5)); // work
+                                  // 5 ms of work that holds the thread, as a blocking call would.
+                                  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
+                                  while (std::chrono::steady_clock::now() < end)
+                                      std::this_thread::yield();
                                   running--;
                                   return nullptr;
                               },
@@ -237,24 +240,36 @@ TEST(Executor, ShutdownDefaultExecutorTimesOutButTheLoopStillWaitsAtClose)
 // The Runner shuts the default executor down at close: its threads are gone afterwards.
 TEST(Executor, RunnerCloseJoinsTheDefaultExecutorsThreads)
 {
+    constexpr int kJobs = 3; // the default pool has at least min(32, CPUs + 4) >= 5 threads
+    static std::atomic<int> arrived{ 0 }, threads_while_busy{ 0 };
+    arrived = 0;
+    threads_while_busy = 0;
     int before = count_threads();
     coil_test::run([]() -> void * {
-        std::vector<coil_task *> ts(6);
+        std::vector<coil_task *> ts(kJobs);
         for (auto &t : ts)
             coil_test::spawn(&t, []() -> void * {
-                coil_to_thread([](void *) -> void * {
-                    std::this_thread::sleep_for(std::chrono::milliseconds(2)); // keep several threads busy
-                    return nullptr;
-                }, nullptr, nullptr);
+                coil_to_thread(
+                    [](void *) -> void * {
+                        // Meet the other jobs, so all of them provably run on pool threads at once.
+                        if (++arrived == kJobs)
+                            threads_while_busy = count_threads();
+                        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+                        while (arrived.load() < kJobs && std::chrono::steady_clock::now() < deadline)
+                            std::this_thread::yield();
+                        return nullptr;
+                    },
+                    nullptr, nullptr);
                 return nullptr;
             });
         for (auto *t : ts) {
             coil_task_await(t, nullptr);
             coil_task_free(t);
         }
-        EXPECT_GT(count_threads(), 1);
         return nullptr;
     });
+    EXPECT_EQ(arrived.load(), kJobs);
+    EXPECT_GE(threads_while_busy.load(), before + kJobs);
     EXPECT_EQ(count_threads(), before);
 }
 
