@@ -82,6 +82,8 @@ static int rw(int op, int fd, void *buf, size_t len, uint64_t off, size_t *done)
     else
         io_uring_prep_close(sqe, fd);
     int res = coil__io_submit_wait(t, sqe);
+    if (op == OP_READ && res > 0)
+        coil__kernel_wrote(io_buf, (size_t)res);
     if (bounce) {
         if (op == OP_READ && res > 0)
             memcpy(buf, bounce, (size_t)res);

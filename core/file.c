@@ -137,6 +137,8 @@ static int do_statx(int dirfd, const char *path, int flags, unsigned mask, struc
     if (sqe) {
         io_uring_prep_statx(sqe, dirfd, p, flags, mask ? mask : STATX_BASIC_STATS, st);
         res = coil__io_submit_wait(t, sqe);
+        if (res >= 0)
+            coil__kernel_wrote(st, sizeof *st);
     }
     free(copy);
     if (st != out) {

@@ -247,6 +247,18 @@ unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns);
 /* Might a poll find completions (or need to enter the kernel to post them)? One or two loads. */
 bool coil__uring_pending(coil_loop *loop);
 
+/* The kernel filled [p, p+n) through the ring. Memcheck cannot see io_uring's writes, so under
+ * valgrind this marks the bytes defined; elsewhere it is nothing. */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define coil__kernel_wrote(p, n) ((void)VALGRIND_MAKE_MEM_DEFINED((p), (n)))
+#endif
+#endif
+#ifndef coil__kernel_wrote
+#define coil__kernel_wrote(p, n) ((void)(p), (void)(n))
+#endif
+
 /* Wait, in the running task t, for the CQE of an SQE from coil__uring_sqe: returns its res.
  * Cancellation submits an async cancel and still waits for the CQE. */
 int coil__io_submit_wait(coil_task *t, struct io_uring_sqe *sqe);

@@ -316,6 +316,9 @@ static void destroy_pending_task(void *obj, void *ctx)
         coil__task_destroy_pending(ctx, t);
 }
 
+static void free_held_task(void *obj, void *ctx) { coil__task_free_now(ctx, obj); }
+static void free_held_future(void *obj, void *ctx) { coil__future_free_now(ctx, obj); }
+
 /* Ask the kernel to drop every operation still in flight and wait (bounded) until it has, so no
  * completion can write into memory we are about to free. */
 static void quiesce_ring(coil_loop *loop)
@@ -370,6 +373,10 @@ int coil_loop_close(coil_loop *loop)
     loop->rq_tail = &loop->rq_head;
     loop->batch = NULL;
     coil__pool_each(&loop->task_pool, destroy_pending_task, loop);
+    /* Done tasks and futures whose owners still hold handles: their memory goes with the pools,
+     * but what they point to (names, exceptions, messages) must go too. */
+    coil__pool_each(&loop->task_pool, free_held_task, loop);
+    coil__pool_each(&loop->future_pool, free_held_future, loop);
     coil__timers_free(&loop->timers);
     coil__uring_exit(&loop->io);
     coil__stackpool_destroy(&loop->stacks);

@@ -32,6 +32,7 @@ static void on_read(coil__uring_cb *rec, const struct io_uring_cqe *cqe)
     coil__signals *s = (coil__signals *)rec;
     s->reading = false;
     if (cqe->res > 0) {
+        coil__kernel_wrote(s->buf, (size_t)cqe->res);
         size_t n = (size_t)cqe->res / sizeof s->buf[0];
         for (size_t i = 0; i < n; i++) {
             unsigned signo = s->buf[i].ssi_signo;

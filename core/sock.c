@@ -146,6 +146,10 @@ int coil_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
     }
     io_uring_prep_accept(sqe, fd, kaddr, klen, flags | SOCK_CLOEXEC);
     int res = coil__io_submit_wait(t, sqe);
+    if (res >= 0 && klen) {
+        coil__kernel_wrote(klen, sizeof *klen);
+        coil__kernel_wrote(kaddr, *klen);
+    }
     if (b) {
         if (res >= 0) {
             memcpy(addr, &b->addr, b->len < *addrlen ? b->len : *addrlen);
@@ -190,6 +194,8 @@ static int xfer(bool out, int fd, void *buf, size_t len, int flags, size_t *n)
     else
         io_uring_prep_recv(sqe, fd, kbuf, len, flags);
     int res = coil__io_submit_wait(t, sqe);
+    if (!out && res > 0)
+        coil__kernel_wrote(kbuf, (size_t)res);
     if (bounce) {
         if (!out && res > 0)
             memcpy(buf, bounce, (size_t)res);
@@ -318,6 +324,19 @@ static int msg_op(bool out, int fd, struct msghdr *msg, int flags, size_t *n)
     else
         io_uring_prep_recvmsg(sqe, fd, kmsg, (unsigned)flags);
     int res = coil__io_submit_wait(t, sqe);
+    if (!out && res >= 0) {
+        size_t left = (size_t)res;
+        for (size_t i = 0; i < kmsg->msg_iovlen && left; i++) {
+            size_t k = kmsg->msg_iov[i].iov_len < left ? kmsg->msg_iov[i].iov_len : left;
+            coil__kernel_wrote(kmsg->msg_iov[i].iov_base, k);
+            left -= k;
+        }
+        coil__kernel_wrote(kmsg, sizeof *kmsg);
+        if (kmsg->msg_name)
+            coil__kernel_wrote(kmsg->msg_name, kmsg->msg_namelen);
+        if (kmsg->msg_control)
+            coil__kernel_wrote(kmsg->msg_control, kmsg->msg_controllen);
+    }
     if (b) {
         if (!out && res >= 0)
             unbounce_msg(b, msg, (size_t)res);

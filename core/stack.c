@@ -9,6 +9,17 @@
 
 #include "internal.h"
 
+/* Under valgrind, every stack a task runs on must be registered, or memcheck takes each switch
+ * for a wild stack-pointer jump and reports the frames on it as invalid. Outside valgrind the
+ * macros are a few no-op instructions, run only when a stack is mapped or unmapped. */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/memcheck.h>
+#include <valgrind/valgrind.h>
+#define COIL__VALGRIND 1
+#endif
+#endif
+
 static size_t page_size(void)
 {
     static size_t ps;
@@ -36,6 +47,11 @@ static coil__stack *map_stack(coil__stackpool *p, size_t size)
     s->map = m;
     s->map_size = total;
     s->size = (size_t)((unsigned char *)s - (m + ps));
+#if defined(COIL__VALGRIND)
+    s->valgrind_id = VALGRIND_STACK_REGISTER(m + ps, (unsigned char *)s);
+#else
+    s->valgrind_id = 0;
+#endif
     p->bytes_mapped += total;
     return s;
 }
@@ -45,6 +61,9 @@ static void unmap_stack(coil__stackpool *p, coil__stack *s)
     p->bytes_mapped -= s->map_size;
     unsigned char *map = s->map;
     size_t map_size = s->map_size;
+#if defined(COIL__VALGRIND)
+    VALGRIND_STACK_DEREGISTER(s->valgrind_id);
+#endif
 #if defined(COIL__ASAN)
     /* Frames that never returned (a finished task's first frame, a destroyed task's) leave their
      * redzones poisoned; whatever is mapped here next would inherit that shadow. */
@@ -194,6 +213,10 @@ void coil__stack_restore(const coil__savebuf *b, void *top)
     unsigned char *dst = (unsigned char *)top - b->used;
 #if defined(COIL__ASAN)
     __asan_unpoison_memory_region(dst, b->used);
+#endif
+#if defined(COIL__VALGRIND)
+    /* Memcheck marked these bytes dead when the previous owner's frames unwound off them. */
+    VALGRIND_MAKE_MEM_UNDEFINED(dst, b->used);
 #endif
     raw_copy(dst, b->data, b->used);
 }

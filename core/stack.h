@@ -30,6 +30,7 @@ typedef struct coil__stack {
     unsigned char *map;         /* mapping start (the guard page) */
     size_t map_size;
     size_t size;                /* usable bytes, below this header */
+    unsigned valgrind_id;       /* valgrind's handle for the stack (0 outside valgrind) */
 } coil__stack;
 
 typedef struct coil__savebuf {

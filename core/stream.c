@@ -180,6 +180,7 @@ static void recv_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
             if (err)
                 s->rerr = err;
             else {
+                coil__kernel_wrote(coil__bufring_buf(s->br, bid), (size_t)res);
                 memcpy(s->rbuf + s->rlen, coil__bufring_buf(s->br, bid), (size_t)res);
                 s->rlen += (size_t)res;
             }
@@ -287,6 +288,8 @@ static int fill(coil_stream *s, coil_task *t, size_t want)
     s->reader = t;
     s->refs++;
     int res = coil__io_submit_wait(t, sqe);
+    if (res > 0)
+        coil__kernel_wrote(s->rbuf + s->rlen, (size_t)res);
     s->reader = NULL;
     if (unref(s))
         return COIL_ECLOSED;
