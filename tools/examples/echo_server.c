@@ -2,14 +2,10 @@
  *   example-echo_server [--port N] [--host H] [--shards N]
  * With --shards N, N loops on N threads each listen on the port (SO_REUSEPORT). Ctrl-C (SIGINT)
  * or SIGTERM closes the servers, cancels the open connections and exits. */
-#include <errno.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include <coil/coil.h>
+
+#include "common/example_server.h"
 
 static void echo(coil_stream *s, void *arg)
 {
@@ -24,126 +20,8 @@ static void echo(coil_stream *s, void *arg)
     }
 }
 
-struct opts {
-    const char *host;
-    int port, shards;
-};
-
-/* One shard's server. With several shards each has its own listening socket on the same port
- * (SO_REUSEPORT) and the kernel spreads connections across them. */
-static int listen_here(struct opts *o, coil_server **srv)
-{
-    coil_server_opts so = { .reuse_port = o->shards > 1, .stream = NULL };
-    int err = coil_start_server(echo, NULL, o->host, o->port, &so, srv);
-    if (err)
-        fprintf(stderr, "echo_server: shard %d cannot listen on %s:%d: %s\n", coil_shard_id() < 0 ? 0 : coil_shard_id(),
-                o->host ? o->host : "*", o->port, coil_strerror(err));
-    return err;
-}
-
-/* Serve until cancelled, then let the open connections go and wait for them. */
-static void serve_until_cancelled(coil_server *srv)
-{
-    coil_server_serve_forever(srv);
-    coil_task_uncancel(coil_current_task());
-    coil_server_close_clients(srv);
-    coil_server_wait_closed(srv);
-    coil_server_free(srv);
-}
-
-static void *serve_shard(void *arg)
-{
-    coil_server *srv;
-    int err = listen_here(arg, &srv);
-    if (err)
-        return coil_raise(err, "listen");
-    serve_until_cancelled(srv);
-    return NULL;
-}
-
-static int on_signal(void *arg)
-{
-    coil_task_cancel(arg, "signal");
-    return 0;
-}
-
-static void *serve(void *arg)
-{
-    struct opts *o = arg;
-    coil_server *srv;
-    /* Shard 0 binds first, so an ephemeral port becomes the one every other shard shares. */
-    int err = listen_here(o, &srv);
-    if (err)
-        return coil_raise(err, "listen");
-    o->port = coil_server_port(srv);
-    coil_future **others = calloc((size_t)o->shards, sizeof *others);
-    for (int i = 1; others && i < o->shards; i++)
-        coil_submit_to((unsigned)i, serve_shard, o, &others[i]);
-    coil_loop *loop = coil_get_running_loop();
-    coil_loop_add_signal_handler(loop, SIGINT, on_signal, coil_current_task());
-    coil_loop_add_signal_handler(loop, SIGTERM, on_signal, coil_current_task());
-    printf("echo_server: listening on port %d (%d shard%s)\n", o->port, o->shards, o->shards > 1 ? "s" : "");
-    fflush(stdout);
-    serve_until_cancelled(srv); /* a signal cancels us */
-    for (int i = 1; others && i < o->shards; i++) {
-        if (!others[i])
-            continue;
-        coil_future_cancel(others[i], "shutdown");
-        coil_future_await(others[i], NULL);
-        coil_future_free(others[i]);
-    }
-    free(others);
-    coil_loop_remove_signal_handler(loop, SIGINT);
-    coil_loop_remove_signal_handler(loop, SIGTERM);
-    return NULL;
-}
-
 int main(int argc, char **argv)
 {
-    struct opts o = { NULL, 8888, 1 };
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--port") && i + 1 < argc)
-            o.port = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--host") && i + 1 < argc)
-            o.host = argv[++i];
-        else if (!strcmp(argv[i], "--shards") && i + 1 < argc)
-            o.shards = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: %s [--port N] [--host H] [--shards N]\n", argv[0]);
-            return 2;
-        }
-    }
-    if (o.shards < 1 || o.shards > 1024) {
-        fprintf(stderr, "echo_server: --shards must be 1..1024\n");
-        return 2;
-    }
-    /* SIGINT and SIGTERM are read by shard 0's loop; every other thread must block them, and
-     * threads inherit the mask, so block them before any shard starts. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    int err;
-    if (o.shards == 1) {
-        coil_runner *r;
-        err = coil_runner_new(&r, &(coil_runner_opts){ .no_sigint = true });
-        if (!err) {
-            err = coil_runner_run(r, serve, &o, NULL);
-            coil_runner_close(r);
-        }
-    } else {
-        coil_runtime *rt;
-        err = coil_runtime_new(&rt, &(coil_runtime_opts){ .shards = (unsigned)o.shards });
-        if (!err) {
-            err = coil_runtime_run(rt, serve, &o, NULL);
-            coil_runtime_free(rt);
-        }
-    }
-    if (err && err != -ECANCELED) {
-        fprintf(stderr, "echo_server: %s\n", coil_strerror(err));
-        return 1;
-    }
-    printf("echo_server: closed\n");
-    return 0;
+    static const example_server spec = { "echo_server", echo, 8888, NULL };
+    return example_server_main(&spec, argc, argv);
 }
