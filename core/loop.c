@@ -257,11 +257,6 @@ int coil_loop_run_forever(coil_loop *loop)
     return 0;
 }
 
-static int stop_cb(void *arg)
-{
-    coil_loop_stop(arg);
-    return 0;
-}
 
 static void stop_when_done(coil_future *f, void *arg)
 {
@@ -279,7 +274,6 @@ int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **resul
     int err = enter(loop, &prev);
     if (err)
         return err;
-    (void)stop_cb;
     coil__aw *aw = &fut->aw;
     aw->h.refs++;
     if (aw->h.state == COIL__PENDING && coil__aw_add_done(aw, stop_when_done, loop) == 0) {
