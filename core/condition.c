@@ -15,11 +15,6 @@ struct coil_condition {
     bool own_lock;
 };
 
-static void wake_task(coil__wnode *n, int result)
-{
-    coil__task_wake(coil__container_of(n, coil_task, wnode), result);
-}
-
 static void cond_cancel(coil_task *t)
 {
     coil_condition *c = t->wait_obj;
@@ -95,7 +90,7 @@ int coil_condition_wait(coil_condition *c)
     c->busy++;
     int r = coil__task_check_cancel(t);
     if (!r) {
-        t->wnode.wake = wake_task;
+        t->wnode.wake = coil__wnode_wake_task;
         coil__wlist_append(&c->waiters, &t->wnode);
         r = coil__task_suspend(&cond_wait, c);
         if (r && t->wake_result == 0)

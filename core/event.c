@@ -12,11 +12,6 @@ struct coil_event {
     bool value;
 };
 
-static void wake_task(coil__wnode *n, int result)
-{
-    coil__task_wake(coil__container_of(n, coil_task, wnode), result);
-}
-
 static void event_cancel(coil_task *t)
 {
     coil_event *e = t->wait_obj;
@@ -66,7 +61,7 @@ int coil_event_wait(coil_event *e)
     int r = coil__task_check_cancel(t);
     if (r)
         return r;
-    t->wnode.wake = wake_task;
+    t->wnode.wake = coil__wnode_wake_task;
     coil__wlist_append(&e->waiters, &t->wnode);
     e->busy++;
     r = coil__task_suspend(&event_wait, e);

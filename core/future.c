@@ -73,9 +73,11 @@ void coil__aw_complete(coil_loop *loop, coil__aw *aw)
 
 /* ---- awaiting ---- */
 
-static void wake_waiting_task(coil__wnode *n, int result)
+void coil__aw_cancel_waiter(coil_task *t)
 {
-    coil__task_wake(coil__container_of(n, coil_task, wnode), result);
+    coil__aw *aw = t->wait_obj;
+    coil__wlist_remove(&aw->waiters, &t->wnode);
+    coil__task_wake(t, -ECANCELED);
 }
 
 static void cancel_future_wait(coil_task *t)
@@ -101,7 +103,7 @@ int coil__aw_await(coil_loop *loop, coil__aw *aw, void **result)
     int c = coil__task_check_cancel(cur);
     if (c)
         return c;
-    cur->wnode.wake = wake_waiting_task;
+    cur->wnode.wake = coil__wnode_wake_task;
     coil__wlist_append(&aw->waiters, &cur->wnode);
     aw->h.refs++; /* the outcome is read after we resume */
     int r = coil__task_suspend(aw->h.kind == COIL__RQ_TASK ? &task_wait : &future_wait, aw);

@@ -363,6 +363,11 @@ static inline void coil__rq_push(coil_loop *loop, coil__rq *n)
 int coil__task_suspend(const coil__wait_ops *ops, void *obj);
 /* Make a suspended task ready with `result` as what its suspend returns. */
 void coil__task_wake(coil_task *t, int result);
+/* The wake function for a task's own wait node (t->wnode.wake): wakes the task. */
+void coil__wnode_wake_task(coil__wnode *n, int result);
+/* A wait_ops cancel for a task waiting on an awaitable's list (t->wait_obj): leave the list and
+ * wake with -ECANCELED, leaving the awaitable itself alone. */
+void coil__aw_cancel_waiter(coil_task *t);
 /* Consume a pending cancellation at an await point: -ECANCELED if there was one, else 0. */
 static inline int coil__task_check_cancel(coil_task *t)
 {

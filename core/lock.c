@@ -15,11 +15,6 @@ struct coil_lock {
     bool locked;
 };
 
-static void wake_task(coil__wnode *n, int result)
-{
-    coil__task_wake(coil__container_of(n, coil_task, wnode), result);
-}
-
 static void lock_cancel(coil_task *t)
 {
     coil_lock *l = t->wait_obj;
@@ -82,7 +77,7 @@ int coil_lock_acquire(coil_lock *l)
     int r = coil__task_check_cancel(t);
     if (r)
         return r;
-    t->wnode.wake = wake_task;
+    t->wnode.wake = coil__wnode_wake_task;
     coil__wlist_append(&l->waiters, &t->wnode);
     l->busy++;
     r = coil__task_suspend(&lock_wait, l);

@@ -41,11 +41,6 @@ struct coil_queue {
     bool shutdown;
 };
 
-static void wake_task(coil__wnode *n, int result)
-{
-    coil__task_wake(coil__container_of(n, coil_task, wnode), result);
-}
-
 static void get_cancel(coil_task *t)
 {
     coil_queue *q = t->wait_obj;
@@ -260,7 +255,7 @@ static int wait_on(coil_queue *q, coil__wlist *l, const coil__wait_ops *ops, boo
     int r = coil__task_check_cancel(t);
     if (r)
         return r;
-    t->wnode.wake = wake_task;
+    t->wnode.wake = coil__wnode_wake_task;
     coil__wlist_append(l, &t->wnode);
     if (again)
         l->first = &t->wnode;

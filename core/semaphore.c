@@ -17,11 +17,6 @@ struct coil_semaphore {
     bool bounded;
 };
 
-static void wake_task(coil__wnode *n, int result)
-{
-    coil__task_wake(coil__container_of(n, coil_task, wnode), result);
-}
-
 static void sem_cancel(coil_task *t)
 {
     coil_semaphore *s = t->wait_obj;
@@ -94,7 +89,7 @@ int coil_semaphore_acquire(coil_semaphore *s)
     coil_task *t = loop->current;
     int r = coil__task_check_cancel(t);
     if (!r) {
-        t->wnode.wake = wake_task;
+        t->wnode.wake = coil__wnode_wake_task;
         coil__wlist_append(&s->waiters, &t->wnode);
         s->busy++;
         r = coil__task_suspend(&sem_wait, s);

@@ -420,8 +420,6 @@ void coil_server_close_clients(coil_server *srv)
         coil_task_cancel(c->task, NULL);
 }
 
-static void wake_task(coil__wnode *n, int result) { coil__task_wake(coil__container_of(n, coil_task, wnode), result); }
-
 static void wait_cancel(coil_task *t)
 {
     coil__wlist_remove(t->wait_obj, &t->wnode);
@@ -433,7 +431,7 @@ static const coil__wait_ops closed_wait = { "server wait_closed", wait_cancel, t
 
 static int wait_on(coil_task *t, coil__wlist *l, const coil__wait_ops *ops)
 {
-    t->wnode.wake = wake_task;
+    t->wnode.wake = coil__wnode_wake_task;
     coil__wlist_append(l, &t->wnode);
     return coil__task_suspend(ops, l);
 }

@@ -5,19 +5,7 @@
 
 #include "internal.h"
 
-static void wake_shielded(coil__wnode *n, int result)
-{
-    coil__task_wake(coil__container_of(n, coil_task, wnode), result);
-}
-
-static void cancel_shielded(coil_task *t)
-{
-    coil__aw *aw = t->wait_obj;
-    coil__wlist_remove(&aw->waiters, &t->wnode);
-    coil__task_wake(t, -ECANCELED);
-}
-
-static const coil__wait_ops shield_wait = { "shield", cancel_shielded, true };
+static const coil__wait_ops shield_wait = { "shield", coil__aw_cancel_waiter, true };
 
 int coil_shield(coil_future *f, void **result)
 {
@@ -37,7 +25,7 @@ int coil_shield(coil_future *f, void **result)
     int r = coil__task_check_cancel(t);
     if (r)
         return r;
-    t->wnode.wake = wake_shielded;
+    t->wnode.wake = coil__wnode_wake_task;
     coil__wlist_append(&aw->waiters, &t->wnode);
     aw->h.refs++;
     r = coil__task_suspend(&shield_wait, aw);

@@ -87,8 +87,6 @@ static void wake_all(coil__wlist *l, int result)
         n->wake(n, result);
 }
 
-static void wake_task(coil__wnode *n, int result) { coil__task_wake(coil__container_of(n, coil_task, wnode), result); }
-
 static size_t buffered(const coil_stream *s) { return (s->slen - s->soff) + s->wlen; }
 
 int coil__stream_new(coil_loop *loop, int fd, const coil_stream_opts *opts, coil_stream **out)
@@ -227,7 +225,7 @@ static int fill_multishot(coil_stream *s, coil_task *t)
         s->recv_armed = true;
         s->refs++;
     }
-    t->wnode.wake = wake_task;
+    t->wnode.wake = coil__wnode_wake_task;
     coil__wlist_append(&s->rwait, &t->wnode);
     s->reader = t;
     s->refs++;
@@ -632,7 +630,7 @@ static const coil__wait_ops closed_wait = { "stream wait_closed", wait_cancel, t
 
 static int wait_on(coil_task *t, coil__wlist *l, const coil__wait_ops *ops)
 {
-    t->wnode.wake = wake_task;
+    t->wnode.wake = coil__wnode_wake_task;
     coil__wlist_append(l, &t->wnode);
     return coil__task_suspend(ops, l);
 }

@@ -299,8 +299,6 @@ coil_stream *coil_subprocess_stdin(coil_subprocess *p) { return p ? p->io[0] : N
 coil_stream *coil_subprocess_stdout(coil_subprocess *p) { return p ? p->io[1] : NULL; }
 coil_stream *coil_subprocess_stderr(coil_subprocess *p) { return p ? p->io[2] : NULL; }
 
-static void wake_task(coil__wnode *n, int result) { coil__task_wake(coil__container_of(n, coil_task, wnode), result); }
-
 static void wait_cancel(coil_task *t)
 {
     coil__wlist_remove(t->wait_obj, &t->wnode);
@@ -323,7 +321,7 @@ int coil_subprocess_wait(coil_subprocess *p, int *returncode)
     if (!reap(p, false)) {
         if (!p->polling && !arm_poll(p))
             return -EBUSY;
-        t->wnode.wake = wake_task;
+        t->wnode.wake = coil__wnode_wake_task;
         coil__wlist_append(&p->waiters, &t->wnode);
         int r = coil__task_suspend(&exit_wait, &p->waiters);
         if (r)

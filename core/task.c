@@ -389,6 +389,12 @@ void coil__task_wake(coil_task *t, int result)
     coil__rq_push(t->loop, &t->aw.h);
 }
 
+/* The wake function of a task's own wait node: every wait list that holds tasks uses it. */
+void coil__wnode_wake_task(coil__wnode *n, int result)
+{
+    coil__task_wake(coil__container_of(n, coil_task, wnode), result);
+}
+
 /* ---- cancellation ---- */
 
 int coil_task_cancel(coil_task *t, const char *msg)

@@ -9,19 +9,7 @@
 
 /* Wait for aw's end without forwarding a cancel of the waiting task to it (asyncio's
  * _cancel_and_wait awaits a separate waiter future for the same reason). */
-static void wake_waiter(coil__wnode *n, int result)
-{
-    coil__task_wake(coil__container_of(n, coil_task, wnode), result);
-}
-
-static void cancel_plain_wait(coil_task *t)
-{
-    coil__aw *aw = t->wait_obj;
-    coil__wlist_remove(&aw->waiters, &t->wnode);
-    coil__task_wake(t, -ECANCELED);
-}
-
-static const coil__wait_ops cancel_and_wait_ops = { "wait_for", cancel_plain_wait, true };
+static const coil__wait_ops cancel_and_wait_ops = { "wait_for", coil__aw_cancel_waiter, true };
 
 static int cancel_and_wait(coil_loop *loop, coil_task *t, coil__aw *aw, void **result)
 {
@@ -31,7 +19,7 @@ static int cancel_and_wait(coil_loop *loop, coil_task *t, coil__aw *aw, void **r
         r = coil__task_check_cancel(t);
         if (r)
             return r;
-        t->wnode.wake = wake_waiter;
+        t->wnode.wake = coil__wnode_wake_task;
         coil__wlist_append(&aw->waiters, &t->wnode);
         aw->h.refs++;
         r = coil__task_suspend(&cancel_and_wait_ops, aw);

@@ -81,13 +81,14 @@ TEST(TaskGroup, AChildFailureCancelsItsSiblingsAndTheBody)
 TEST(TaskGroup, EveryChildFailureIsListedInTheOrderTheyHappened)
 {
     coil_test::run([]() -> void * {
-        Child a{ 0.001, -EPIPE }, b{ 0.001, -ENOENT };
+        // Both only yield, so both resume in the same iteration, in creation order, and both fail
+        // before the group's done callbacks (queued behind them) can cancel either.
+        Child a{ 0, -EPIPE }, b{ 0, -ENOENT };
         coil_taskgroup *g = nullptr;
         EXPECT_EQ(coil_taskgroup_new(&g), 0);
         EXPECT_EQ(coil_taskgroup_enter(g), 0);
         EXPECT_EQ(coil_taskgroup_create_task(g, nullptr, child, &a, nullptr), 0);
         EXPECT_EQ(coil_taskgroup_create_task(g, nullptr, child, &b, nullptr), 0);
-        // Both timers are due in the same pass, so both fail before either can be cancelled.
         int body = coil_sleep(10);
         EXPECT_EQ(body, -ECANCELED);
         EXPECT_EQ(coil_taskgroup_exit(g, body), COIL_EGROUP);
