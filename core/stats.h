@@ -84,8 +84,10 @@ typedef struct coil__stats_seg {
 } coil__stats_seg;
 
 #if defined(COIL_STATS_DISABLED)
-#define COIL__STAT_ADD(loop, field, n) ((void)0)
-#define COIL__STAT_SET(loop, field, v) ((void)0)
+/* Compiled out, but still a use of the operands, so a variable kept only for counting does not
+ * become "unused" in this build. */
+#define COIL__STAT_ADD(loop, field, n) ((void)(loop), (void)(n))
+#define COIL__STAT_SET(loop, field, v) ((void)(loop), (void)(v))
 #define COIL__STATS_ON 0
 #else
 #define COIL__STAT_ADD(loop, field, n)                                                                 \
