@@ -94,6 +94,9 @@ void coil__stats_attach(coil_loop *loop)
                 slot = &seg->slots[i];
                 memset(slot, 0, sizeof *slot);
                 slot->shard = i;
+                /* Claimed before the lock is dropped: another loop starting on another thread
+                 * right now must not pick the same slot. */
+                __atomic_store_n(&slot->in_use, 1, __ATOMIC_RELEASE);
                 break;
             }
         if (slot)
@@ -106,9 +109,8 @@ void coil__stats_attach(coil_loop *loop)
         if (!slot)
             abort(); /* a few hundred bytes at loop creation; the loop itself was just allocated */
     }
-    slot->tid = (uint64_t)gettid();
+    __atomic_store_n(&slot->tid, (uint64_t)gettid(), __ATOMIC_RELAXED);
     loop->stats = slot;
-    __atomic_store_n(&slot->in_use, 1, __ATOMIC_RELEASE);
 }
 
 void coil__stats_detach(coil_loop *loop)
