@@ -145,6 +145,8 @@ int coil_loop_get_stats(const coil_loop *loop, coil_loop_stats *out)
 {
     if (!loop || !out || !loop->stats)
         return -EINVAL;
+    if (coil__tls_running == loop || coil__tls_loop == loop)
+        coil__stats_publish_tasks((coil_loop *)loop); /* on its own thread: exact, not last iteration's */
     const coil__loop_stats *p = loop->stats;
 #define G(f) coil__stat_get(&p->f)
     *out = (coil_loop_stats){

@@ -301,6 +301,8 @@ struct coil_loop {
     coil__timerheap timers;
     uint64_t now_ns;              /* cached at the start of each iteration */
     unsigned ntasks_alive;
+    uint64_t tasks_created;       /* published with the gauges, once an iteration (stats.c) */
+    uint64_t iterations;          /* likewise */
     bool stopping, running, closed, debug;
     bool in_handler;
     bool timing;                  /* per-step clock reads (stats timing, debug, stall watch) */

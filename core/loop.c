@@ -186,7 +186,7 @@ void coil__loop_run_once(coil_loop *loop, bool block)
     }
     for (coil__loop_source *s = loop->sources; s; s = s->next)
         s->drain(loop, s);
-    COIL__STAT_ADD(loop, iterations, 1);
+    loop->iterations++;
     coil__stats_iteration(loop, nbatch);
 }
 

@@ -107,6 +107,7 @@ void coil__stats_attach(struct coil_loop *loop);
 /* Give the slot back; the last loop of the process removes the segment. Loop close. */
 void coil__stats_detach(struct coil_loop *loop);
 /* Once per scheduler iteration: refresh gauges and serve a pending task-dump request. */
+void coil__stats_publish_tasks(struct coil_loop *loop);
 void coil__stats_iteration(struct coil_loop *loop, unsigned batch);
 /* The loop is about to block / came back: busy and wait accounting. */
 void coil__stats_block(struct coil_loop *loop, uint64_t t0, uint64_t t1);
