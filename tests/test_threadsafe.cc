@@ -10,56 +10,8 @@
 #include <coil/coil.h>
 
 #include "coil_test.h"
+#include "shards_test_util.h"
 #include "inbox_debug.h"
-
-namespace {
-
-// Run `body` as the main task of a fresh runtime of `shards` shards; fail if it takes longer than
-// timeout_s. Returns what coil_runtime_run returned.
-[[maybe_unused]] int run_runtime(unsigned shards, coil_test::Body body, double timeout_s = 10.0, coil_runtime_opts opts = {})
-{
-    opts.shards = shards;
-    coil_runtime *rt = nullptr;
-    int err = coil_runtime_new(&rt, &opts);
-    if (err) {
-        ADD_FAILURE() << "coil_runtime_new: " << coil_strerror(err);
-        return err;
-    }
-    coil_test::Watchdog w;
-    coil_handle h;
-    coil_loop_call_later(coil_runtime_loop(rt, 0), timeout_s, coil_test::watchdog_fire, &w, &h);
-    int rc = coil_runtime_run(rt, coil_test::trampoline, &body, nullptr);
-    coil_handle_cancel(&h);
-    EXPECT_FALSE(w.fired) << "runtime body did not finish within " << timeout_s << " s";
-    coil_runtime_free(rt);
-    return rc;
-}
-
-// Yield the CPU until pred() holds or timeout_s passes; returns pred().
-template <class Pred> bool wait_until(Pred pred, double timeout_s = 5.0)
-{
-    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > end)
-            return pred();
-        std::this_thread::yield();
-    }
-    return true;
-}
-
-// From a task: let the loop run until pred() holds or timeout_s passes; returns pred().
-template <class Pred> bool await_until(Pred pred, double timeout_s = 5.0)
-{
-    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > end)
-            return pred();
-        coil_sleep(0.0002);
-    }
-    return true;
-}
-
-} // namespace
 
 namespace {
 
