@@ -224,6 +224,8 @@ static int spawn(const char *const *argv, const coil_subprocess_opts *o, const i
 /* A child we cannot hand out: kill it and reap it before returning the error. */
 static void discard_child(pid_t pid)
 {
+    if (pid <= 0)
+        return; /* never kill(0 or -1): that would signal the process group or everyone */
     kill(pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }

@@ -465,6 +465,12 @@ std::string read_output(int fd, const char *stop = nullptr)
 
 int wait_exit(pid_t pid)
 {
+    // A failed spawn gives -1: waitpid(-1) would reap anyone's child and kill(-1) would signal
+    // every process we may signal, so a bad pid fails the test and touches nothing.
+    if (pid <= 0) {
+        ADD_FAILURE() << "wait_exit: no child (pid " << pid << ")";
+        return -1;
+    }
     int st = 0;
     for (int i = 0; i < 5000; i++) {
         if (waitpid(pid, &st, WNOHANG) == pid)
@@ -474,6 +480,21 @@ int wait_exit(pid_t pid)
     kill(pid, SIGKILL);
     waitpid(pid, &st, 0);
     return -1;
+}
+
+// SIGTERM an example server started by start_example: it must shut down cleanly (exit 0, having
+// said "closed").
+void stop_example(pid_t srv, int out_fd)
+{
+    if (srv <= 0) {
+        ADD_FAILURE() << "stop_example: no server (pid " << srv << ")";
+        return;
+    }
+    kill(srv, SIGTERM);
+    std::string tail = read_output(out_fd);
+    close(out_fd);
+    EXPECT_EQ(wait_exit(srv), 0);
+    EXPECT_NE(tail.find("closed"), std::string::npos) << tail;
 }
 
 // Start an example server on an ephemeral port; returns its pid and port.
@@ -532,11 +553,7 @@ TEST(Examples, EchoServerServesAPythonAsyncioClientAndStopsOnSigterm)
         close(cfd);
         EXPECT_EQ(wait_exit(py), 0);
         EXPECT_NE(out.find("python-asyncio-ok"), std::string::npos) << out;
-        kill(srv, SIGTERM);
-        std::string tail = read_output(sfd);
-        close(sfd);
-        EXPECT_EQ(wait_exit(srv), 0);
-        EXPECT_NE(tail.find("closed"), std::string::npos) << tail;
+        stop_example(srv, sfd);
         return nullptr;
     }, 30);
 }
@@ -561,7 +578,8 @@ TEST(Examples, HttpServerAnswersWrkWithoutErrors)
         EXPECT_GT(requests, 0) << out;
         EXPECT_EQ(out.find("Socket errors"), std::string::npos) << out;
         EXPECT_EQ(out.find("Non-2xx"), std::string::npos) << out;
-        kill(srv, SIGINT);
+        if (srv > 0)
+            kill(srv, SIGINT);
         read_output(sfd);
         close(sfd);
         EXPECT_EQ(wait_exit(srv), 0);
@@ -603,10 +621,7 @@ TEST(Examples, HttpServerAnswersPipelinedRequestsInOrderAndRejectsBadOnes)
         EXPECT_NE(std::string(all, len).find("431"), std::string::npos);
         free(all);
         coil_stream_free(s);
-        kill(srv, SIGTERM);
-        read_output(sfd);
-        close(sfd);
-        EXPECT_EQ(wait_exit(srv), 0);
+        stop_example(srv, sfd);
         return nullptr;
     }, 30);
 }
@@ -637,11 +652,7 @@ TEST(Examples, ShardedEchoServerServesOnOnePortAndStopsOnSigterm)
         EXPECT_NE(banner.find("2 shards"), std::string::npos) << banner;
         for (int i = 0; i < 16 && port > 0; i++)
             EXPECT_EQ(roundtrip("127.0.0.1", port, "s" + std::to_string(i)), "s" + std::to_string(i));
-        kill(srv, SIGTERM);
-        std::string tail = read_output(sfd);
-        close(sfd);
-        EXPECT_EQ(wait_exit(srv), 0);
-        EXPECT_NE(tail.find("closed"), std::string::npos) << tail;
+        stop_example(srv, sfd);
         return nullptr;
     }, 30);
 }
@@ -660,10 +671,7 @@ TEST(Examples, TcpClientTalksToTheEchoServer)
         close(cfd);
         EXPECT_EQ(wait_exit(cl), 0);
         EXPECT_NE(out.find("alpha\nbeta\nalpha\nbeta\n"), std::string::npos) << out;
-        kill(srv, SIGTERM);
-        read_output(sfd);
-        close(sfd);
-        EXPECT_EQ(wait_exit(srv), 0);
+        stop_example(srv, sfd);
         return nullptr;
     }, 30);
 }
