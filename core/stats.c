@@ -173,7 +173,7 @@ void coil__stats_iteration(coil_loop *loop, unsigned batch)
 #if COIL__STATS_ON
     COIL__STAT_SET(loop, ready_depth, batch);
     COIL__STAT_SET(loop, ops_inflight, loop->io.inflight);
-    COIL__STAT_SET(loop, timers_armed, loop->timers.n);
+    COIL__STAT_SET(loop, timers_armed, coil__timers_count(&loop->timers));
     COIL__STAT_SET(loop, stacks_in_use, loop->stacks.live);
     COIL__STAT_SET(loop, stack_bytes, loop->stacks.bytes_mapped);
 #endif

@@ -1,4 +1,4 @@
-/* coil core: the 4-ary timer heap (see timer.h). */
+/* coil core: the timer queue: a FIFO run in front of a 4-ary heap (see timer.h). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,21 +55,97 @@ static void sift_down(coil__timerheap *h, uint32_t i, coil__heapent ent)
     place(h, i, ent);
 }
 
-void coil__timers_init(coil__timerheap *h)
-{
-    h->e = NULL;
-    h->n = h->cap = 0;
-    h->seq = 0;
-}
+void coil__timers_init(coil__timerheap *h) { memset(h, 0, sizeof *h); }
 
 void coil__timers_free(coil__timerheap *h)
 {
     free(h->e);
+    free(h->run);
     coil__timers_init(h);
 }
 
+/* ---- the FIFO run ---- */
+
+enum { RUN_MIN = 64 };
+
+static inline coil__heapent *run_at(const coil__timerheap *h, uint32_t pos) { return &h->run[pos & (h->run_cap - 1)]; }
+
+/* Double the array. Positions are absolute, so every timer keeps its position and nothing but
+ * the slots is touched. */
+static int run_grow(coil__timerheap *h)
+{
+    uint32_t cap = h->run_cap ? h->run_cap * 2 : RUN_MIN;
+    coil__heapent *r = malloc((size_t)cap * sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    for (uint32_t pos = h->run_head; pos != h->run_tail; pos++)
+        r[pos & (cap - 1)] = *run_at(h, pos);
+    free(h->run);
+    h->run = r;
+    h->run_cap = cap;
+    return 0;
+}
+
+/* Move the live timers into a fresh array, renumbered from 0: a run of mostly cancelled
+ * timeouts costs memory for its live ones only, and positions never run out. */
+static int run_compact(coil__timerheap *h)
+{
+    coil__heapent *r = malloc((size_t)h->run_cap * sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    uint32_t k = 0;
+    for (uint32_t pos = h->run_head; pos != h->run_tail; pos++) {
+        coil__heapent ent = *run_at(h, pos);
+        if (ent.t) {
+            ent.t->idx = COIL__TIMER_IN_RUN | k;
+            r[k++] = ent;
+        }
+    }
+    free(h->run);
+    h->run = r;
+    h->run_head = 0;
+    h->run_tail = k;
+    return 0;
+}
+
+static int run_append(coil__timerheap *h, coil__timer *t, uint64_t when)
+{
+    /* Full: grow if over half the slots are live, else reclaim the cancelled ones. */
+    if (h->run_tail - h->run_head == h->run_cap &&
+        (h->run_live >= h->run_cap / 2 ? run_grow(h) : run_compact(h)) != 0)
+        return -ENOMEM;
+    if (h->run_tail == COIL__TIMER_IN_RUN - 1 && run_compact(h) != 0)
+        return -ENOMEM;
+    *run_at(h, h->run_tail) = (coil__heapent){ when, t };
+    t->idx = COIL__TIMER_IN_RUN | h->run_tail;
+    h->run_tail++;
+    h->run_live++;
+    h->run_last = when;
+    return 0;
+}
+
+static void run_remove(coil__timerheap *h, uint32_t pos)
+{
+    coil__heapent *ent = run_at(h, pos);
+    ent->t->idx = 0;
+    ent->t = NULL;
+    if (--h->run_live == 0) {
+        h->run_head = h->run_tail = 0;
+        return;
+    }
+    /* Keep the head live, so the earliest deadline is always at run_head. */
+    if (pos == h->run_head)
+        while (!run_at(h, ++h->run_head)->t)
+            ;
+}
+
+/* ---- both ---- */
+
 int coil__timers_add(coil__timerheap *h, coil__timer *t, uint64_t when)
 {
+    t->seq = h->seq++;
+    if (h->run_live == 0 || when >= h->run_last)
+        return run_append(h, t, when);
     if (h->n == h->cap) {
         uint32_t cap = h->cap ? h->cap * 2 : 64;
         coil__heapent *e = aligned_alloc(64, ((size_t)cap + 4) * sizeof *e);
@@ -81,7 +157,6 @@ int coil__timers_add(coil__timerheap *h, coil__timer *t, uint64_t when)
         h->e = e;
         h->cap = cap;
     }
-    t->seq = h->seq++;
     sift_up(h, h->n++, (coil__heapent){ when, t });
     return 0;
 }
@@ -100,15 +175,32 @@ static void remove_at(coil__timerheap *h, uint32_t i)
 
 void coil__timers_remove(coil__timerheap *h, coil__timer *t)
 {
-    if (t->idx)
+    if (t->idx & COIL__TIMER_IN_RUN)
+        run_remove(h, t->idx & ~COIL__TIMER_IN_RUN);
+    else if (t->idx)
         remove_at(h, t->idx - 1);
 }
 
+/* The earliest of the two heads; NULL when nothing is armed. */
+static inline const coil__heapent *first(const coil__timerheap *h)
+{
+    const coil__heapent *r = h->run_live ? run_at(h, h->run_head) : NULL;
+    if (!h->n)
+        return r;
+    return r && before(r, &AT(h, 0)) ? r : &AT(h, 0);
+}
+
+uint64_t coil__timers_next(coil__timerheap *h) { return first(h)->when; }
+
 coil__timer *coil__timers_pop_due(coil__timerheap *h, uint64_t now)
 {
-    if (h->n == 0 || AT(h, 0).when > now)
+    const coil__heapent *ent = first(h);
+    if (!ent || ent->when > now)
         return NULL;
-    coil__timer *t = AT(h, 0).t;
-    remove_at(h, 0);
+    coil__timer *t = ent->t;
+    if (h->n && ent == &AT(h, 0))
+        remove_at(h, 0);
+    else
+        run_remove(h, h->run_head);
     return t;
 }
