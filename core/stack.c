@@ -109,6 +109,8 @@ void coil__stackpool_destroy(coil__stackpool *p)
     if (p->shared)
         unmap_stack(p, p->shared);
     p->shared = NULL;
+    for (unsigned i = 0; i < COIL__SAVE_CLASSES; i++)
+        coil__pool_destroy(&p->save[i]);
     p->nfree = 0;
 }
 
@@ -183,23 +185,59 @@ __attribute__((no_sanitize_address)) static void raw_copy(unsigned char *dst, co
 static inline void raw_copy(unsigned char *dst, const unsigned char *src, size_t n) { memcpy(dst, src, n); }
 #endif
 
-void coil__stack_save(coil__savebuf **bufp, const void *sp, const void *top)
+/* The class whose buffers hold `bytes` (header included), and their size. */
+static unsigned save_class(size_t bytes, size_t *size)
+{
+    if (bytes <= 1024) {
+        unsigned cls = (unsigned)((bytes + 63) / 64) - 1;
+        *size = ((size_t)cls + 1) * 64;
+        return cls;
+    }
+    for (unsigned cls = 16; cls < COIL__SAVE_CLASSES; cls++) {
+        *size = (size_t)2048 << (cls - 16);
+        if (bytes <= *size)
+            return cls;
+    }
+    *size = round_up(bytes, 64);
+    return COIL__SAVE_MALLOC;
+}
+
+void coil__savebuf_free(coil__stackpool *p, coil__savebuf *b)
+{
+    if (!b)
+        return;
+    if (b->cls == COIL__SAVE_MALLOC)
+        free(b);
+    else
+        coil__pool_put(&p->save[b->cls], b);
+}
+
+void coil__stack_save(coil__stackpool *p, coil__savebuf **bufp, const void *sp, const void *top)
 {
     size_t used = (size_t)((const unsigned char *)top - (const unsigned char *)sp);
     coil__savebuf *b = *bufp;
     if (!b || b->cap < used) {
-        size_t cap = round_up(used, 64);
-        coil__savebuf *nb = realloc(b, sizeof *nb + cap);
-        if (!nb) {
+        coil__savebuf_free(p, b);
+        *bufp = NULL;
+        size_t size;
+        unsigned cls = save_class(sizeof *b + used, &size);
+        if (cls == COIL__SAVE_MALLOC) {
+            b = malloc(size);
+        } else {
+            if (COIL_UNLIKELY(p->save[cls].objsize == 0))
+                coil__pool_init(&p->save[cls], size);
+            b = coil__pool_get(&p->save[cls]);
+        }
+        if (!b) {
             /* Nowhere to put the frames and no caller to tell: fail loudly rather than corrupt. */
             fprintf(stderr, "coil: out of memory saving %zu bytes of a compact task's stack\n", used);
             abort();
         }
-        nb->cap = cap;
-        b = nb;
+        b->cap = (uint32_t)(size - sizeof *b);
+        b->cls = (uint8_t)cls;
         *bufp = b;
     }
-    b->used = used;
+    b->used = (uint32_t)used;
     raw_copy(b->data, sp, used);
 #if defined(COIL__ASAN)
     /* The evicted frames never return, so ASan never clears their redzones: stale poison there

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pool.h"
+
 /* Lives at the top of its own mapping. */
 typedef struct coil__stack {
     struct coil__stack *next;   /* free list */
@@ -34,9 +36,16 @@ typedef struct coil__stack {
 } coil__stack;
 
 typedef struct coil__savebuf {
-    size_t cap, used;
+    uint32_t cap, used;
+    uint8_t cls;                 /* its size class in the stack pool, or COIL__SAVE_MALLOC */
     _Alignas(16) unsigned char data[];
 } coil__savebuf;
+
+/* Save buffers come from per-size-class pools: 64-byte steps up to 1 KiB, then powers of two up
+ * to 8 KiB; bigger ones from malloc. A pool takes memory in 2 MiB huge-page chunks, so a million
+ * evicted tasks cost a few hundred page faults instead of one per 4 KiB, and taking or giving
+ * back a buffer is two pointer moves. */
+enum { COIL__SAVE_CLASSES = 19, COIL__SAVE_MALLOC = 0xff };
 
 typedef struct coil_task coil_task;
 
@@ -51,6 +60,7 @@ typedef struct coil__stackpool {
     /* compact mode */
     coil__stack *shared;
     coil_task *shared_owner;     /* the compact task whose frames are on the shared stack */
+    coil__pool save[COIL__SAVE_CLASSES];
 } coil__stackpool;
 
 int coil__stackpool_init(coil__stackpool *p, size_t default_size, size_t compact_size, unsigned max,
@@ -67,9 +77,10 @@ bool coil__stack_available(const coil__stackpool *p);
 static inline void *coil__stack_top(const coil__stack *s) { return (void *)s; }
 static inline void *coil__stack_bottom(const coil__stack *s) { return (unsigned char *)s - s->size; }
 
-/* Copy [sp, top) of the shared stack into *buf (growing it), or back. */
-void coil__stack_save(coil__savebuf **buf, const void *sp, const void *top);
+/* Copy [sp, top) of the shared stack into *buf (replacing it if too small), or back. */
+void coil__stack_save(coil__stackpool *p, coil__savebuf **buf, const void *sp, const void *top);
 void coil__stack_restore(const coil__savebuf *buf, void *top);
+void coil__savebuf_free(coil__stackpool *p, coil__savebuf *buf);
 
 /* The SIGSEGV reporter for guard-page hits, installed once per process; each loop thread
  * gets an alternate signal stack. */

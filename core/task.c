@@ -147,7 +147,7 @@ static bool start(coil_loop *loop, coil_task *t)
         t->save = NULL;
         coil_task *owner = loop->stacks.shared_owner;
         if (owner && owner != t)
-            coil__stack_save(&owner->save, owner->sp, coil__stack_top(s));
+            coil__stack_save(&loop->stacks, &owner->save, owner->sp, coil__stack_top(s));
         loop->stacks.shared_owner = t;
     } else {
         s = t->stack;
@@ -169,7 +169,7 @@ static void swap_in(coil_loop *loop, coil_task *t)
         return;
     void *top = coil__stack_top(loop->stacks.shared);
     if (owner)
-        coil__stack_save(&owner->save, owner->sp, top);
+        coil__stack_save(&loop->stacks, &owner->save, owner->sp, top);
     coil__stack_restore(t->save, top);
     loop->stacks.shared_owner = t;
 }
@@ -263,7 +263,7 @@ static _Noreturn void task_main(void *task, void *fn)
 static void release_stack(coil_loop *loop, coil_task *t)
 {
     if (t->tflags & COIL__TF_COMPACT) {
-        free(t->save);
+        coil__savebuf_free(&loop->stacks, t->save);
         t->save = NULL;
         if (loop->stacks.shared_owner == t)
             loop->stacks.shared_owner = NULL;
