@@ -12,7 +12,7 @@ typedef struct coil__chunk {
     struct coil__chunk *next;
     size_t count;
     size_t bytes;         /* the mapping's size */
-    _Alignas(16) unsigned char mem[];
+    unsigned char mem[] __attribute__((aligned(16)));
 } coil__chunk;
 
 typedef struct coil__pool {

@@ -1,6 +1,7 @@
 /* coil core: stack pool, compact-mode copying and the guard-page reporter (see stack.h). */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +31,47 @@ static size_t page_size(void)
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102 /* Linux 6.13 */
+#endif
+
+/* Guard regions (MADV_GUARD_INSTALL) fault like PROT_NONE without splitting the slab's VMA;
+ * older kernels refuse them once and get mprotect from then on. */
+static _Atomic bool no_guard_regions;
+
+static bool install_guard(void *page)
+{
+    if (!atomic_load_explicit(&no_guard_regions, memory_order_relaxed)) {
+        if (madvise(page, page_size(), MADV_GUARD_INSTALL) == 0)
+            return true;
+        if (errno == EINVAL)
+            atomic_store_explicit(&no_guard_regions, true, memory_order_relaxed);
+    }
+    return mprotect(page, page_size(), PROT_NONE) == 0;
+}
+
+/* Fill in the header at the top of a stack whose guard page is at `guard`. */
+static coil__stack *stack_at(unsigned char *guard, size_t map_size, bool in_slab)
+{
+    coil__stack *s = (coil__stack *)(guard + map_size - sizeof(coil__stack));
+    s->next = NULL;
+    s->map = guard;
+    s->map_size = map_size;
+    s->size = (size_t)((unsigned char *)s - (guard + page_size()));
+    s->in_slab = in_slab;
+#if defined(COIL__VALGRIND)
+    s->valgrind_id = VALGRIND_STACK_REGISTER(guard + page_size(), (unsigned char *)s);
+#else
+    s->valgrind_id = 0;
+#endif
+    return s;
+}
+
+/* A stack of its own mapping: odd sizes and the shared compact stack. */
 static coil__stack *map_stack(coil__stackpool *p, size_t size)
 {
     size_t ps = page_size();
-    size_t usable = round_up(size + sizeof(coil__stack), ps);
-    size_t total = usable + ps;
+    size_t total = round_up(size + sizeof(coil__stack), ps) + ps;
     unsigned char *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED)
         return NULL;
@@ -42,18 +79,22 @@ static coil__stack *map_stack(coil__stackpool *p, size_t size)
         munmap(m, total);
         return NULL;
     }
-    coil__stack *s = (coil__stack *)(m + total - sizeof(coil__stack));
-    s->next = NULL;
-    s->map = m;
-    s->map_size = total;
-    s->size = (size_t)((unsigned char *)s - (m + ps));
-#if defined(COIL__VALGRIND)
-    s->valgrind_id = VALGRIND_STACK_REGISTER(m + ps, (unsigned char *)s);
-#else
-    s->valgrind_id = 0;
-#endif
     p->bytes_mapped += total;
-    return s;
+    return stack_at(m, total, false);
+}
+
+/* Frames that never returned (a finished task's first frame, a destroyed task's) leave their
+ * redzones poisoned; whatever runs on this memory next would inherit that shadow. */
+static void forget_frames(coil__stack *s)
+{
+#if defined(COIL__VALGRIND)
+    VALGRIND_STACK_DEREGISTER(s->valgrind_id);
+#endif
+#if defined(COIL__ASAN)
+    __asan_unpoison_memory_region(s->map, s->map_size);
+#else
+    (void)s;
+#endif
 }
 
 static void unmap_stack(coil__stackpool *p, coil__stack *s)
@@ -61,15 +102,36 @@ static void unmap_stack(coil__stackpool *p, coil__stack *s)
     p->bytes_mapped -= s->map_size;
     unsigned char *map = s->map;
     size_t map_size = s->map_size;
-#if defined(COIL__VALGRIND)
-    VALGRIND_STACK_DEREGISTER(s->valgrind_id);
-#endif
-#if defined(COIL__ASAN)
-    /* Frames that never returned (a finished task's first frame, a destroyed task's) leave their
-     * redzones poisoned; whatever is mapped here next would inherit that shadow. */
-    __asan_unpoison_memory_region(map, map_size);
-#endif
+    forget_frames(s);
     munmap(map, map_size);
+}
+
+enum { SLAB_STACKS = 32 };
+
+/* A new default-size stack from the current slab, mapping the next slab when it is used up. */
+static coil__stack *carve_stack(coil__stackpool *p)
+{
+    coil__stackslab *sl = p->slabs;
+    if (!sl || sl->carved == SLAB_STACKS) {
+        sl = malloc(sizeof *sl);
+        if (!sl)
+            return NULL;
+        sl->map = mmap(NULL, p->stride * SLAB_STACKS, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (sl->map == MAP_FAILED) {
+            free(sl);
+            return NULL;
+        }
+        sl->carved = 0;
+        sl->next = p->slabs;
+        p->slabs = sl;
+    }
+    unsigned char *guard = sl->map + sl->carved * p->stride;
+    if (!install_guard(guard))
+        return NULL;
+    sl->carved++;
+    p->bytes_mapped += p->stride;
+    return stack_at(guard, p->stride, true);
 }
 
 static unsigned default_max_stacks(void)
@@ -81,7 +143,8 @@ static unsigned default_max_stacks(void)
             max_map = 65530;
         fclose(f);
     }
-    /* Two mappings per stack; leave a quarter of the budget to the rest of the process. */
+    /* Two mappings per stack where guard pages split them; leave a quarter of the budget to the
+     * rest of the process. */
     long n = max_map * 3 / 8;
     return n < 16 ? 16 : (unsigned)n;
 }
@@ -94,46 +157,54 @@ int coil__stackpool_init(coil__stackpool *p, size_t default_size, size_t compact
     p->keep = keep;
     p->max = max ? max : default_max_stacks();
     p->auto_max = auto_max < p->max ? auto_max : p->max;
-    p->pooled_size = round_up(default_size + sizeof(coil__stack), page_size()) - sizeof(coil__stack);
+    p->stride = round_up(default_size + sizeof(coil__stack), page_size()) + page_size();
+    p->pooled_size = p->stride - page_size() - sizeof(coil__stack);
     p->shared = map_stack(p, compact_size);
     return p->shared ? 0 : -ENOMEM;
 }
 
 void coil__stackpool_destroy(coil__stackpool *p)
 {
-    while (p->free) {
-        coil__stack *s = p->free;
-        p->free = s->next;
-        unmap_stack(p, s);
+    for (coil__stack *s = p->free; s; s = s->next)
+        forget_frames(s);
+    while (p->slabs) {
+        coil__stackslab *sl = p->slabs;
+        p->slabs = sl->next;
+        munmap(sl->map, p->stride * SLAB_STACKS);
+        free(sl);
     }
+    free(p->cold);
+    p->cold = NULL;
+    p->free = NULL;
+    p->nfree = p->ncold = 0;
     if (p->shared)
         unmap_stack(p, p->shared);
     p->shared = NULL;
     for (unsigned i = 0; i < COIL__SAVE_CLASSES; i++)
         coil__pool_destroy(&p->save[i]);
-    p->nfree = 0;
 }
 
-bool coil__stack_available(const coil__stackpool *p) { return p->free || p->live + p->nfree < p->max; }
-
-static bool coil__stackpool_trim_one(coil__stackpool *p);
+bool coil__stack_available(const coil__stackpool *p) { return p->live < p->max; }
 
 coil__stack *coil__stack_get(coil__stackpool *p, size_t size)
 {
-    if (size == 0 || size == p->default_size) {
-        coil__stack *s = p->free;
-        if (s) {
+    coil__stack *s = NULL;
+    if (p->live >= p->max)
+        return NULL;
+    if (size == 0 || size == p->default_size || size == p->pooled_size) {
+        if ((s = p->free)) {
             p->free = s->next;
             p->nfree--;
-            p->live++;
-            return s;
+        } else if (p->ncold) {
+            s = p->cold[--p->ncold];
+            s = stack_at((unsigned char *)s + sizeof *s - p->stride, p->stride, true);
+            p->bytes_mapped += p->stride;
+        } else {
+            s = carve_stack(p);
         }
-        size = p->default_size;
+    } else {
+        s = map_stack(p, size);
     }
-    /* Free stacks still hold their mappings: give one back before going over the cap. */
-    if (p->live + p->nfree >= p->max && !(p->nfree && coil__stackpool_trim_one(p)))
-        return NULL;
-    coil__stack *s = map_stack(p, size);
     if (s)
         p->live++;
     return s;
@@ -142,33 +213,36 @@ coil__stack *coil__stack_get(coil__stackpool *p, size_t size)
 void coil__stack_put(coil__stackpool *p, coil__stack *s)
 {
     p->live--;
-    if (s->size != p->pooled_size) {
+    if (!s->in_slab) {
         unmap_stack(p, s);
         return;
     }
-    /* Past `keep`, the surplus is unmapped by coil__stackpool_trim when the loop is idle rather
-     * than here, in the middle of whatever finished the task. */
+    /* Past `keep`, the surplus gives its pages back in coil__stackpool_trim when the loop is
+     * idle rather than here, in the middle of whatever finished the task. */
     s->next = p->free;
     p->free = s;
     p->nfree++;
 }
 
-static bool coil__stackpool_trim_one(coil__stackpool *p)
-{
-    coil__stack *s = p->free;
-    p->free = s->next;
-    p->nfree--;
-    unmap_stack(p, s);
-    return true;
-}
-
 bool coil__stackpool_trim(coil__stackpool *p, unsigned max)
 {
     while (p->nfree > p->keep && max--) {
+        if (p->ncold == p->cold_cap) {
+            unsigned cap = p->cold_cap ? p->cold_cap * 2 : 64;
+            coil__stack **cold = realloc(p->cold, cap * sizeof *cold);
+            if (!cold)
+                return false;
+            p->cold = cold;
+            p->cold_cap = cap;
+        }
         coil__stack *s = p->free;
         p->free = s->next;
         p->nfree--;
-        unmap_stack(p, s);
+        forget_frames(s);
+        /* The header goes with the pages: the cold list keeps the address, and reuse rebuilds it. */
+        madvise(s->map + page_size(), p->stride - page_size(), MADV_DONTNEED);
+        p->cold[p->ncold++] = s;
+        p->bytes_mapped -= p->stride;
     }
     return p->nfree > p->keep;
 }

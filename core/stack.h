@@ -33,12 +33,21 @@ typedef struct coil__stack {
     size_t map_size;
     size_t size;                /* usable bytes, below this header */
     unsigned valgrind_id;       /* valgrind's handle for the stack (0 outside valgrind) */
+    bool in_slab;               /* carved from a slab (default size), not a mapping of its own */
 } coil__stack;
+
+/* Default-size stacks are carved from slabs: one mapping for many stacks, each with a guard page
+ * below it, so a new stack costs a guard install instead of mmap + mprotect + a VMA split. */
+typedef struct coil__stackslab {
+    struct coil__stackslab *next;
+    unsigned char *map;
+    unsigned carved;
+} coil__stackslab;
 
 typedef struct coil__savebuf {
     uint32_t cap, used;
     uint8_t cls;                 /* its size class in the stack pool, or COIL__SAVE_MALLOC */
-    _Alignas(16) unsigned char data[];
+    unsigned char data[] __attribute__((aligned(16)));
 } coil__savebuf;
 
 /* Save buffers come from per-size-class pools: 64-byte steps up to 1 KiB, then powers of two up
@@ -52,11 +61,15 @@ typedef struct coil_task coil_task;
 typedef struct coil__stackpool {
     coil__stack *free;
     unsigned nfree, keep;
-    unsigned live, max;          /* mapped dedicated stacks and the cap */
+    coil__stackslab *slabs;
+    coil__stack **cold;          /* free slab stacks whose pages were given back (trimmed) */
+    unsigned ncold, cold_cap;
+    size_t stride;               /* a slab stack with its guard page */
+    unsigned live, max;          /* dedicated stacks in use, and the cap on them */
     unsigned auto_max;           /* AUTO tasks run compact once `live` reaches this */
     size_t default_size;
     size_t pooled_size;          /* the usable size of a default stack, after rounding */
-    size_t bytes_mapped;
+    size_t bytes_mapped;         /* stacks that may hold pages (cold ones gave theirs back) */
     /* compact mode */
     coil__stack *shared;
     coil_task *shared_owner;     /* the compact task whose frames are on the shared stack */
@@ -69,7 +82,7 @@ void coil__stackpool_destroy(coil__stackpool *p);
 /* A stack of at least `size` bytes (0 = default), or NULL when the cap is reached or mmap fails. */
 coil__stack *coil__stack_get(coil__stackpool *p, size_t size);
 void coil__stack_put(coil__stackpool *p, coil__stack *s);
-/* Unmap up to `max` free stacks beyond the pool's keep; true if more remain. */
+/* Give back the pages of up to `max` free stacks beyond the pool's keep; true if more remain. */
 bool coil__stackpool_trim(coil__stackpool *p, unsigned max);
 /* Can another dedicated stack be had without exceeding the cap? */
 bool coil__stack_available(const coil__stackpool *p);

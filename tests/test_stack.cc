@@ -11,6 +11,10 @@
 
 #include "coil_test.h"
 
+extern "C" {
+#include "stack.h"
+}
+
 namespace {
 
 void *as_ptr(intptr_t v) { return reinterpret_cast<void *>(v); }
@@ -377,6 +381,61 @@ TEST(Stack, AutoTasksPastTheCapFallBackToCompactAndStillRun)
         10.0, nullptr, &lo);
 }
 
+// ---- slabs: many default-size stacks per mapping ----
+
+size_t resident_bytes()
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return static_cast<size_t>(resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+TEST(StackSlab, TrimmedStacksGiveTheirPagesBackAndComeBackWorking)
+{
+    constexpr size_t kSize = 64 * 1024, kTouched = 48 * 1024;
+    constexpr unsigned kStacks = 40, kKeep = 2; // more than one slab's worth
+    coil__stackpool p;
+    ASSERT_EQ(coil__stackpool_init(&p, kSize, 16 * 1024, 0, 1024, kKeep), 0);
+    std::vector<coil__stack *> held;
+    for (unsigned i = 0; i < kStacks; i++) {
+        coil__stack *s = coil__stack_get(&p, 0);
+        ASSERT_NE(s, nullptr);
+        ASSERT_GE(s->size, kSize);
+        memset(static_cast<unsigned char *>(coil__stack_top(s)) - kTouched, 0x5a, kTouched);
+        held.push_back(s);
+    }
+    for (coil__stack *s : held)
+        coil__stack_put(&p, s);
+    size_t bytes = p.bytes_mapped, rss = resident_bytes();
+    EXPECT_FALSE(coil__stackpool_trim(&p, 1000));
+    EXPECT_EQ(p.nfree, kKeep);
+    EXPECT_EQ(p.ncold, kStacks - kKeep);
+    EXPECT_EQ(bytes - p.bytes_mapped, (kStacks - kKeep) * p.stride);
+    // The trimmed stacks' touched pages are gone (half the expected drop, to allow for noise).
+    EXPECT_GT(rss, resident_bytes() + (kStacks - kKeep) * kTouched / 2);
+
+    held.clear();
+    for (unsigned i = 0; i < kStacks; i++) {
+        coil__stack *s = coil__stack_get(&p, 0);
+        ASSERT_NE(s, nullptr);
+        ASSERT_GE(s->size, kSize);
+        unsigned char *low = static_cast<unsigned char *>(coil__stack_top(s)) - kTouched;
+        memset(low, static_cast<int>(i), kTouched);
+        ASSERT_EQ(low[kTouched - 1], static_cast<unsigned char>(i));
+        held.push_back(s);
+    }
+    EXPECT_EQ(p.ncold, 0u);
+    EXPECT_EQ(p.bytes_mapped, bytes);
+    for (coil__stack *s : held)
+        coil__stack_put(&p, s);
+    coil__stackpool_destroy(&p);
+}
+
 // ---- the guard page ----
 
 volatile int g_recursion_limit = INT_MAX; // keeps the compiler from proving the recursion endless
@@ -413,12 +472,45 @@ void overflow_in_task(coil_stack_mode mode, const char *name)
         10.0, nullptr, &lo);
 }
 
+// Overflow a default-size stack carved late from a slab, optionally one whose pages were trimmed
+// and which came back from the cold list: every slab stack has its own guard page.
+void overflow_in_slab_stack(bool recycled)
+{
+    coil_loop_opts lo{};
+    lo.stack_size = 64 * 1024;
+    lo.pool_keep = 1;
+    coil_test::run(
+        [recycled]() -> void * {
+            coil_task_opts o{};
+            o.stack_mode = COIL_STACK_DEDICATED;
+            std::vector<coil_task *> ts(40);
+            for (auto &t : ts)
+                coil_create_task(&t, [](void *) -> void * { return as_ptr(coil_sleep(0)); }, nullptr, &o);
+            for (auto *t : ts) {
+                coil_task_await(t, nullptr);
+                coil_task_free(t);
+            }
+            if (recycled)
+                coil_sleep(0.005); // the loop blocks: it trims the free stacks past pool_keep
+            coil_task *holder = nullptr; // takes the one warm stack, so `deep` gets a cold one
+            coil_create_task(&holder, [](void *) -> void * { return as_ptr(coil_sleep(0.001)); }, nullptr, &o);
+            o.name = "deep-slab";
+            coil_task *t = nullptr;
+            coil_create_task(&t, [](void *) -> void * { return as_ptr(recurse_forever(0)); }, nullptr, &o);
+            coil_task_await(t, nullptr);
+            return nullptr;
+        },
+        10.0, nullptr, &lo);
+}
+
 #if defined(COIL_SANITIZE_BUILD)
 // The sanitizer owns SIGSEGV and reports the overflow itself.
 const char *const kOverflowDedicated = "";
+const char *const kOverflowSlab = "";
 const char *const kOverflowCompact = "";
 #else
 const char *const kOverflowDedicated = "stack overflow in task 'deep'.*[0-9]+-byte stack";
+const char *const kOverflowSlab = "stack overflow in task 'deep-slab'.*[0-9]+-byte stack";
 const char *const kOverflowCompact = "stack overflow in task 'deep-compact'.*[0-9]+-byte stack.*compact";
 #endif
 
@@ -426,6 +518,18 @@ TEST(StackDeathTest, OverflowOfADedicatedStackIsReportedWithTheTaskNameAndSize)
 {
     ::testing::FLAGS_gtest_death_test_style = "threadsafe";
     EXPECT_DEATH(overflow_in_task(COIL_STACK_DEDICATED, "deep"), kOverflowDedicated);
+}
+
+TEST(StackDeathTest, OverflowOfALateSlabStackHitsItsOwnGuardPage)
+{
+    ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+    EXPECT_DEATH(overflow_in_slab_stack(false), kOverflowSlab);
+}
+
+TEST(StackDeathTest, OverflowOfATrimmedAndReusedSlabStackHitsItsGuardPage)
+{
+    ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+    EXPECT_DEATH(overflow_in_slab_stack(true), kOverflowSlab);
 }
 
 TEST(StackDeathTest, OverflowOfTheSharedCompactStackIsReportedWithTheTaskName)
