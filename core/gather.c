@@ -3,8 +3,10 @@
  * trip through the ready queue), and nothing points into the gathering task's stack, which may
  * be a compact one. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 
+#include "hugemem.h"
 #include "internal.h"
 
 typedef struct gather_state gather_state;
@@ -24,6 +26,9 @@ struct gather_state {
     int first_err;              /* without return_exceptions: the first failure */
     gather_node nodes[];
 };
+
+/* A gather of 100k children has a 4 MB wait-node table: big ones go on huge pages. */
+static size_t state_bytes(size_t n) { return sizeof(gather_state) + n * sizeof(gather_node); }
 
 static void wake_once(gather_state *g, int result)
 {
@@ -84,7 +89,7 @@ static void detach(coil_loop *loop, gather_state *g)
             coil__wlist_remove(&gn->aw->waiters, &gn->wnode);
         coil__aw_unref(loop, gn->aw);
     }
-    free(g);
+    coil__huge_free(g, state_bytes(g->n));
 }
 
 static void fill(coil_future **aws, size_t n, coil_gather_result *results)
@@ -133,7 +138,9 @@ int coil_gather(coil_future **aws, size_t n, bool return_exceptions, coil_gather
         return 0;
     }
 
-    gather_state *g = malloc(sizeof *g + n * sizeof g->nodes[0]);
+    if (n > (SIZE_MAX - sizeof(gather_state)) / sizeof(gather_node))
+        return -ENOMEM;
+    gather_state *g = coil__huge_alloc(state_bytes(n));
     if (!g)
         return -ENOMEM;
     *g = (gather_state){ .task = t, .n = n, .return_exceptions = return_exceptions };

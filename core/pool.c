@@ -1,14 +1,14 @@
 /* coil core: fixed-size object pools (see pool.h). */
 #include <stdint.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 
+#include "hugemem.h"
 #include "pool.h"
 
 /* The first chunk is small so an idle loop costs little; every later one is a 2 MiB huge page,
  * so a loop that creates a million tasks takes a few dozen 2 MiB faults instead of 30,000 small
  * ones (on this class of machine a 4 KiB fault costs over a microsecond). */
-enum { FIRST_CHUNK = 64 * 1024, HUGE_CHUNK = 2 * 1024 * 1024 };
+enum { FIRST_CHUNK = 64 * 1024, HUGE_CHUNK = COIL__HUGE_PAGE };
 
 void coil__pool_init(coil__pool *p, size_t objsize)
 {
@@ -23,7 +23,7 @@ void coil__pool_destroy(coil__pool *p)
     coil__chunk *c = p->chunks;
     while (c) {
         coil__chunk *next = c->next;
-        munmap(c, c->bytes);
+        coil__huge_free(c, c->bytes);
         c = next;
     }
     p->chunks = NULL;
@@ -31,29 +31,10 @@ void coil__pool_destroy(coil__pool *p)
     p->nchunks = 0;
 }
 
-static coil__chunk *map_chunk(size_t bytes)
-{
-    if (bytes < HUGE_CHUNK) {
-        void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        return m == MAP_FAILED ? NULL : m;
-    }
-    /* Huge pages need 2 MiB alignment: over-map and trim. */
-    unsigned char *m = mmap(NULL, bytes + HUGE_CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED)
-        return NULL;
-    uintptr_t start = ((uintptr_t)m + HUGE_CHUNK - 1) & ~(uintptr_t)(HUGE_CHUNK - 1);
-    size_t head = start - (uintptr_t)m;
-    if (head)
-        munmap(m, head);
-    munmap((unsigned char *)start + bytes, HUGE_CHUNK - head);
-    madvise((void *)start, bytes, MADV_HUGEPAGE);
-    return (coil__chunk *)start;
-}
-
 void *coil__pool_refill(coil__pool *p)
 {
     size_t bytes = p->nchunks ? HUGE_CHUNK : FIRST_CHUNK;
-    coil__chunk *c = map_chunk(bytes);
+    coil__chunk *c = coil__huge_alloc(bytes);
     if (!c)
         return NULL;
     p->nchunks++;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hugemem.h"
 #include "timer.h"
 
 /* Logical slot k lives at e[k + PAD]: the four children of k (4k+1 .. 4k+4) then sit at
@@ -55,12 +56,14 @@ static void sift_down(coil__timerheap *h, uint32_t i, coil__heapent ent)
     place(h, i, ent);
 }
 
+static size_t heap_bytes(uint32_t cap) { return ((size_t)cap + 4) * sizeof(coil__heapent); }
+
 void coil__timers_init(coil__timerheap *h) { memset(h, 0, sizeof *h); }
 
 void coil__timers_free(coil__timerheap *h)
 {
-    free(h->e);
-    free(h->run);
+    coil__huge_free(h->e, heap_bytes(h->cap));
+    coil__huge_free(h->run, (size_t)h->run_cap * sizeof *h->run);
     coil__timers_init(h);
 }
 
@@ -75,12 +78,12 @@ static inline coil__heapent *run_at(const coil__timerheap *h, uint32_t pos) { re
 static int run_grow(coil__timerheap *h)
 {
     uint32_t cap = h->run_cap ? h->run_cap * 2 : RUN_MIN;
-    coil__heapent *r = malloc((size_t)cap * sizeof *r);
+    coil__heapent *r = coil__huge_alloc((size_t)cap * sizeof *r);
     if (!r)
         return -ENOMEM;
     for (uint32_t pos = h->run_head; pos != h->run_tail; pos++)
         r[pos & (cap - 1)] = *run_at(h, pos);
-    free(h->run);
+    coil__huge_free(h->run, (size_t)h->run_cap * sizeof *r);
     h->run = r;
     h->run_cap = cap;
     return 0;
@@ -90,7 +93,7 @@ static int run_grow(coil__timerheap *h)
  * timeouts costs memory for its live ones only, and positions never run out. */
 static int run_compact(coil__timerheap *h)
 {
-    coil__heapent *r = malloc((size_t)h->run_cap * sizeof *r);
+    coil__heapent *r = coil__huge_alloc((size_t)h->run_cap * sizeof *r);
     if (!r)
         return -ENOMEM;
     uint32_t k = 0;
@@ -101,7 +104,7 @@ static int run_compact(coil__timerheap *h)
             r[k++] = ent;
         }
     }
-    free(h->run);
+    coil__huge_free(h->run, (size_t)h->run_cap * sizeof *r);
     h->run = r;
     h->run_head = 0;
     h->run_tail = k;
@@ -148,12 +151,12 @@ int coil__timers_add(coil__timerheap *h, coil__timer *t, uint64_t when)
         return run_append(h, t, when);
     if (h->n == h->cap) {
         uint32_t cap = h->cap ? h->cap * 2 : 64;
-        coil__heapent *e = aligned_alloc(64, ((size_t)cap + 4) * sizeof *e);
+        coil__heapent *e = coil__huge_alloc(heap_bytes(cap));
         if (!e)
             return -ENOMEM;
         if (h->e)
             memcpy(e + PAD, h->e + PAD, (size_t)h->n * sizeof *e);
-        free(h->e);
+        coil__huge_free(h->e, heap_bytes(h->cap));
         h->e = e;
         h->cap = cap;
     }
