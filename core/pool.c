@@ -13,6 +13,7 @@ enum { FIRST_CHUNK = 64 * 1024, HUGE_CHUNK = COIL__HUGE_PAGE };
 void coil__pool_init(coil__pool *p, size_t objsize)
 {
     p->free = NULL;
+    p->bump = p->bump_end = NULL;
     p->chunks = NULL;
     p->objsize = (objsize + 15) & ~(size_t)15;
     p->nchunks = 0;
@@ -26,9 +27,7 @@ void coil__pool_destroy(coil__pool *p)
         coil__huge_free(c, c->bytes);
         c = next;
     }
-    p->chunks = NULL;
-    p->free = NULL;
-    p->nchunks = 0;
+    coil__pool_init(p, p->objsize);
 }
 
 void *coil__pool_refill(coil__pool *p)
@@ -42,18 +41,18 @@ void *coil__pool_refill(coil__pool *p)
     c->count = (bytes - sizeof *c) / p->objsize;
     c->next = p->chunks;
     p->chunks = c;
-    /* Thread the free list in address order so consecutive allocations are adjacent. */
-    for (size_t i = c->count; i-- > 1;)
-        coil__pool_put(p, c->mem + i * p->objsize);
+    p->bump = c->mem + p->objsize;
+    p->bump_end = c->mem + c->count * p->objsize;
     return c->mem;
 }
 
 void coil__pool_each(coil__pool *p, void (*fn)(void *obj, void *ctx), void *ctx)
 {
-    for (coil__chunk *c = p->chunks; c; c = c->next)
-        for (size_t i = 0; i < c->count; i++) {
-            unsigned char *o = c->mem + i * p->objsize;
+    for (coil__chunk *c = p->chunks; c; c = c->next) {
+        /* The newest chunk is carved up to `bump`; older ones entirely. */
+        unsigned char *end = c == p->chunks ? p->bump : c->mem + c->count * p->objsize;
+        for (unsigned char *o = c->mem; o < end; o += p->objsize)
             if (o[sizeof(void *)] != 0xff)
                 fn(o, ctx);
-        }
+    }
 }
