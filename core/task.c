@@ -242,6 +242,52 @@ static void run_eagerly(coil_loop *loop, coil_task *t)
 #endif
 }
 
+static bool next_iteration_inline(coil_loop *loop);
+
+/* Can finishing t run here, on t's own stack, instead of on the scheduler's? Only if it cannot
+ * call back into user code: no exception to report, and nobody waiting but tasks (woken by a
+ * push on the ready queue). */
+static bool finishes_quietly(const coil_task *t)
+{
+    if (t->ext && t->ext->exc)
+        return false;
+    const coil__wnode *first = t->aw.waiters.first, *n = first;
+    if (n)
+        do {
+            if (n->wake != coil__wnode_wake_task)
+                return false;
+            n = n->next;
+        } while (n != first);
+    return true;
+}
+
+/* A task that has just returned leaves a stack nobody needs. If the next thing in the batch is a
+ * task that has never run and would take a default dedicated stack, it starts right here on that
+ * stack: no switch to the scheduler and back, no stack pool round trip, no new first frame. A
+ * loop that spawns many short tasks runs them back to back. */
+static coil_task *next_on_this_stack(coil_loop *loop, coil_task *done)
+{
+#if defined(COIL_SANITIZE_BUILD)
+    (void)loop;
+    (void)done;
+    return NULL; /* the sanitizers' fiber bookkeeping expects a switch per task */
+#else
+    if (!done->stack || !done->stack->in_slab || loop->timing || loop->eager_task || !finishes_quietly(done))
+        return NULL;
+    if (!loop->batch && !next_iteration_inline(loop))
+        return NULL;
+    coil__rq *n = loop->batch;
+    if (n->kind != COIL__RQ_TASK)
+        return NULL;
+    coil_task *next = (coil_task *)n;
+    if ((next->tflags & (COIL__TF_STARTED | COIL__TF_COMPACT | COIL__TF_MUST_CANCEL)) ||
+        (next->ext && next->ext->stack_size))
+        return NULL;
+    loop->batch = n->next;
+    return next;
+#endif
+}
+
 static _Noreturn void task_main(void *task, void *fn)
 {
     coil_task *t = task;
@@ -249,9 +295,23 @@ static _Noreturn void task_main(void *task, void *fn)
 #if defined(COIL_SANITIZE_BUILD)
     coil__fiber_started(&loop->sched_fiber);
 #endif
-    void *result = ((coil_task_fn)fn)(t->aw.result);
-    t->aw.result = result;
-    t->tstate = COIL__T_FINISHED;
+    for (;;) {
+        void *result = ((coil_task_fn)fn)(t->aw.result);
+        t->aw.result = result;
+        t->tstate = COIL__T_FINISHED;
+        coil_task *next = next_on_this_stack(loop, t);
+        if (!next)
+            break;
+        next->stack = t->stack;
+        t->stack = NULL;
+        loop->current = NULL; /* as on the scheduler: finishing is not part of any task's step */
+        finish(loop, t);
+        t = next;
+        fn = (void *)t->fn;
+        t->tflags |= COIL__TF_STARTED;
+        t->tstate = COIL__T_RUNNING;
+        loop->current = t;
+    }
 #if defined(COIL_SANITIZE_BUILD)
     coil__fiber_switch(&t->sp, loop->sched_sp, &t->fiber, &loop->sched_fiber, 1);
 #else
