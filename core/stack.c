@@ -259,31 +259,35 @@ __attribute__((no_sanitize_address)) static void raw_copy(unsigned char *dst, co
 static inline void raw_copy(unsigned char *dst, const unsigned char *src, size_t n) { memcpy(dst, src, n); }
 #endif
 
+enum { SAVE_MALLOC = COIL__SAVE_CLASSES };
+
 /* The class whose buffers hold `bytes` (header included), and their size. */
 static unsigned save_class(size_t bytes, size_t *size)
 {
     if (bytes <= 1024) {
-        unsigned cls = (unsigned)((bytes + 63) / 64) - 1;
-        *size = ((size_t)cls + 1) * 64;
+        unsigned cls = bytes <= 16 ? 0 : (unsigned)((bytes + 15) / 16) - 1;
+        *size = ((size_t)cls + 1) * 16;
         return cls;
     }
-    for (unsigned cls = 16; cls < COIL__SAVE_CLASSES; cls++) {
-        *size = (size_t)2048 << (cls - 16);
+    for (unsigned cls = 64; cls < COIL__SAVE_CLASSES; cls++) {
+        *size = (size_t)2048 << (cls - 64);
         if (bytes <= *size)
             return cls;
     }
     *size = round_up(bytes, 64);
-    return COIL__SAVE_MALLOC;
+    return SAVE_MALLOC;
 }
 
 void coil__savebuf_free(coil__stackpool *p, coil__savebuf *b)
 {
     if (!b)
         return;
-    if (b->cls == COIL__SAVE_MALLOC)
+    size_t size;
+    unsigned cls = save_class(sizeof *b + b->cap, &size);
+    if (cls == SAVE_MALLOC)
         free(b);
     else
-        coil__pool_put(&p->save[b->cls], b);
+        coil__pool_put(&p->save[cls], b);
 }
 
 void coil__stack_save(coil__stackpool *p, coil__savebuf **bufp, const void *sp, const void *top)
@@ -295,7 +299,7 @@ void coil__stack_save(coil__stackpool *p, coil__savebuf **bufp, const void *sp, 
         *bufp = NULL;
         size_t size;
         unsigned cls = save_class(sizeof *b + used, &size);
-        if (cls == COIL__SAVE_MALLOC) {
+        if (cls == SAVE_MALLOC) {
             b = malloc(size);
         } else {
             if (COIL_UNLIKELY(p->save[cls].objsize == 0))
@@ -308,7 +312,6 @@ void coil__stack_save(coil__stackpool *p, coil__savebuf **bufp, const void *sp, 
             abort();
         }
         b->cap = (uint32_t)(size - sizeof *b);
-        b->cls = (uint8_t)cls;
         *bufp = b;
     }
     b->used = (uint32_t)used;

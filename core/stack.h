@@ -45,16 +45,16 @@ typedef struct coil__stackslab {
 } coil__stackslab;
 
 typedef struct coil__savebuf {
-    uint32_t cap, used;
-    uint8_t cls;                 /* its size class in the stack pool, or COIL__SAVE_MALLOC */
-    unsigned char data[] __attribute__((aligned(16)));
+    uint32_t cap, used;          /* cap + the header is exactly its size class, which it implies */
+    unsigned char data[];
 } coil__savebuf;
 
-/* Save buffers come from per-size-class pools: 64-byte steps up to 1 KiB, then powers of two up
- * to 8 KiB; bigger ones from malloc. A pool takes memory in 2 MiB huge-page chunks, so a million
+/* Save buffers come from per-size-class pools: 16-byte steps up to 1 KiB (a suspended task's
+ * frames are a few hundred bytes: every byte of slack is RSS per task), then powers of two up to
+ * 8 KiB; bigger ones from malloc. A pool takes memory in 2 MiB huge-page chunks, so a million
  * evicted tasks cost a few hundred page faults instead of one per 4 KiB, and taking or giving
  * back a buffer is two pointer moves. */
-enum { COIL__SAVE_CLASSES = 19, COIL__SAVE_MALLOC = 0xff };
+enum { COIL__SAVE_CLASSES = 67 };
 
 typedef struct coil_task coil_task;
 

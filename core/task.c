@@ -244,6 +244,15 @@ static void run_eagerly(coil_loop *loop, coil_task *t)
 
 static bool next_iteration_inline(coil_loop *loop);
 
+#if defined(COIL_SANITIZE_BUILD)
+/* The sanitizers' fiber bookkeeping expects a switch per task. */
+static coil_task *next_on_this_stack(coil_loop *loop, coil_task *done)
+{
+    (void)loop;
+    (void)done;
+    return NULL;
+}
+#else
 /* Can finishing t run here, on t's own stack, instead of on the scheduler's? Only if it cannot
  * call back into user code: no exception to report, and nobody waiting but tasks (woken by a
  * push on the ready queue). */
@@ -267,11 +276,6 @@ static bool finishes_quietly(const coil_task *t)
  * loop that spawns many short tasks runs them back to back. */
 static coil_task *next_on_this_stack(coil_loop *loop, coil_task *done)
 {
-#if defined(COIL_SANITIZE_BUILD)
-    (void)loop;
-    (void)done;
-    return NULL; /* the sanitizers' fiber bookkeeping expects a switch per task */
-#else
     if (!done->stack || !done->stack->in_slab || loop->timing || loop->eager_task || !finishes_quietly(done))
         return NULL;
     if (!loop->batch && !next_iteration_inline(loop))
@@ -285,8 +289,8 @@ static coil_task *next_on_this_stack(coil_loop *loop, coil_task *done)
         return NULL;
     loop->batch = n->next;
     return next;
-#endif
 }
+#endif
 
 static _Noreturn void task_main(void *task, void *fn)
 {

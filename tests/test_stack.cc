@@ -195,7 +195,10 @@ void *keep_locals(void *arg)
         mine[i] = idx * 0x9E3779B9u + static_cast<uint32_t>(i);
     int bad = 0;
     for (int round = 0; round < kSwapRounds; round++) {
-        bad += suspend_at_depth(idx, static_cast<int>((idx + round) % 5));
+        // Every fourth task also goes deep (past 8 KiB of frames): its save buffer moves up through
+        // the size classes to malloc'd ones and back down.
+        int depth = static_cast<int>((idx + round * 37) % (idx % 4 == 0 ? 90 : 5));
+        bad += suspend_at_depth(idx, depth);
         for (size_t i = 0; i < 200; i++)
             if (mine[i] != idx * 0x9E3779B9u + static_cast<uint32_t>(i))
                 bad++;
