@@ -227,6 +227,8 @@ typedef struct coil__uring {
     unsigned unsubmitted;         /* SQEs prepared since the last submit */
     unsigned inflight;            /* operations whose CQE has not arrived */
     struct coil__uring_files *files; /* fixed-file slots (uring.c), made on first use */
+    struct coil__bufring *bufring;   /* the provided buffers every multishot recv on this loop
+                                      * shares (bufring.c); not a reference, cleared when freed */
 } coil__uring;
 
 /* user_data tags: the low 3 bits of an 8-aligned pointer. */

@@ -8,7 +8,7 @@
  * collects new writes, so a growing queue never moves memory the kernel is reading.
  *
  * Streams a server accepted read differently: one multishot recv per connection stays armed,
- * taking buffers from the server's provided-buffer ring; each completion is copied into the
+ * taking buffers from the loop's provided-buffer ring; each completion is copied into the
  * stream's buffer and the kernel's buffer is handed straight back. Past a bound of unread bytes
  * the multishot is cancelled (asyncio's pause_reading) and armed again when the reader needs
  * more, so a client that sends faster than the handler reads costs bounded memory. */
