@@ -53,10 +53,31 @@ int coil__bufring_new(coil_loop *loop, unsigned entries, unsigned size, coil__bu
     return 0;
 }
 
+/* 64 x 16 KiB: each completion is copied out and its buffer returned at once, so the ring
+ * only runs dry when more than 64 receives complete between two reaps; a multishot recv that
+ * finds it empty ends with -ENOBUFS and is armed again when its reader next waits. */
+int coil__bufring_shared(coil_loop *loop, coil__bufring **out)
+{
+    coil__bufring *b = loop->io.bufring;
+    if (b) {
+        b->refs++;
+        *out = b;
+        return 0;
+    }
+    int err = coil__bufring_new(loop, 64, 16384, &b);
+    if (err)
+        return err;
+    loop->io.bufring = b;
+    *out = b;
+    return 0;
+}
+
 void coil__bufring_unref(coil__bufring *b)
 {
     if (!b || --b->refs)
         return;
+    if (b->loop->io.bufring == b)
+        b->loop->io.bufring = NULL;
     if (!b->loop->closed)
         io_uring_unregister_buf_ring(&b->loop->io.ring, b->bgid);
     munmap(b->br, (size_t)b->entries * sizeof(struct io_uring_buf));

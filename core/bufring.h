@@ -17,6 +17,10 @@ typedef struct coil__bufring {
 /* A ring of `entries` (a power of two) buffers of `size` bytes, registered on loop's ring.
  * 0, -ENOMEM, or the kernel's error (-EINVAL on kernels without buffer rings). */
 int coil__bufring_new(coil_loop *loop, unsigned entries, unsigned size, coil__bufring **out);
+/* A reference to the loop's shared ring, made on first use: every server on a loop (and every
+ * connection they accept) draws from one set of buffers, which go back to the kernel as soon as
+ * each completion is copied out. 0 or as coil__bufring_new. */
+int coil__bufring_shared(coil_loop *loop, coil__bufring **out);
 /* Drop a reference; the last one unregisters and frees it. */
 void coil__bufring_unref(coil__bufring *b);
 

@@ -226,6 +226,9 @@ typedef struct coil__uring {
     unsigned flags;               /* setup flags that the kernel accepted */
     unsigned unsubmitted;         /* SQEs prepared since the last submit */
     unsigned inflight;            /* operations whose CQE has not arrived */
+    struct coil__uring_files *files; /* fixed-file slots (uring.c), made on first use */
+    struct coil__bufring *bufring;   /* the provided buffers every multishot recv on this loop
+                                      * shares (bufring.c); not a reference, cleared when freed */
 } coil__uring;
 
 /* user_data tags: the low 3 bits of an 8-aligned pointer. */
@@ -246,6 +249,14 @@ struct io_uring_sqe *coil__uring_sqe(coil_loop *loop);
 unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns);
 /* Might a poll find completions (or need to enter the kernel to post them)? One or two loads. */
 bool coil__uring_pending(coil_loop *loop);
+/* Install fd in a fixed-file slot of the loop's ring, so operations on it (IOSQE_FIXED_FILE)
+ * skip the kernel's file-table lookup and reference count. Returns the slot, or -1 (no slot
+ * free, or no fixed files here): use the fd then. The kernel reads the fd at the loop's next
+ * submit and holds its own reference from then on, so the fd must stay open until then; the
+ * socket stays open until the slot is removed. No SQE may name the slot after
+ * coil__uring_file_remove. Loop thread only. */
+int coil__uring_file_add(coil_loop *loop, int fd);
+void coil__uring_file_remove(coil_loop *loop, int slot);
 
 /* The kernel filled [p, p+n) through the ring. Memcheck cannot see io_uring's writes, so under
  * valgrind this marks the bytes defined; elsewhere it is nothing. */

@@ -50,7 +50,7 @@ struct coil_server {
     char *unix_path;
     conn *conns;
     size_t nconns;
-    coil__bufring *br;          /* the connections' multishot recv buffers; NULL = plain recv */
+    coil__bufring *br;          /* the loop's multishot recv buffers; NULL = plain recv */
     coil__wlist forever, closers;
 };
 
@@ -271,9 +271,8 @@ static int add_listener(coil_server *srv, int fd)
 
 static void start(coil_server *srv)
 {
-    /* 64 x 16 KiB serve every connection of the server: each completion's bytes are copied out
-     * and the buffer returned at once. A kernel without buffer rings falls back to plain recv. */
-    if (coil__bufring_new(srv->loop, 64, 16384, &srv->br) != 0)
+    /* A kernel without buffer rings falls back to plain recv. */
+    if (coil__bufring_shared(srv->loop, &srv->br) != 0)
         srv->br = NULL;
     for (size_t i = 0; i < srv->nls; i++) {
         srv->ls[i].srv = srv;

@@ -8,7 +8,7 @@
  * collects new writes, so a growing queue never moves memory the kernel is reading.
  *
  * Streams a server accepted read differently: one multishot recv per connection stays armed,
- * taking buffers from the server's provided-buffer ring; each completion is copied into the
+ * taking buffers from the loop's provided-buffer ring; each completion is copied into the
  * stream's buffer and the kernel's buffer is handed straight back. Past a bound of unread bytes
  * the multishot is cancelled (asyncio's pause_reading) and armed again when the reader needs
  * more, so a client that sends faster than the handler reads costs bounded memory. */
@@ -28,6 +28,7 @@ struct coil_stream {
     coil__uring_cb recv_cb;     /* the multishot recv's completions (server streams) */
     coil_loop *loop;
     int fd;
+    int slot;                   /* the fd's fixed-file slot in the loop's ring, or -1 */
     unsigned refs;              /* the handle, a send in flight, a reader inside recv */
     size_t limit, high, low;
     /* read side: data is rbuf[rpos, rlen) */
@@ -58,7 +59,18 @@ static void release_fd(coil_stream *s)
     /* Never while an SQE naming the fd may still be unsubmitted: the number could be reused. */
     if (s->fd_open && !s->recv_armed && !s->reader) {
         s->fd_open = false;
+        coil__uring_file_remove(s->loop, s->slot);
+        s->slot = -1;
         close(s->fd);
+    }
+}
+
+/* Name the stream's socket in sqe: by its fixed slot when it has one. */
+static void use_file(const coil_stream *s, struct io_uring_sqe *sqe)
+{
+    if (s->slot >= 0) {
+        sqe->fd = s->slot;
+        sqe->flags |= IOSQE_FIXED_FILE;
     }
 }
 
@@ -107,7 +119,11 @@ int coil__stream_new(coil_loop *loop, int fd, const coil_stream_opts *opts, coil
         s->low = s->high;
     int type = 0;
     socklen_t tl = sizeof type;
-    s->stream_sock = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+    bool sock = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;
+    s->stream_sock = sock && type == SOCK_STREAM;
+    /* Every recv and send on a socket goes through the ring; a fixed slot saves each one the
+     * file lookup. Other fds (a pipe a user handed in) keep the plain path. */
+    s->slot = sock ? coil__uring_file_add(loop, fd) : -1;
     *out = s;
     return 0;
 }
@@ -218,6 +234,7 @@ static int fill_multishot(coil_stream *s, coil_task *t)
         if (!sqe)
             return -EBUSY;
         io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+        use_file(s, sqe);
         sqe->flags |= IOSQE_BUFFER_SELECT;
         sqe->buf_group = s->br->bgid;
         io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&s->recv_cb | COIL__UD_CALLBACK);
@@ -282,6 +299,7 @@ static int fill(coil_stream *s, coil_task *t, size_t want)
     if (!sqe)
         return -EBUSY;
     io_uring_prep_recv(sqe, s->fd, s->rbuf + s->rlen, s->rcap - s->rlen, 0);
+    use_file(s, sqe);
     uint16_t cancels = t->cancel_requests;
     s->reader = t;
     s->refs++;
@@ -560,6 +578,7 @@ static void start_send(coil_stream *s)
         return;
     }
     io_uring_prep_send(sqe, s->fd, s->sbuf + s->soff, s->slen - s->soff, MSG_NOSIGNAL);
+    use_file(s, sqe);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&s->send_cb | COIL__UD_CALLBACK);
     s->send_cb.complete = send_done;
     s->sending = true;

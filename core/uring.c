@@ -2,9 +2,21 @@
  * whatever waits for the completion (see COIL__UD_*). */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "internal.h"
+
+/* Slot bookkeeping for coil__uring_file_add. The kernel's update reads the fd from memory at
+ * submit time, so each slot's fd lives here (not in a stream that may be gone by then). */
+typedef struct coil__uring_files {
+    int *fds;          /* per slot: the fd installed, -1 when free */
+    int *free;         /* a stack of freed slots */
+    unsigned n, nfree, next; /* table size; freed slots; slots never used start at next */
+} coil__uring_files;
+
+#define FILES_MAX 16384u
 
 static void explain(int err)
 {
@@ -54,6 +66,11 @@ int coil__uring_init(coil__uring *u, unsigned entries)
         ret = io_uring_queue_init_params(entries, &u->ring, &p);
         if (ret == 0) {
             u->flags = p.flags;
+            /* Every io_uring_enter then names the ring by its slot in this thread's registered
+             * rings and skips the fd-table lookup and reference. The loop only ever enters from
+             * the thread that made it (SINGLE_ISSUER even enforces it), which is what the slot
+             * is bound to. Not fatal if refused (kernels before 5.18): plain fd then. */
+            (void)io_uring_register_ring_fd(&u->ring);
             return 0;
         }
         if (ret != -EINVAL)
@@ -63,7 +80,81 @@ int coil__uring_init(coil__uring *u, unsigned entries)
     return COIL_ENOURING;
 }
 
-void coil__uring_exit(coil__uring *u) { io_uring_queue_exit(&u->ring); }
+void coil__uring_exit(coil__uring *u)
+{
+    io_uring_queue_exit(&u->ring); /* the kernel drops the fixed files with the ring */
+    if (u->files) {
+        free(u->files->fds);
+        free(u->files->free);
+        free(u->files);
+    }
+}
+
+/* The table is sized once (growing it would mean waiting for every fixed-file operation to
+ * finish): up to FILES_MAX, and never past RLIMIT_NOFILE, which the kernel enforces. A loop that
+ * never needs slots never pays for one. */
+static coil__uring_files *files_of(coil_loop *loop)
+{
+    coil__uring *u = &loop->io;
+    if (u->files)
+        return u->files;
+    coil__uring_files *f = calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    struct rlimit rl;
+    unsigned n = FILES_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < n)
+        n = (unsigned)rl.rlim_cur;
+    f->fds = malloc(n * sizeof *f->fds);
+    f->free = malloc(n * sizeof *f->free);
+    if (f->fds && f->free && n && io_uring_register_files_sparse(&u->ring, n) == 0)
+        f->n = n;
+    else {
+        free(f->fds);
+        free(f->free);
+        f->fds = f->free = NULL; /* n stays 0: no slots on this ring */
+    }
+    u->files = f;
+    return f;
+}
+
+/* Point slot at f->fds[slot] (an fd, or -1 to empty it): an SQE when one is free, which the next
+ * submit carries with everything else, else a syscall now. */
+static int files_update(coil_loop *loop, coil__uring_files *f, unsigned slot)
+{
+    struct io_uring_sqe *sqe = coil__uring_sqe(loop);
+    if (!sqe)
+        return io_uring_register_files_update(&loop->io.ring, slot, &f->fds[slot], 1) == 1 ? 0 : -1;
+    io_uring_prep_files_update(sqe, &f->fds[slot], 1, (int)slot);
+    io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
+    return 0;
+}
+
+int coil__uring_file_add(coil_loop *loop, int fd)
+{
+    coil__uring_files *f = files_of(loop);
+    if (!f || (!f->nfree && f->next == f->n))
+        return -1;
+    unsigned slot = f->nfree ? (unsigned)f->free[--f->nfree] : f->next++;
+    f->fds[slot] = fd;
+    if (files_update(loop, f, slot) != 0) {
+        f->fds[slot] = -1;
+        f->free[f->nfree++] = (int)slot;
+        return -1;
+    }
+    return (int)slot;
+}
+
+void coil__uring_file_remove(coil_loop *loop, int slot)
+{
+    coil__uring_files *f = loop->io.files;
+    if (!f || slot < 0 || (unsigned)slot >= f->n)
+        return;
+    f->fds[slot] = -1;
+    if (!loop->closed)
+        files_update(loop, f, (unsigned)slot);
+    f->free[f->nfree++] = slot;
+}
 
 struct io_uring_sqe *coil__uring_sqe(coil_loop *loop)
 {

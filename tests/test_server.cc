@@ -112,6 +112,40 @@ TEST(Server, ServesEachConnectionInItsOwnTask)
     });
 }
 
+// The servers of one loop share its provided-buffer ring: one going away must leave the ring
+// registered for the other's connections, the open ones and the new ones, even once the other
+// has no connection left.
+TEST(Server, ServersOnOneLoopShareItsRecvBuffersAndOutliveEachOther)
+{
+    coil_test::run([]() -> void * {
+        coil_server *a = nullptr, *b = nullptr;
+        EXPECT_EQ(coil_start_server(echo_handler, nullptr, "127.0.0.1", 0, nullptr, &a), 0);
+        EXPECT_EQ(coil_start_server(echo_handler, nullptr, "127.0.0.1", 0, nullptr, &b), 0);
+        EXPECT_EQ(roundtrip("127.0.0.1", coil_server_port(a), "to a"), "to a");
+        coil_stream *open_b = nullptr;
+        EXPECT_EQ(coil_open_connection("127.0.0.1", coil_server_port(b), nullptr, &open_b), 0);
+        char buf[16];
+        size_t n = 0;
+        EXPECT_EQ(coil_stream_write(open_b, "first", 5), 0);
+        EXPECT_EQ(coil_stream_readexactly(open_b, buf, 5, &n), 0);
+        coil_server_close(a);
+        EXPECT_EQ(coil_server_wait_closed(a), 0);
+        coil_server_free(a);
+        EXPECT_EQ(coil_stream_write(open_b, "again", 5), 0);
+        EXPECT_EQ(coil_stream_readexactly(open_b, buf, 5, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "again");
+        EXPECT_EQ(roundtrip("127.0.0.1", coil_server_port(b), "new to b"), "new to b");
+        coil_stream_free(open_b);
+        EXPECT_TRUE(wait_until([b] { return coil_server_connection_count(b) == 0; }));
+        EXPECT_EQ(roundtrip("127.0.0.1", coil_server_port(b), "b alone"), "b alone");
+        coil_server_close_clients(b);
+        coil_server_close(b);
+        EXPECT_EQ(coil_server_wait_closed(b), 0);
+        coil_server_free(b);
+        return nullptr;
+    });
+}
+
 TEST(Server, WithoutAHostItListensOnEveryFamily)
 {
     coil_test::run([]() -> void * {

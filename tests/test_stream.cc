@@ -2,6 +2,8 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -399,6 +401,59 @@ TEST(Stream, WriteAfterThePeerResetReportsTheError)
         }
         EXPECT_TRUE(err == -ECONNRESET || err == -EPIPE) << err;
         coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+// Stream sockets sit in fixed-file slots of the loop's ring, a table sized once (by the fd limit
+// when the first stream appears). Streams past the last slot must still work, and closing any
+// stream must close its socket (a slot holds a reference the fd close alone does not drop).
+TEST(Stream, StreamsPastTheFixedFileSlotsWorkAndEveryCloseReachesThePeer)
+{
+    coil_test::run([]() -> void * {
+        rlimit saved{};
+        EXPECT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+        int probe = dup(0); // the lowest free fd: how many this process holds now
+        close(probe);
+        enum { N = 40 };
+        // A small limit while the loop sizes its table: fewer slots than the streams below.
+        rlimit small = saved;
+        small.rlim_cur = (rlim_t)probe + 8;
+        EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &small), 0);
+        int a[N], b[N];
+        EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, &a[0]), 0);
+        b[0] = a[1];
+        coil_stream *s[N] = {};
+        EXPECT_EQ(coil_stream_from_fd(a[0], nullptr, &s[0]), 0);
+        EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+        for (int i = 1; i < N; i++) {
+            int sv[2];
+            EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+            a[i] = sv[0];
+            b[i] = sv[1];
+            EXPECT_EQ(coil_stream_from_fd(a[i], nullptr, &s[i]), 0);
+        }
+        for (int i = 0; i < N; i++) {
+            char out = (char)('A' + i), in = 0;
+            EXPECT_EQ(coil_stream_write(s[i], &out, 1), 0);
+            send_str(b[i], std::string(1, out));
+            size_t n = 0;
+            EXPECT_EQ(coil_stream_readexactly(s[i], &in, 1, &n), 0) << i;
+            EXPECT_EQ(in, out) << i;
+        }
+        for (int i = 0; i < N; i++)
+            coil_stream_free(s[i]);
+        coil_sleep(0); // one loop iteration submits what the frees queued
+        for (int i = 0; i < N; i++) {
+            char got[2] = {};
+            pollfd p{ b[i], POLLIN, 0 };
+            EXPECT_EQ(poll(&p, 1, 2000), 1) << i;
+            EXPECT_EQ(recv(b[i], got, 2, MSG_DONTWAIT), 1) << i; // the byte the stream wrote
+            EXPECT_EQ(got[0], (char)('A' + i)) << i;
+            EXPECT_EQ(poll(&p, 1, 2000), 1) << i;
+            EXPECT_EQ(recv(b[i], got, 2, MSG_DONTWAIT), 0) << i; // then EOF: the socket is closed
+            close(b[i]);
+        }
         return nullptr;
     });
 }
