@@ -1,12 +1,13 @@
 /* coil shards: call_soon_threadsafe, run_coroutine_threadsafe and the concurrent future.
  *
- * The concurrent future's state is guarded by a spinlock held for a few stores; a foreign thread
- * that blocks for the outcome sleeps on a futex word that settling flips (and wakes only if
- * someone sleeps), so the common case costs no syscall and no pthread object setup. Its task lives on the target loop and is touched only there. Tasks of
- * other loops awaiting it leave a heap-allocated waiter record (never a pointer into their
- * stack) that completion posts back to the waiter's own loop. */
+ * A foreign thread that blocks for a future's outcome sleeps on the future's state word (and is
+ * woken only if it sleeps), so the common case costs no syscall and no pthread object setup. The
+ * future's task lives on the target loop and is touched only there. Tasks of other loops
+ * awaiting it leave a heap-allocated waiter record (never a pointer into their stack) that
+ * completion posts back to the waiter's own loop. */
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -52,9 +53,25 @@ int coil_loop_call_soon_threadsafe_nowait(coil_loop *loop, coil_callback_fn cb, 
     return call_soon_ts(loop, cb, arg, true);
 }
 
-/* ---- the concurrent future ---- */
+/* ---- the concurrent future ----
+ *
+ * One atomic word carries the state, a bit lock and a "a thread sleeps on me" bit:
+ *
+ *   bits 0-1  CF_PENDING, CF_DONE, CF_FAILED, CF_CANCELLED
+ *   W_LOCK    held for a few stores while callbacks or waiters are added or removed, and while
+ *             the outcome is written; every change of the word is a CAS that expects it clear
+ *   W_SLEEPERS a foreign thread sleeps on the word (futex): settling wakes it, and only then
+ *
+ * Settling is one CAS (take the lock on a pending future) and one release store (the final
+ * state, lock clear); readers need only an acquire load of the word, after which the outcome
+ * fields never change again. The future is one 64-byte line: the submitting thread writes it,
+ * the loop writes the outcome into it, and the two threads exchange that line and nothing
+ * else. What only the loop needs while a task is suspended lives in a `struct cf_run` the loop
+ * allocates then. */
 
-enum { CF_PENDING = 0, CF_DONE, CF_FAILED, CF_CANCELLED };
+enum { CF_PENDING = 0, CF_DONE, CF_FAILED, CF_CANCELLED, CF_STATE = 3 };
+enum { W_LOCK = 1u << 2, W_SLEEPERS = 1u << 3, W_NOT_PENDING = UINT32_MAX };
+enum { RESULT_SPIN_NS = 50 * 1000 };
 
 struct cf_cb {
     struct cf_cb *next;
@@ -71,28 +88,33 @@ struct cf_waiter {
     bool abandoned;               /* the task was cancelled after completion had posted us */
 };
 
-struct coil_cfuture {
-    _Atomic int lock;             /* a spinlock over everything below: held for a few stores */
-    _Atomic uint32_t fword;       /* FW_DONE once settled; FW_WAITERS while a thread sleeps on it */
-    _Atomic unsigned refs;        /* the handle, the loop side, each waiter, each message */
-    int state;
-    bool retrieved;
-    void *result;
-    int code;
-    char *message;
-    struct cf_cb *cbs;
-    struct cf_waiter *waiters;
-    /* the loop side: touched on the target loop's thread only */
-    coil_loop *loop;
-    coil__inbox *ib;
+/* A task that suspended: loop thread only. */
+struct cf_run {
+    coil__ilink link;             /* on the inbox's cf_tasks list while the task is alive */
     coil_task *task;
-    coil__ilink task_link;        /* on the inbox's list while the task is alive */
-    coil_task_fn fn;
-    void *arg;
+    coil_cfuture *cf;
 };
 
-enum { FW_DONE = 1, FW_WAITERS = 2 };
-enum { RESULT_SPIN_NS = 50 * 1000 };
+struct coil_cfuture {
+    _Atomic uint32_t word;
+    _Atomic uint32_t refs;        /* the handle, the loop side, each waiter, each message */
+    void *result;
+    int code;
+    atomic_bool retrieved;        /* a failure was handed to someone: nothing to report */
+    bool started;                 /* loop thread: the start message ran, `run` replaced `arg` */
+    char *message;
+    coil__inbox *ib;
+    struct cf_cb *cbs;            /* under W_LOCK while pending */
+    struct cf_waiter *waiters;    /* likewise */
+    union {
+        void *arg;                /* the coroutine's argument, until its start message runs */
+        struct cf_run *run;       /* then, while its task is suspended: loop thread only */
+    };
+};
+
+#if defined(__x86_64__) || defined(__aarch64__)
+_Static_assert(sizeof(struct coil_cfuture) == 64, "a concurrent future must stay one cache line");
+#endif
 
 static void cpu_relax(void)
 {
@@ -103,31 +125,51 @@ static void cpu_relax(void)
 #endif
 }
 
-static void lock(coil_cfuture *cf)
+/* Lock a pending future. Returns the word as it was (lock clear), or W_NOT_PENDING when it is
+ * already settled: then its lists are gone and its outcome is final, so no lock is needed. */
+static uint32_t lock_pending(coil_cfuture *cf)
 {
-    for (unsigned i = 0; atomic_exchange_explicit(&cf->lock, 1, memory_order_acquire); i++)
-        while (atomic_load_explicit(&cf->lock, memory_order_relaxed))
-            if (++i > 100)
+    /* Acquire: a settled answer lets the caller read the outcome. */
+    uint32_t w = atomic_load_explicit(&cf->word, memory_order_acquire);
+    for (unsigned spins = 0;;) {
+        if ((w & CF_STATE) != CF_PENDING)
+            return W_NOT_PENDING;
+        if (w & W_LOCK) {
+            if (++spins > 100)
                 sched_yield(); /* the holder was preempted */
+            else
+                cpu_relax();
+            w = atomic_load_explicit(&cf->word, memory_order_acquire);
+            continue;
+        }
+        if (atomic_compare_exchange_weak_explicit(&cf->word, &w, w | W_LOCK, memory_order_acquire,
+                                                  memory_order_acquire))
+            return w;
+    }
 }
 
-static void unlock(coil_cfuture *cf) { atomic_store_explicit(&cf->lock, 0, memory_order_release); }
+/* Nobody else changes a locked word, so the value from lock_pending is still the right one. */
+static void unlock(coil_cfuture *cf, uint32_t w)
+{
+    atomic_store_explicit(&cf->word, w, memory_order_release);
+}
+
+static int state_of(coil_cfuture *cf)
+{
+    return (int)(atomic_load_explicit(&cf->word, memory_order_acquire) & CF_STATE);
+}
 
 static void futex_wake_all(_Atomic uint32_t *addr)
 {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
+/* The last reference goes only after settling (every path that drops the loop's reference
+ * settles first), and settling took the callback list: only the message is left to free. */
 static void cf_unref(coil_cfuture *cf)
 {
     if (atomic_fetch_sub_explicit(&cf->refs, 1, memory_order_acq_rel) != 1)
         return;
-    struct cf_cb *c = cf->cbs;
-    while (c) {
-        struct cf_cb *n = c->next;
-        free(c);
-        c = n;
-    }
     free(cf->message);
     free(cf);
 }
@@ -138,13 +180,11 @@ static void waiter_wake(void *a, void *b);
  * already done (the outcome given is dropped then). */
 static bool cf_settle(coil_cfuture *cf, int state, void *result, int code, char *message)
 {
-    lock(cf);
-    if (cf->state != CF_PENDING) {
-        unlock(cf);
+    uint32_t w = lock_pending(cf);
+    if (w == W_NOT_PENDING) {
         free(message);
         return false;
     }
-    cf->state = state;
     cf->result = result;
     cf->code = code;
     cf->message = message;
@@ -152,9 +192,11 @@ static bool cf_settle(coil_cfuture *cf, int state, void *result, int code, char 
     struct cf_waiter *ws = cf->waiters;
     cf->cbs = NULL;
     cf->waiters = NULL;
-    unlock(cf);
-    if (atomic_exchange_explicit(&cf->fword, FW_DONE, memory_order_release) & FW_WAITERS)
-        futex_wake_all(&cf->fword);
+    atomic_store_explicit(&cf->word, (uint32_t)state | (w & W_SLEEPERS), memory_order_release);
+    if (w & W_SLEEPERS)
+        futex_wake_all(&cf->word);
+    if (COIL_LIKELY(!cbs && !ws))
+        return true;
     /* Registration order, as concurrent.futures does: the lists were built by prepending. */
     struct cf_cb *rev = NULL;
     while (cbs) {
@@ -177,11 +219,9 @@ static bool cf_settle(coil_cfuture *cf, int state, void *result, int code, char 
     return true;
 }
 
-static void cf_task_done(coil_future *f, void *arg)
+/* The outcome of a finished task becomes cf's; loop thread. */
+static void settle_from_task(coil_cfuture *cf, coil_task *t)
 {
-    (void)f;
-    coil_cfuture *cf = arg;
-    coil_task *t = cf->task;
     void *res = NULL;
     int code = coil_task_result(t, &res);
     char *msg = NULL;
@@ -191,45 +231,83 @@ static void cf_task_done(coil_future *f, void *arg)
             msg = strdup(coil_exception_message(e));
     }
     cf_settle(cf, code == 0 ? CF_DONE : code == -ECANCELED ? CF_CANCELLED : CF_FAILED, res, code, msg);
-    cf->task = NULL;
-    coil__ilink_remove(&cf->task_link);
-    coil_task_free(t);
+}
+
+/* Settled by the loop itself, not by the task: a failure of the loop, nothing the caller must
+ * be told about twice. */
+static void settle_closed(coil_cfuture *cf, int code, const char *why)
+{
+    atomic_store_explicit(&cf->retrieved, true, memory_order_relaxed);
+    cf_settle(cf, CF_FAILED, NULL, code, why ? strdup(why) : NULL);
+}
+
+static void cf_task_done(coil_future *f, void *arg)
+{
+    (void)f;
+    struct cf_run *run = arg;
+    coil_cfuture *cf = run->cf;
+    settle_from_task(cf, run->task);
+    cf->run = NULL;
+    coil__ilink_remove(&run->link);
+    coil_task_free(run->task);
+    free(run);
     cf_unref(cf);
 }
 
-static void cf_start(void *a, void *b)
+/* The start message, on cf's loop. The task starts eagerly: most coroutines sent this way
+ * return without suspending, and those settle cf right here, without a trip through the ready
+ * queue or a done callback. */
+static void cf_start(void *a, void *fnp)
 {
-    (void)b;
     coil_cfuture *cf = a;
-    lock(cf);
-    bool pending = cf->state == CF_PENDING;
-    unlock(cf);
-    if (!pending) {
+    coil__inbox *ib = cf->ib;
+    void *arg = cf->arg;
+    cf->started = true;
+    cf->run = NULL;
+    if (state_of(cf) != CF_PENDING) {
         cf_unref(cf); /* cancelled before it could start: asyncio never enters the coroutine */
         return;
     }
-    int err = coil_loop_create_task(cf->loop, &cf->task, cf->fn, cf->arg, NULL);
-    if (err == 0)
-        err = coil_task_add_done_callback(cf->task, cf_task_done, cf);
+    if (COIL_UNLIKELY(ib->closing)) {
+        settle_closed(cf, COIL_ECLOSED, "the loop was closed before the task started");
+        cf_unref(cf);
+        return;
+    }
+    coil_task *t = NULL;
+    int err = coil_loop_create_task(ib->loop, &t, (coil_task_fn)fnp, arg, &(coil_task_opts){ .eager = true });
     if (err) {
-        if (cf->task) {
-            coil_task_cancel(cf->task, NULL);
-            coil_task_free(cf->task);
-            cf->task = NULL;
-        }
         cf_settle(cf, CF_FAILED, NULL, err, NULL);
         cf_unref(cf);
         return;
     }
-    coil__ilink_insert(&cf->ib->cf_tasks, &cf->task_link);
+    if (COIL_LIKELY(coil_task_done(t))) {
+        settle_from_task(cf, t);
+        coil_task_free(t);
+        cf_unref(cf);
+        return;
+    }
+    struct cf_run *run = malloc(sizeof *run);
+    if (!run || coil_task_add_done_callback(t, cf_task_done, run) != 0) {
+        free(run);
+        coil_task_cancel(t, NULL);
+        coil_task_free(t);
+        cf_settle(cf, CF_FAILED, NULL, -ENOMEM, NULL);
+        cf_unref(cf);
+        return;
+    }
+    run->task = t;
+    run->cf = cf;
+    coil__ilink_insert(&ib->cf_tasks, &run->link);
+    cf->run = run;
 }
 
 static void cf_cancel_task(void *a, void *b)
 {
     (void)b;
     coil_cfuture *cf = a;
-    if (cf->task)
-        coil_task_cancel(cf->task, "coil_cfuture_cancel");
+    /* Not started yet: the start message sees the cancelled state and never runs the task. */
+    if (cf->started && cf->run)
+        coil_task_cancel(cf->run->task, "coil_cfuture_cancel");
     cf_unref(cf);
 }
 
@@ -240,18 +318,24 @@ static int run_ts(coil_loop *loop, coil_task_fn fn, void *arg, coil_cfuture **ou
     coil__inbox *ib = coil__inbox_of(loop);
     if (!ib)
         return -ENOMEM;
-    coil_cfuture *cf = calloc(1, sizeof *cf);
+    coil_cfuture *cf = malloc(sizeof *cf);
     if (!cf)
         return -ENOMEM;
+    atomic_init(&cf->word, CF_PENDING);
     atomic_init(&cf->refs, 2);
-    cf->loop = loop;
+    cf->result = NULL;
+    cf->code = 0;
+    atomic_init(&cf->retrieved, false);
+    cf->started = false;
+    cf->message = NULL;
     cf->ib = ib;
-    cf->fn = fn;
+    cf->cbs = NULL;
+    cf->waiters = NULL;
     cf->arg = arg;
-    int err = nowait ? coil__inbox_try_post(ib, cf_start, cf, NULL) : coil__inbox_post(ib, cf_start, cf, NULL);
+    int err = nowait ? coil__inbox_try_post(ib, cf_start, cf, (void *)fn)
+                     : coil__inbox_post(ib, cf_start, cf, (void *)fn);
     if (err) {
-        atomic_store(&cf->refs, 1);
-        cf_unref(cf);
+        free(cf);
         return err;
     }
     *out = cf;
@@ -268,15 +352,16 @@ int coil_run_coroutine_threadsafe_nowait(coil_loop *loop, coil_task_fn fn, void 
     return run_ts(loop, fn, arg, out, true);
 }
 
-/* Under cf->mu, cf done. */
-static int outcome_locked(coil_cfuture *cf, void **result)
+/* cf is settled (an acquire load of its word said so). */
+static int outcome(coil_cfuture *cf, int state, void **result)
 {
-    cf->retrieved = true;
-    if (cf->state == CF_DONE) {
+    if (state == CF_DONE) {
         if (result)
             *result = cf->result;
         return 0;
     }
+    if (state == CF_FAILED)
+        atomic_store_explicit(&cf->retrieved, true, memory_order_relaxed);
     return cf->code ? cf->code : -ECANCELED;
 }
 
@@ -284,26 +369,28 @@ int coil_cfuture_result(coil_cfuture *cf, double timeout, void **result)
 {
     if (!cf)
         return -EINVAL;
+    uint32_t w = atomic_load_explicit(&cf->word, memory_order_acquire);
+    if (COIL_LIKELY((w & CF_STATE) != CF_PENDING))
+        return outcome(cf, (int)(w & CF_STATE), result);
+    coil_loop *loop = cf->ib->loop;
+    if (coil__tls_running == loop || coil__tls_loop == loop)
+        return -EDEADLK;
     uint64_t deadline = 0;
-    if (!(atomic_load_explicit(&cf->fword, memory_order_acquire) & FW_DONE)) {
-        if (coil__tls_running == cf->loop || coil__tls_loop == cf->loop)
-            return -EDEADLK;
-        if (timeout >= 0)
-            deadline = coil__now_ns() + (timeout > 1e9 ? (uint64_t)1e18 : (uint64_t)(timeout * 1e9));
-    }
+    if (timeout >= 0)
+        deadline = coil__now_ns() + (timeout > 1e9 ? (uint64_t)1e18 : (uint64_t)(timeout * 1e9));
     /* Results are often microseconds away, and waking a sleeping thread (an idle vCPU above
      * all) can cost more than that: poll a little before sleeping. */
-    if (!(atomic_load_explicit(&cf->fword, memory_order_acquire) & FW_DONE) && timeout != 0) {
+    if (timeout != 0) {
         uint64_t t0 = coil__now_ns();
-        while (!(atomic_load_explicit(&cf->fword, memory_order_acquire) & FW_DONE) &&
+        while (((w = atomic_load_explicit(&cf->word, memory_order_acquire)) & CF_STATE) == CF_PENDING &&
                coil__now_ns() - t0 < RESULT_SPIN_NS)
             for (int i = 0; i < 16; i++)
                 cpu_relax();
     }
     for (;;) {
-        uint32_t w = atomic_load_explicit(&cf->fword, memory_order_acquire);
-        if (w & FW_DONE)
-            break;
+        w = atomic_load_explicit(&cf->word, memory_order_acquire);
+        if ((w & CF_STATE) != CF_PENDING)
+            return outcome(cf, (int)(w & CF_STATE), result);
         struct timespec ts, *tsp = NULL;
         if (timeout >= 0) {
             uint64_t now = coil__now_ns();
@@ -313,16 +400,16 @@ int coil_cfuture_result(coil_cfuture *cf, double timeout, void **result)
             ts.tv_nsec = (long)((deadline - now) % 1000000000u);
             tsp = &ts;
         }
-        if (!(w & FW_WAITERS) &&
-            !atomic_compare_exchange_weak_explicit(&cf->fword, &w, FW_WAITERS, memory_order_acq_rel,
-                                                   memory_order_acquire))
+        if (w & W_LOCK) {
+            sched_yield(); /* settling or registering: a few stores away */
             continue;
-        syscall(SYS_futex, (uint32_t *)&cf->fword, FUTEX_WAIT_PRIVATE, FW_WAITERS, tsp, NULL, 0);
+        }
+        if (!(w & W_SLEEPERS) &&
+            !atomic_compare_exchange_weak_explicit(&cf->word, &w, w | W_SLEEPERS, memory_order_relaxed,
+                                                   memory_order_relaxed))
+            continue;
+        syscall(SYS_futex, (uint32_t *)&cf->word, FUTEX_WAIT_PRIVATE, w | W_SLEEPERS, tsp, NULL, 0);
     }
-    lock(cf);
-    int r = outcome_locked(cf, result);
-    unlock(cf);
-    return r;
 }
 
 int coil_cfuture_cancel(coil_cfuture *cf)
@@ -340,18 +427,9 @@ int coil_cfuture_cancel(coil_cfuture *cf)
     return 1;
 }
 
-bool coil_cfuture_done(coil_cfuture *cf)
-{
-    return (atomic_load_explicit(&cf->fword, memory_order_acquire) & FW_DONE) != 0;
-}
+bool coil_cfuture_done(coil_cfuture *cf) { return state_of(cf) != CF_PENDING; }
 
-bool coil_cfuture_cancelled(coil_cfuture *cf)
-{
-    lock(cf);
-    bool c = cf->state == CF_CANCELLED;
-    unlock(cf);
-    return c;
-}
+bool coil_cfuture_cancelled(coil_cfuture *cf) { return state_of(cf) == CF_CANCELLED; }
 
 int coil_cfuture_add_done_callback(coil_cfuture *cf, coil_cfuture_done_fn fn, void *arg)
 {
@@ -362,14 +440,13 @@ int coil_cfuture_add_done_callback(coil_cfuture *cf, coil_cfuture_done_fn fn, vo
         return -ENOMEM;
     c->fn = fn;
     c->arg = arg;
-    lock(cf);
-    if (cf->state == CF_PENDING) {
+    uint32_t w = lock_pending(cf);
+    if (w != W_NOT_PENDING) {
         c->next = cf->cbs;
         cf->cbs = c;
-        unlock(cf);
+        unlock(cf, w);
         return 0;
     }
-    unlock(cf);
     free(c);
     fn(cf, arg);
     return 0;
@@ -391,11 +468,12 @@ static void waiter_wake(void *a, void *b)
     coil__task_wake(w->task, 0);
 }
 
-static void cfwait_cancel(coil_task *t)
+/* Take w back from cf's list. False if settling already took the list (and posted w). */
+static bool waiter_unlink(coil_cfuture *cf, struct cf_waiter *w)
 {
-    struct cf_waiter *w = t->wait_obj;
-    coil_cfuture *cf = w->cf;
-    lock(cf);
+    uint32_t lw = lock_pending(cf);
+    if (lw == W_NOT_PENDING)
+        return false;
     bool found = false;
     for (struct cf_waiter **p = &cf->waiters; *p; p = &(*p)->next)
         if (*p == w) {
@@ -403,8 +481,15 @@ static void cfwait_cancel(coil_task *t)
             found = true;
             break;
         }
-    unlock(cf);
-    if (found) {
+    unlock(cf, lw);
+    return found;
+}
+
+static void cfwait_cancel(coil_task *t)
+{
+    struct cf_waiter *w = t->wait_obj;
+    coil_cfuture *cf = w->cf;
+    if (waiter_unlink(cf, w)) {
         coil_cfuture_cancel(cf); /* asyncio's wrap_future: the await's cancel cancels the source */
         coil__inbox_expect(w->ib, -1);
         coil__ilink_remove(&w->link);
@@ -429,31 +514,30 @@ int coil_cfuture_await(coil_cfuture *cf, void **result)
     int c = coil__task_check_cancel(t);
     if (c)
         return c;
+    int state = state_of(cf);
+    if (state != CF_PENDING)
+        return outcome(cf, state, result);
     coil__inbox *ib = coil__inbox_here();
     struct cf_waiter *w = malloc(sizeof *w);
     if (!ib || !w) {
         free(w);
         return -ENOMEM;
     }
-    lock(cf);
-    if (cf->state != CF_PENDING) {
-        int r = outcome_locked(cf, result);
-        unlock(cf);
+    uint32_t lw = lock_pending(cf);
+    if (lw == W_NOT_PENDING) {
         free(w);
-        return r;
+        return outcome(cf, state_of(cf), result);
     }
     *w = (struct cf_waiter){ .next = cf->waiters, .ib = ib, .task = t, .cf = cf };
     cf->waiters = w;
     atomic_fetch_add_explicit(&cf->refs, 1, memory_order_relaxed);
-    unlock(cf);
+    unlock(cf, lw);
     coil__inbox_expect(ib, +1);
     coil__ilink_insert(&ib->cf_waiters, &w->link);
     int r = coil__task_suspend(&cfwait_ops, w);
     if (r == -ECANCELED)
         return r; /* the cancel path owns w */
-    lock(cf);
-    r = outcome_locked(cf, result);
-    unlock(cf);
+    r = outcome(cf, state_of(cf), result);
     coil__ilink_remove(&w->link);
     cf_unref(cf);
     free(w);
@@ -468,13 +552,14 @@ void coil__cfuture_inbox_closing(coil__inbox *ib)
     /* Tasks of this loop still running a concurrent future will be destroyed, never finish:
      * settle their futures so no thread waits forever, and drop the loop's reference. */
     while (ib->cf_tasks.next != &ib->cf_tasks) {
-        coil_cfuture *cf = coil__container_of(ib->cf_tasks.next, coil_cfuture, task_link);
-        coil__ilink_remove(&cf->task_link);
-        coil_task_remove_done_callback(cf->task, cf_task_done, cf);
-        coil_task_free(cf->task);
-        cf->task = NULL;
-        cf->retrieved = true; /* not the task's failure: nothing to report later */
-        cf_settle(cf, CF_FAILED, NULL, COIL_ECLOSED, strdup("the loop was closed before the task finished"));
+        struct cf_run *run = coil__container_of(ib->cf_tasks.next, struct cf_run, link);
+        coil_cfuture *cf = run->cf;
+        coil__ilink_remove(&run->link);
+        coil_task_remove_done_callback(run->task, cf_task_done, run);
+        coil_task_free(run->task);
+        cf->run = NULL;
+        free(run);
+        settle_closed(cf, COIL_ECLOSED, "the loop was closed before the task finished");
         cf_unref(cf);
     }
     coil__ilink *l = ib->cf_waiters.next;
@@ -482,16 +567,7 @@ void coil__cfuture_inbox_closing(coil__inbox *ib)
         coil__ilink *next = l->next;
         struct cf_waiter *w = coil__container_of(l, struct cf_waiter, link);
         coil_cfuture *cf = w->cf;
-        bool found = false;
-        lock(cf);
-        for (struct cf_waiter **p = &cf->waiters; *p; p = &(*p)->next)
-            if (*p == w) {
-                *p = w->next;
-                found = true;
-                break;
-            }
-        unlock(cf);
-        if (found) {
+        if (waiter_unlink(cf, w)) {
             coil__inbox_expect(ib, -1);
             coil__ilink_remove(&w->link);
             cf_unref(cf);
@@ -525,10 +601,9 @@ void coil_cfuture_free(coil_cfuture *cf)
 {
     if (!cf)
         return;
-    lock(cf);
-    bool report = cf->state == CF_FAILED && !cf->retrieved;
     struct unretrieved *u = NULL;
-    if (report && (u = malloc(sizeof *u))) {
+    if (COIL_UNLIKELY(state_of(cf) == CF_FAILED) && !atomic_load_explicit(&cf->retrieved, memory_order_relaxed) &&
+        (u = malloc(sizeof *u))) {
         u->code = cf->code;
         u->message = NULL;
         size_t need = (cf->message ? strlen(cf->message) : 0) + 64;
@@ -536,7 +611,6 @@ void coil_cfuture_free(coil_cfuture *cf)
             snprintf(u->message, need, "Concurrent future exception was never retrieved: %s",
                      cf->message ? cf->message : coil_strerror(cf->code));
     }
-    unlock(cf);
     if (u && coil__inbox_post(cf->ib, report_unretrieved, u, NULL) != 0) {
         free(u->message);
         free(u);
