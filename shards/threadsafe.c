@@ -164,14 +164,79 @@ static void futex_wake_all(_Atomic uint32_t *addr)
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
+/* ---- where futures come from ----
+ *
+ * A submitting thread often allocates thousands of futures before it frees the first, the
+ * pattern a general allocator's thread cache serves worst (a refill or a flush every hundred
+ * calls, and ~100 instructions a call on average). So each thread carves its futures out of its
+ * own 16 KiB chunk, one cache line each, and a chunk goes back to the heap when the last of its
+ * futures is released, by whichever thread that is. A chunk costs the heap some 7,000
+ * instructions to allocate and free (aligned, page-sized), under 30 per future at this size.
+ * The price: one long-lived future keeps its chunk alive. */
+enum { CF_SLOT = (sizeof(struct coil_cfuture) + 63) & ~(size_t)63, CHUNK_SIZE = 16384,
+       CHUNK_SLOTS = CHUNK_SIZE / CF_SLOT - 1 /* the first slot is the header */ };
+
+struct cf_chunk {
+    _Atomic uint32_t live;        /* slots not yet released: handed out and still held, or never
+                                   * handed out by a thread that is still alive */
+};
+
+static COIL__TLS struct cf_chunk *tls_chunk;
+static COIL__TLS unsigned tls_chunk_next;
+static pthread_key_t chunk_key;
+static pthread_once_t chunk_once = PTHREAD_ONCE_INIT;
+
+static void chunk_release(struct cf_chunk *c, uint32_t slots)
+{
+    if (atomic_fetch_sub_explicit(&c->live, slots, memory_order_acq_rel) == slots)
+        free(c);
+}
+
+/* Thread exit: the slots this thread will never hand out. */
+static void chunk_thread_exit(void *c)
+{
+    tls_chunk = NULL;
+    chunk_release(c, CHUNK_SLOTS - tls_chunk_next);
+}
+
+static void chunk_key_init(void) { pthread_key_create(&chunk_key, chunk_thread_exit); }
+
+static coil_cfuture *cf_alloc(void)
+{
+    struct cf_chunk *c = tls_chunk;
+    if (COIL_UNLIKELY(!c)) {
+        pthread_once(&chunk_once, chunk_key_init);
+        c = aligned_alloc(CHUNK_SIZE, CHUNK_SIZE);
+        if (!c)
+            return NULL;
+        atomic_init(&c->live, CHUNK_SLOTS);
+        tls_chunk = c;
+        tls_chunk_next = 0;
+        pthread_setspecific(chunk_key, c);
+    }
+    coil_cfuture *cf = (coil_cfuture *)(void *)((char *)c + CF_SLOT * (1 + tls_chunk_next));
+    if (++tls_chunk_next == CHUNK_SLOTS) {
+        /* All handed out: the futures alone keep the chunk now, and may free it any time. */
+        tls_chunk = NULL;
+        pthread_setspecific(chunk_key, NULL);
+    }
+    return cf;
+}
+
+static void cf_release(coil_cfuture *cf)
+{
+    chunk_release((struct cf_chunk *)((uintptr_t)cf & ~(uintptr_t)(CHUNK_SIZE - 1)), 1);
+}
+
 /* The last reference goes only after settling (every path that drops the loop's reference
  * settles first), and settling took the callback list: only the message is left to free. */
 static void cf_unref(coil_cfuture *cf)
 {
     if (atomic_fetch_sub_explicit(&cf->refs, 1, memory_order_acq_rel) != 1)
         return;
-    free(cf->message);
-    free(cf);
+    if (COIL_UNLIKELY(cf->message))
+        free(cf->message);
+    cf_release(cf);
 }
 
 static void waiter_wake(void *a, void *b);
@@ -318,7 +383,7 @@ static int run_ts(coil_loop *loop, coil_task_fn fn, void *arg, coil_cfuture **ou
     coil__inbox *ib = coil__inbox_of(loop);
     if (!ib)
         return -ENOMEM;
-    coil_cfuture *cf = malloc(sizeof *cf);
+    coil_cfuture *cf = cf_alloc();
     if (!cf)
         return -ENOMEM;
     atomic_init(&cf->word, CF_PENDING);
@@ -335,7 +400,7 @@ static int run_ts(coil_loop *loop, coil_task_fn fn, void *arg, coil_cfuture **ou
     int err = nowait ? coil__inbox_try_post(ib, cf_start, cf, (void *)fn)
                      : coil__inbox_post(ib, cf_start, cf, (void *)fn);
     if (err) {
-        free(cf);
+        cf_release(cf);
         return err;
     }
     *out = cf;
