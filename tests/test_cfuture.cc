@@ -136,6 +136,32 @@ TEST(CFuture, FourForeignThreadsSubmitAtOnce)
     }, 40.0);
 }
 
+TEST(CFuture, FuturesOutliveTheThreadThatMadeThemAndAnotherThreadFreesThem)
+{
+    // Enough futures to move the submitting thread from its small chunks onto huge ones; the
+    // submitter exits with its last chunk part used, and a second thread waits and frees.
+    coil_test::run([]() -> void * {
+        coil_loop *loop = coil_get_running_loop();
+        std::vector<coil_cfuture *> cfs(20000);
+        on_foreign_thread([&] {
+            for (size_t i = 0; i < cfs.size(); i++)
+                ASSERT_EQ(coil_run_coroutine_threadsafe(loop, plus_one, (void *)(intptr_t)i, &cfs[i]), 0);
+        });
+        long sum = 0;
+        on_foreign_thread([&] {
+            for (auto *cf : cfs) {
+                void *r = nullptr;
+                EXPECT_EQ(coil_cfuture_result(cf, 10.0, &r), 0);
+                sum += (long)(intptr_t)r;
+                coil_cfuture_free(cf);
+            }
+        });
+        long n = static_cast<long>(cfs.size());
+        EXPECT_EQ(sum, n * (n - 1) / 2 + n);
+        return nullptr;
+    }, 40.0);
+}
+
 TEST(CFuture, TaskFailureReachesTheWaiterAsItsCode)
 {
     coil_test::run([]() -> void * {
