@@ -46,7 +46,7 @@ int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts)
     size_t stack = opts->stack_size ? opts->stack_size : 256 * 1024;
     size_t compact = opts->compact_stack_size ? opts->compact_stack_size : 256 * 1024;
     err = coil__stackpool_init(&loop->stacks, stack, compact, opts->max_stacks,
-                               opts->auto_dedicated ? opts->auto_dedicated : 1024,
+                               opts->auto_dedicated ? opts->auto_dedicated : 256,
                                opts->pool_keep ? opts->pool_keep : 1024);
     if (err) {
         coil__uring_exit(&loop->io);
