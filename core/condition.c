@@ -128,6 +128,8 @@ int coil_condition_notify(coil_condition *c, int n)
 {
     if (!c)
         return -EINVAL;
+    if (coil__foreign_thread(c->loop, "coil_condition_notify"))
+        return COIL_EWRONGLOOP;
     if (!coil_lock_locked(c->lock))
         return COIL_EINVALSTATE;
     notify_n(c, n);

@@ -71,7 +71,7 @@ int coil_event_wait(coil_event *e)
 
 void coil_event_set(coil_event *e)
 {
-    if (!e || e->value)
+    if (!e || e->value || coil__foreign_thread(e->loop, "coil_event_set"))
         return;
     e->value = true;
     coil__wnode *n;
@@ -81,7 +81,7 @@ void coil_event_set(coil_event *e)
 
 void coil_event_clear(coil_event *e)
 {
-    if (e)
+    if (e && !coil__foreign_thread(e->loop, "coil_event_clear"))
         e->value = false;
 }
 

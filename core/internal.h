@@ -435,6 +435,16 @@ int coil__wrong_thread(const char *fn);
             return coil__wrong_thread(fn);                                                   \
     } while (0)
 
+/* The same for a primitive (event, lock, queue, ...) bound to `loop` (NULL: not bound yet): true,
+ * after saying so, when it is touched from a thread that does not own the loop, in debug mode. */
+static inline bool coil__foreign_thread(const coil_loop *loop, const char *fn)
+{
+    if (COIL_LIKELY(!loop || !loop->debug) || pthread_equal(loop->thread, pthread_self()))
+        return false;
+    coil__wrong_thread(fn);
+    return true;
+}
+
 /* ---- call graph (callgraph.c) ----
  * For a wait whose wait_obj is not itself an awaitable: the awaitables it still waits on. Each
  * fills up to `max` and returns how many there are. */

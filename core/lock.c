@@ -97,6 +97,8 @@ int coil_lock_release(coil_lock *l)
 {
     if (!l)
         return -EINVAL;
+    if (coil__foreign_thread(l->loop, "coil_lock_release"))
+        return COIL_EWRONGLOOP;
     if (!l->locked)
         return COIL_EINVALSTATE;
     l->locked = false;

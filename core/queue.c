@@ -270,6 +270,8 @@ int coil_queue_put_nowait(coil_queue *q, void *item)
 {
     if (!q)
         return -EINVAL;
+    if (coil__foreign_thread(q->loop, "coil_queue_put_nowait"))
+        return COIL_EWRONGLOOP;
     if (COIL_UNLIKELY(q->shutdown))
         return COIL_EQUEUESHUTDOWN;
     if (is_full(q))
@@ -308,6 +310,8 @@ int coil_queue_get_nowait(coil_queue *q, void **item)
 {
     if (!q)
         return -EINVAL;
+    if (coil__foreign_thread(q->loop, "coil_queue_get_nowait"))
+        return COIL_EWRONGLOOP;
     if (COIL_UNLIKELY(q->count == 0))
         return q->shutdown ? COIL_EQUEUESHUTDOWN : COIL_EQUEUEEMPTY;
     void *it = pop(q);
@@ -345,6 +349,8 @@ int coil_queue_task_done(coil_queue *q)
 {
     if (!q)
         return -EINVAL;
+    if (coil__foreign_thread(q->loop, "coil_queue_task_done"))
+        return COIL_EWRONGLOOP;
     if (q->unfinished == 0)
         return -EINVAL;
     if (--q->unfinished == 0)
@@ -364,7 +370,7 @@ int coil_queue_join(coil_queue *q)
 
 void coil_queue_shutdown(coil_queue *q, bool immediate)
 {
-    if (!q)
+    if (!q || coil__foreign_thread(q->loop, "coil_queue_shutdown"))
         return;
     q->shutdown = true;
     if (immediate) {

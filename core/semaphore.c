@@ -110,6 +110,8 @@ int coil_semaphore_release(coil_semaphore *s)
 {
     if (!s)
         return -EINVAL;
+    if (coil__foreign_thread(s->loop, "coil_semaphore_release"))
+        return COIL_EWRONGLOOP;
     if (s->bounded && s->value >= s->bound)
         return -EINVAL;
     if (s->value == INT_MAX)

@@ -130,6 +130,64 @@ TEST(Debug, LoopOnlyCallsFromAForeignThreadFailWithTheFunctionsName)
     EXPECT_EQ(0, coil_loop_close(loop));
 }
 
+TEST(Debug, PrimitivesOfALoopTouchedFromAForeignThreadAreRefusedByName)
+{
+    coil_loop *loop = nullptr;
+    coil_loop_opts lo = debug_opts();
+    ASSERT_EQ(0, coil_new_event_loop(&loop, &lo));
+    coil_set_event_loop(loop); // primitives created now belong to it
+    coil_event *ev = nullptr;
+    coil_lock *lock = nullptr;
+    coil_semaphore *sem = nullptr;
+    coil_condition *cond = nullptr;
+    coil_queue *q = nullptr;
+    ASSERT_EQ(0, coil_event_new(&ev));
+    ASSERT_EQ(0, coil_lock_new(&lock));
+    ASSERT_EQ(0, coil_semaphore_new(&sem, 1));
+    ASSERT_EQ(0, coil_condition_new(&cond, nullptr));
+    ASSERT_EQ(0, coil_queue_new(&q, nullptr));
+    ASSERT_EQ(0, coil_queue_put_nowait(q, &lo));
+    StderrCapture cap;
+    int r_release = 0, r_sem = 0, r_notify = 0, r_put = 0, r_get = 0, r_done = 0;
+    std::thread th([&] {
+        coil_event_set(ev);
+        coil_event_clear(ev);
+        r_release = coil_lock_release(lock);
+        r_sem = coil_semaphore_release(sem);
+        r_notify = coil_condition_notify(cond, 1);
+        r_put = coil_queue_put_nowait(q, &lo);
+        void *item = nullptr;
+        r_get = coil_queue_get_nowait(q, &item);
+        r_done = coil_queue_task_done(q);
+        coil_queue_shutdown(q, true);
+    });
+    th.join();
+    std::string err = cap.text();
+    for (int r : {r_release, r_sem, r_notify, r_put, r_get, r_done})
+        EXPECT_EQ(COIL_EWRONGLOOP, r);
+    for (const char *fn : {"coil_event_set", "coil_event_clear", "coil_lock_release", "coil_semaphore_release",
+                           "coil_condition_notify", "coil_queue_put_nowait", "coil_queue_get_nowait",
+                           "coil_queue_task_done", "coil_queue_shutdown"})
+        EXPECT_NE(std::string::npos, err.find(std::string("coil: ") + fn + " called from a thread that does not own the loop"))
+            << fn << "\n" << err;
+    // Nothing changed, and from the owning thread the same calls work.
+    EXPECT_FALSE(coil_event_is_set(ev));
+    EXPECT_EQ(1, coil_semaphore_value(sem));
+    EXPECT_EQ(1u, coil_queue_qsize(q));
+    EXPECT_EQ(0, coil_queue_put_nowait(q, &lo));
+    EXPECT_EQ(2u, coil_queue_qsize(q));
+    coil_event_set(ev);
+    EXPECT_TRUE(coil_event_is_set(ev));
+    EXPECT_EQ(0, coil_semaphore_release(sem));
+    coil_queue_free(q);
+    coil_condition_free(cond);
+    coil_semaphore_free(sem);
+    coil_lock_free(lock);
+    coil_event_free(ev);
+    coil_set_event_loop(nullptr);
+    EXPECT_EQ(0, coil_loop_close(loop));
+}
+
 TEST(Debug, CoilDebugInTheEnvironmentTurnsDebugModeOnAndOptionMinusOneOverridesIt)
 {
     setenv("COIL_DEBUG", "1", 1);

@@ -14,7 +14,9 @@
  * back; coil keeps its place).
  *
  * A call that has to suspend returns COIL_ENOTASK outside a task and COIL_EWRONGLOOP on a queue
- * of another loop; a put or get that does not need to wait never suspends.
+ * of another loop; a put or get that does not need to wait never suspends. In debug mode the
+ * non-suspending calls (put_nowait, get_nowait, task_done, shutdown) from a thread that does not
+ * own the queue's loop are refused: COIL_EWRONGLOOP (shutdown does nothing) and a line on stderr.
  */
 #ifndef COIL_QUEUE_H
 #define COIL_QUEUE_H

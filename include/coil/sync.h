@@ -12,7 +12,9 @@
  *   but before it ran returns -ECANCELED and passes what it was given on to the next waiter,
  *   as asyncio does.
  * - A call that has to suspend returns COIL_ENOTASK outside a task and COIL_EWRONGLOOP on an
- *   object of another loop.
+ *   object of another loop. In debug mode, set, clear, release and notify from a thread that
+ *   does not own the object's loop are refused too: COIL_EWRONGLOOP (or nothing done, for the
+ *   void ones) and a line on stderr naming the function.
  * - `_free` returns -EBUSY, and frees nothing, while a task is still inside a suspending call
  *   on the object (waiting, or woken and not yet run); freeing NULL is a no-op returning 0.
  */
