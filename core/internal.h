@@ -122,6 +122,10 @@ enum {
     COIL__TF_CANCELLING = 1 << 3,  /* inside coil_task_cancel: an await cycle must not recurse */
     COIL__TF_DEDICATED_RESERVED = 1 << 4,
     COIL__TF_STARTED = 1 << 5,
+    /* Runs a concurrent future's coroutine (shards/threadsafe.c). Entered even when cancelled
+     * before its first step, since only its body can settle the future; the body takes the
+     * request itself. A closing loop settles the futures of those still pending. */
+    COIL__TF_CFUTURE_BODY = 1 << 6,
 };
 
 /* What a suspended task waits on, so cancel can undo it and the call graph can show it. */

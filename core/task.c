@@ -110,7 +110,7 @@ static _Noreturn void task_main(void *task, void *fn);
 static bool start(coil_loop *loop, coil_task *t)
 {
     coil_task_fn fn = t->fn;
-    if (t->tflags & COIL__TF_MUST_CANCEL) {
+    if ((t->tflags & (COIL__TF_MUST_CANCEL | COIL__TF_CFUTURE_BODY)) == COIL__TF_MUST_CANCEL) {
         /* Cancelled before it started: asyncio never enters the coroutine. */
         t->tflags &= ~COIL__TF_MUST_CANCEL;
         coil__task_ext *x = coil__task_ext_get(t);

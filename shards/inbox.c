@@ -288,7 +288,6 @@ static coil__inbox *inbox_new(coil_loop *loop)
     ib->ring_fd = loop->io.ring.ring_fd;
     ib->ovf_tail = &ib->ovf_head;
     coil__ilink_init(&ib->cf_waiters);
-    coil__ilink_init(&ib->cf_tasks);
     /* Not listening yet: the first producer sends a wake-up, whose CQE hooks us in. */
     atomic_init(&ib->asleep, 1);
     return ib;

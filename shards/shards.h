@@ -77,7 +77,6 @@ typedef struct coil__inbox {
     unsigned spin_ns;             /* poll the ring this long before going to sleep */
     coil__ovf *ovf_head, **ovf_tail; /* messages this loop sent that did not fit their target */
     coil__ilink cf_waiters;       /* tasks of this loop awaiting a concurrent future */
-    coil__ilink cf_tasks;         /* concurrent futures whose task runs on this loop */
     coil_executor *default_executor;
     bool executor_shut;           /* coil_shutdown_default_executor was called */
     coil_runtime *runtime;        /* the runtime this loop is a shard of, or NULL */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -65,10 +66,15 @@ int coil_loop_call_soon_threadsafe_nowait(coil_loop *loop, coil_callback_fn cb, 
  *
  * Settling is one CAS (take the lock on a pending future) and one release store (the final
  * state, lock clear); readers need only an acquire load of the word, after which the outcome
- * fields never change again. The future is one 64-byte line: the submitting thread writes it,
- * the loop writes the outcome into it, and the two threads exchange that line and nothing
- * else. What only the loop needs while a task is suspended lives in a `struct cf_run` the loop
- * allocates then. */
+ * fields never change again. The shared part of the future is one 64-byte line: the
+ * submitting thread writes it, the loop writes the outcome into it, and the two threads
+ * exchange that line and nothing else. A second line holds what only the loop touches.
+ *
+ * The coroutine runs in a task of its own whose body (cf_body) calls it and settles the future
+ * in place as it returns: no done callback, no trip through the ready queue, and a burst of
+ * coroutines that return without suspending runs back to back on one stack (task.c). Such a
+ * task is flagged COIL__TF_CFUTURE_BODY: it is entered even if cancelled before its first step
+ * (only its body can settle the future), and a closing loop finds the ones still pending. */
 
 enum { CF_PENDING = 0, CF_DONE, CF_FAILED, CF_CANCELLED, CF_STATE = 3 };
 enum { W_LOCK = 1u << 2, W_SLEEPERS = 1u << 3, W_NOT_PENDING = UINT32_MAX };
@@ -89,32 +95,25 @@ struct cf_waiter {
     bool abandoned;               /* the task was cancelled after completion had posted us */
 };
 
-/* A task that suspended: loop thread only. */
-struct cf_run {
-    coil__ilink link;             /* on the inbox's cf_tasks list while the task is alive */
-    coil_task *task;
-    coil_cfuture *cf;
-};
-
 struct coil_cfuture {
     _Atomic uint32_t word;
     _Atomic uint32_t refs;        /* the handle, the loop side, each waiter, each message */
     void *result;
     int code;
     atomic_bool retrieved;        /* a failure was handed to someone: nothing to report */
-    bool started;                 /* loop thread: the start message ran, `run` replaced `arg` */
+    bool entered;                 /* the loop's thread: cf_body is inside the coroutine */
     char *message;
     coil__inbox *ib;
     struct cf_cb *cbs;            /* under W_LOCK while pending */
     struct cf_waiter *waiters;    /* likewise */
-    union {
-        void *arg;                /* the coroutine's argument, until its start message runs */
-        struct cf_run *run;       /* then, while its task is suspended: loop thread only */
-    };
+    void *arg;                    /* the coroutine's argument */
+    /* The loop's thread only. */
+    _Alignas(64) coil_task_fn fn; /* the coroutine, from the start message */
+    coil_task *task;              /* the task running it, while `entered` */
 };
 
 #if defined(__x86_64__) || defined(__aarch64__)
-_Static_assert(sizeof(struct coil_cfuture) == 64, "a concurrent future must stay one cache line");
+_Static_assert(offsetof(struct coil_cfuture, fn) == 64, "the shared part of a future must stay one cache line");
 #endif
 
 static void cpu_relax(void)
@@ -312,20 +311,6 @@ static bool cf_settle(coil_cfuture *cf, int state, void *result, int code, char 
     return true;
 }
 
-/* The outcome of a finished task becomes cf's; loop thread. */
-static void settle_from_task(coil_cfuture *cf, coil_task *t)
-{
-    void *res = NULL;
-    int code = coil_task_result(t, &res);
-    char *msg = NULL;
-    if (code && code != -ECANCELED) {
-        const coil_exception *e = coil_task_exception(t);
-        if (e)
-            msg = strdup(coil_exception_message(e));
-    }
-    cf_settle(cf, code == 0 ? CF_DONE : code == -ECANCELED ? CF_CANCELLED : CF_FAILED, res, code, msg);
-}
-
 /* Settled by the loop itself, not by the task: a failure of the loop, nothing the caller must
  * be told about twice. */
 static void settle_closed(coil_cfuture *cf, int code, const char *why)
@@ -334,29 +319,47 @@ static void settle_closed(coil_cfuture *cf, int code, const char *why)
     cf_settle(cf, CF_FAILED, NULL, code, why ? strdup(why) : NULL);
 }
 
-static void cf_task_done(coil_future *f, void *arg)
+/* The body of a coroutine's task: run it, then settle cf with its outcome. */
+static void *cf_body(void *a)
 {
-    (void)f;
-    struct cf_run *run = arg;
-    coil_cfuture *cf = run->cf;
-    settle_from_task(cf, run->task);
-    cf->run = NULL;
-    coil__ilink_remove(&run->link);
-    coil_task_free(run->task);
-    free(run);
+    coil_cfuture *cf = a;
+    coil_task *self = coil__running_task();
+    if (COIL_UNLIKELY(self->tflags & COIL__TF_MUST_CANCEL)) {
+        /* Cancelled before its first step (a shutdown cancelling every task): asyncio never
+         * enters the coroutine, and the future says so. */
+        self->tflags &= ~COIL__TF_MUST_CANCEL;
+        cf_settle(cf, CF_CANCELLED, NULL, -ECANCELED, NULL);
+        cf_unref(cf);
+        return NULL;
+    }
+    if (state_of(cf) != CF_PENDING) {
+        cf_unref(cf); /* cancelled by its caller before it started: never entered either */
+        return NULL;
+    }
+    cf->task = self;
+    cf->entered = true;
+    void *result = cf->fn(cf->arg);
+    cf->entered = false;
+    coil_exception *e = self->ext ? self->ext->exc : NULL;
+    if (COIL_LIKELY(!e)) {
+        cf_settle(cf, CF_DONE, result, 0, NULL);
+    } else {
+        /* The future carries the failure from here: the task's copy is not "never retrieved". */
+        self->aw.h.flags |= COIL__AW_RETRIEVED;
+        bool cancelled = e->code == -ECANCELED;
+        cf_settle(cf, cancelled ? CF_CANCELLED : CF_FAILED, NULL, e->code,
+                  !cancelled && e->message ? strdup(e->message) : NULL);
+    }
     cf_unref(cf);
+    return result;
 }
 
-/* The start message, on cf's loop. The task starts eagerly: most coroutines sent this way
- * return without suspending, and those settle cf right here, without a trip through the ready
- * queue or a done callback. */
+/* The start message, on cf's loop: the coroutine's task joins the ready queue, as asyncio's
+ * run_coroutine_threadsafe schedules a task from a call_soon_threadsafe callback. */
 static void cf_start(void *a, void *fnp)
 {
     coil_cfuture *cf = a;
     coil__inbox *ib = cf->ib;
-    void *arg = cf->arg;
-    cf->started = true;
-    cf->run = NULL;
     if (state_of(cf) != CF_PENDING) {
         cf_unref(cf); /* cancelled before it could start: asyncio never enters the coroutine */
         return;
@@ -366,41 +369,25 @@ static void cf_start(void *a, void *fnp)
         cf_unref(cf);
         return;
     }
+    cf->fn = (coil_task_fn)fnp;
     coil_task *t = NULL;
-    int err = coil_loop_create_task(ib->loop, &t, (coil_task_fn)fnp, arg, &(coil_task_opts){ .eager = true });
+    int err = coil_loop_create_task(ib->loop, &t, cf_body, cf, NULL);
     if (err) {
         cf_settle(cf, CF_FAILED, NULL, err, NULL);
         cf_unref(cf);
         return;
     }
-    if (COIL_LIKELY(coil_task_done(t))) {
-        settle_from_task(cf, t);
-        coil_task_free(t);
-        cf_unref(cf);
-        return;
-    }
-    struct cf_run *run = malloc(sizeof *run);
-    if (!run || coil_task_add_done_callback(t, cf_task_done, run) != 0) {
-        free(run);
-        coil_task_cancel(t, NULL);
-        coil_task_free(t);
-        cf_settle(cf, CF_FAILED, NULL, -ENOMEM, NULL);
-        cf_unref(cf);
-        return;
-    }
-    run->task = t;
-    run->cf = cf;
-    coil__ilink_insert(&ib->cf_tasks, &run->link);
-    cf->run = run;
+    t->tflags |= COIL__TF_CFUTURE_BODY;
+    coil_task_free(t); /* the loop's reference keeps it until it is done */
 }
 
 static void cf_cancel_task(void *a, void *b)
 {
     (void)b;
     coil_cfuture *cf = a;
-    /* Not started yet: the start message sees the cancelled state and never runs the task. */
-    if (cf->started && cf->run)
-        coil_task_cancel(cf->run->task, "coil_cfuture_cancel");
+    /* Not entered yet: cf_body sees the cancelled state and never calls the coroutine. */
+    if (cf->entered)
+        coil_task_cancel(cf->task, "coil_cfuture_cancel");
     cf_unref(cf);
 }
 
@@ -419,7 +406,7 @@ static int run_ts(coil_loop *loop, coil_task_fn fn, void *arg, coil_cfuture **ou
     cf->result = NULL;
     cf->code = 0;
     atomic_init(&cf->retrieved, false);
-    cf->started = false;
+    cf->entered = false;
     cf->message = NULL;
     cf->ib = ib;
     cf->cbs = NULL;
@@ -640,21 +627,23 @@ int coil_cfuture_await(coil_cfuture *cf, void **result)
 /* The loop of these waiters is closing: their tasks will never run again. Take back every
  * waiter still registered with its future; one whose wake-up is already on its way is freed
  * when it arrives (the closing inbox still drains). */
+/* A coroutine's task the closing loop will destroy, never finish: settle its future so no
+ * thread waits forever, and drop the loop's reference that cf_body would have dropped. */
+static void settle_abandoned(void *obj, void *ctx)
+{
+    (void)ctx;
+    coil_task *t = obj;
+    if (!(t->tflags & COIL__TF_CFUTURE_BODY) || t->aw.h.state != COIL__PENDING)
+        return;
+    t->tflags &= ~COIL__TF_CFUTURE_BODY;
+    coil_cfuture *cf = t->aw.result; /* cf_body's argument, kept there until the task ends */
+    settle_closed(cf, COIL_ECLOSED, "the loop was closed before the task finished");
+    cf_unref(cf);
+}
+
 void coil__cfuture_inbox_closing(coil__inbox *ib)
 {
-    /* Tasks of this loop still running a concurrent future will be destroyed, never finish:
-     * settle their futures so no thread waits forever, and drop the loop's reference. */
-    while (ib->cf_tasks.next != &ib->cf_tasks) {
-        struct cf_run *run = coil__container_of(ib->cf_tasks.next, struct cf_run, link);
-        coil_cfuture *cf = run->cf;
-        coil__ilink_remove(&run->link);
-        coil_task_remove_done_callback(run->task, cf_task_done, run);
-        coil_task_free(run->task);
-        cf->run = NULL;
-        free(run);
-        settle_closed(cf, COIL_ECLOSED, "the loop was closed before the task finished");
-        cf_unref(cf);
-    }
+    coil__pool_each(&ib->loop->task_pool, settle_abandoned, NULL);
     coil__ilink *l = ib->cf_waiters.next;
     while (l && l != &ib->cf_waiters) {
         coil__ilink *next = l->next;

@@ -307,6 +307,39 @@ TEST(CFuture, CancelledBeforeItStartsNeverRuns)
     EXPECT_EQ(coil_loop_close(loop), 0);
 }
 
+TEST(CFuture, ItsTaskCancelledBeforeItsFirstStepEndsTheFutureCancelled)
+{
+    // What a runtime shutdown does to every task: the coroutine's task is cancelled after the
+    // loop took the request but before the task ran. The coroutine is never entered, and the
+    // future must still end, cancelled, not wait forever.
+    static std::atomic<int> ran{ 0 };
+    ran = 0;
+    coil_test::run([]() -> void * {
+        coil_loop *loop = coil_get_running_loop();
+        coil_cfuture *cf = nullptr;
+        EXPECT_EQ(coil_run_coroutine_threadsafe(loop, [](void *) -> void * { ran = 1; return nullptr; }, nullptr, &cf), 0);
+        coil_task *self = coil_current_task();
+        coil_task *found = nullptr;
+        for (int i = 0; i < 100 && !found; i++) {
+            EXPECT_EQ(coil_sleep(0), 0); // the loop drains the request and queues the task
+            coil_task *ts[16];
+            size_t n = coil_all_tasks(loop, ts, 16);
+            for (size_t k = 0; k < n && k < 16; k++)
+                if (ts[k] != self)
+                    found = ts[k];
+        }
+        EXPECT_NE(found, nullptr);
+        if (found)
+            coil_task_cancel(found, "shutdown");
+        EXPECT_TRUE(await_until([&] { return coil_cfuture_done(cf); }, 5.0));
+        EXPECT_TRUE(coil_cfuture_cancelled(cf));
+        EXPECT_EQ(coil_cfuture_result(cf, 0, nullptr), -ECANCELED);
+        EXPECT_EQ(ran.load(), 0);
+        coil_cfuture_free(cf);
+        return nullptr;
+    });
+}
+
 TEST(CFuture, BadArgumentsAreEinval)
 {
     coil_cfuture *cf = nullptr;

@@ -37,7 +37,10 @@ int coil_loop_call_soon_threadsafe_nowait(coil_loop *loop, coil_callback_fn cb, 
 typedef struct coil_cfuture coil_cfuture;
 
 /* Run fn(arg) as a task on `loop`, from any thread, and return a concurrent future for its
- * outcome. Never suspends; waits for ring space like coil_loop_call_soon_threadsafe. Returns 0
+ * outcome. As in asyncio, the loop creates the task when it takes the request from its inbox,
+ * and the task's first step comes after the callbacks taken with it. A task cancelled before
+ * that step (a runtime shutdown cancels every task) never calls fn, and the future ends
+ * cancelled. Never suspends; waits for ring space like coil_loop_call_soon_threadsafe. Returns 0
  * and *out (free it with coil_cfuture_free), -EINVAL, -ENOMEM. Thread-safe. The task's return
  * value is handed over as is: one that comes back after the future was cancelled is dropped. */
 int coil_run_coroutine_threadsafe(coil_loop *loop, coil_task_fn fn, void *arg, coil_cfuture **out);
