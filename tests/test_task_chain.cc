@@ -3,6 +3,8 @@
 // each task had gone through the scheduler.
 #include <gtest/gtest.h>
 
+#include <pthread.h>
+
 #include <cerrno>
 #include <cstdint>
 #include <string>
@@ -183,9 +185,29 @@ void *record_e(void *)
     return nullptr;
 }
 
+int g_reports_off_thread_stack;
+
+// Is `p` on this thread's own stack (the scheduler's), rather than on a task's mapped stack?
+bool on_thread_stack(const void *p)
+{
+    pthread_attr_t attr;
+    void *lo = nullptr;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0)
+        return false;
+    pthread_attr_getstack(&attr, &lo, &size);
+    pthread_attr_destroy(&attr);
+    return p >= lo && static_cast<const char *>(p) < static_cast<const char *>(lo) + size;
+}
+
 void start_eager_task(coil_loop *, const coil_exc_context *, void *)
 {
     g_reports++;
+    int here = 0;
+    // The report of a task that finished with an exception comes from the scheduler: finishing
+    // on a task's stack (the hand-over) is only for tasks whose finish runs no user code.
+    if (!on_thread_stack(&here))
+        g_reports_off_thread_stack++;
     coil_task_opts o{};
     o.eager = true;
     coil_create_task(nullptr, record_e, nullptr, &o);
@@ -197,6 +219,7 @@ TEST(TaskChain, AnExceptionHandlerThatStartsAnEagerTaskRunsItSafely)
     // must not be run as if from the scheduler's stack while on a task's.
     coil_test::run([]() -> void * {
         g_reports = 0;
+        g_reports_off_thread_stack = 0;
         g_order.clear();
         coil_loop_set_exception_handler(coil_get_running_loop(), start_eager_task, nullptr);
         for (int round = 0; round < 3; round++) {
@@ -207,6 +230,7 @@ TEST(TaskChain, AnExceptionHandlerThatStartsAnEagerTaskRunsItSafely)
             coil_task_free(b);
         }
         EXPECT_EQ(g_reports, 3);
+        EXPECT_EQ(g_reports_off_thread_stack, 0);
         EXPECT_EQ(g_order, "E0E1E2");
         coil_loop_set_exception_handler(coil_get_running_loop(), nullptr, nullptr);
         return nullptr;
