@@ -2,13 +2,10 @@
  * into, drained by the loop every iteration, and the sleep/wake handshake (see shards.h) that
  * wakes the loop with an IORING_OP_MSG_RING only when it is really asleep. */
 #include <errno.h>
-#include <limits.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,15 +21,6 @@ struct coil__ovf {
     coil__inbox *to;
     coil__msg m;
 };
-
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 /* ---- sending a wake-up ---- */
 
@@ -138,11 +126,6 @@ static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
 
 /* ---- the loop side ---- */
 
-static void futex_wake_all(_Atomic uint32_t *addr)
-{
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
-
 static void ovf_flush(coil__inbox *self);
 
 unsigned coil__inbox_drain(coil__inbox *ib)
@@ -161,7 +144,7 @@ unsigned coil__inbox_drain(coil__inbox *ib)
         COIL__STAT_ADD(ib->loop, msgs_in, total);
         if (atomic_load_explicit(&ib->space_waiters, memory_order_seq_cst)) {
             atomic_fetch_add_explicit(&ib->space_seq, 1, memory_order_seq_cst);
-            futex_wake_all(&ib->space_seq);
+            coil__futex_wake_all(&ib->space_seq);
         }
     }
     return total;
@@ -190,7 +173,7 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
         uint64_t t0 = coil__now_ns();
         do {
             for (int i = 0; i < 32; i++)
-                cpu_relax();
+                coil__cpu_relax();
             if (!coil__mpsc_empty(ib->ring))
                 return true;
         } while (coil__now_ns() - t0 < spin);
@@ -348,12 +331,6 @@ static void ovf_flush(coil__inbox *self)
     }
 }
 
-static int futex_wait(_Atomic uint32_t *addr, uint32_t val, long ns)
-{
-    struct timespec ts = { 0, ns };
-    return (int)syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
-}
-
 int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
 {
     coil__msg m = { fn, a, b };
@@ -403,7 +380,7 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
         if (coil__mpsc_push(ib->ring, &m) == 0)
             break;
         if (i < 64) {
-            cpu_relax();
+            coil__cpu_relax();
         } else if (i < 128) {
             sched_yield();
         } else {
@@ -414,7 +391,7 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
             }
             /* The ring is full, so the loop has work: make sure it is awake to drain it. */
             after_push(ib);
-            futex_wait(&ib->space_seq, seq, 1000 * 1000);
+            coil__futex_wait(&ib->space_seq, seq, &(struct timespec){ 0, 1000 * 1000 });
             atomic_fetch_sub_explicit(&ib->space_waiters, 1, memory_order_seq_cst);
         }
     }

@@ -21,10 +21,37 @@
 #ifndef COIL_SHARDS_SHARDS_H
 #define COIL_SHARDS_SHARDS_H
 
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdatomic.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "mpsc.h"
+
+/* ---- waiting between threads: a spin hint and the two futex calls both files use ---- */
+
+static inline void coil__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline void coil__futex_wake_all(_Atomic uint32_t *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Sleep while *addr == val, at most *timeout (NULL: no limit). */
+static inline void coil__futex_wait(_Atomic uint32_t *addr, uint32_t val, const struct timespec *timeout)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, timeout, NULL, 0);
+}
 
 typedef struct coil__ovf coil__ovf;
 

@@ -6,16 +6,13 @@
  * awaiting it leave a heap-allocated waiter record (never a pointer into their stack) that
  * completion posts back to the waiter's own loop. */
 #include <errno.h>
-#include <limits.h>
 #include <stdatomic.h>
 #include <stddef.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -116,15 +113,6 @@ struct coil_cfuture {
 _Static_assert(offsetof(struct coil_cfuture, fn) == 64, "the shared part of a future must stay one cache line");
 #endif
 
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Lock a pending future. Returns the word as it was (lock clear), or W_NOT_PENDING when it is
  * already settled: then its lists are gone and its outcome is final, so no lock is needed. */
 static uint32_t lock_pending(coil_cfuture *cf)
@@ -138,7 +126,7 @@ static uint32_t lock_pending(coil_cfuture *cf)
             if (++spins > 100)
                 sched_yield(); /* the holder was preempted */
             else
-                cpu_relax();
+                coil__cpu_relax();
             w = atomic_load_explicit(&cf->word, memory_order_acquire);
             continue;
         }
@@ -157,11 +145,6 @@ static void unlock(coil_cfuture *cf, uint32_t w)
 static int state_of(coil_cfuture *cf)
 {
     return (int)(atomic_load_explicit(&cf->word, memory_order_acquire) & CF_STATE);
-}
-
-static void futex_wake_all(_Atomic uint32_t *addr)
-{
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 /* ---- where futures come from ----
@@ -286,7 +269,7 @@ static bool cf_settle(coil_cfuture *cf, int state, void *result, int code, char 
     cf->waiters = NULL;
     atomic_store_explicit(&cf->word, (uint32_t)state | (w & W_SLEEPERS), memory_order_release);
     if (w & W_SLEEPERS)
-        futex_wake_all(&cf->word);
+        coil__futex_wake_all(&cf->word);
     if (COIL_LIKELY(!cbs && !ws))
         return true;
     /* Registration order, as concurrent.futures does: the lists were built by prepending. */
@@ -465,7 +448,7 @@ int coil_cfuture_result(coil_cfuture *cf, double timeout, void **result)
         while (((w = atomic_load_explicit(&cf->word, memory_order_acquire)) & CF_STATE) == CF_PENDING &&
                coil__now_ns() - t0 < RESULT_SPIN_NS)
             for (int i = 0; i < 16; i++)
-                cpu_relax();
+                coil__cpu_relax();
     }
     for (;;) {
         w = atomic_load_explicit(&cf->word, memory_order_acquire);
@@ -488,7 +471,7 @@ int coil_cfuture_result(coil_cfuture *cf, double timeout, void **result)
             !atomic_compare_exchange_weak_explicit(&cf->word, &w, w | W_SLEEPERS, memory_order_relaxed,
                                                    memory_order_relaxed))
             continue;
-        syscall(SYS_futex, (uint32_t *)&cf->word, FUTEX_WAIT_PRIVATE, w | W_SLEEPERS, tsp, NULL, 0);
+        coil__futex_wait(&cf->word, w | W_SLEEPERS, tsp);
     }
 }
 
