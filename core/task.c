@@ -276,7 +276,9 @@ static bool finishes_quietly(const coil_task *t)
  * loop that spawns many short tasks runs them back to back. */
 static coil_task *next_on_this_stack(coil_loop *loop, coil_task *done)
 {
-    if (!done->stack || !done->stack->in_slab || loop->timing || loop->eager_task || !finishes_quietly(done))
+    /* A compact task's union holds its save buffer, not a stack: it has none to hand over. */
+    if ((done->tflags & COIL__TF_COMPACT) || !done->stack || !done->stack->in_slab || loop->timing ||
+        loop->eager_task || !finishes_quietly(done))
         return NULL;
     if (!loop->batch && !next_iteration_inline(loop))
         return NULL;

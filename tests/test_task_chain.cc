@@ -288,4 +288,36 @@ TEST(TaskChain, CompactAndSuspendingTasksMixedWithShortOnesKeepTheirFrames)
     });
 }
 
+TEST(TaskChain, ANewTaskAfterAResumedCompactTaskGetsItsOwnStack)
+{
+    // A compact task keeps its saved frames where a dedicated one keeps its stack: when one that
+    // was evicted and brought back finishes, it has no stack of its own to hand over, and the
+    // new task after it must not be given its save buffer as one (nor run on the shared stack).
+    coil_test::run([]() -> void * {
+        for (int round = 0; round < 50; round++) {
+            coil_task_opts compact{};
+            compact.stack_mode = COIL_STACK_COMPACT;
+            coil_task *a = nullptr, *b = nullptr, *c = nullptr, *d = nullptr;
+            EXPECT_EQ(coil_create_task(&a, yield_then_return, as_ptr(round), &compact), 0);
+            EXPECT_EQ(coil_create_task(&d, times7, as_ptr(round + 3000), &compact), 0);
+            EXPECT_EQ(coil_sleep(0), 0); // a ran up to its yield, d evicted it and returned
+            // b is queued behind a; c (compact) runs while b is suspended.
+            EXPECT_EQ(coil_create_task(&b, yield_then_return, as_ptr(round + 1000), nullptr), 0);
+            EXPECT_EQ(coil_create_task(&c, yield_then_return, as_ptr(round + 2000), &compact), 0);
+            void *r = nullptr;
+            EXPECT_EQ(coil_task_await(a, &r), 0);
+            EXPECT_EQ(as_int(r), round * 7);
+            EXPECT_EQ(coil_task_await(b, &r), 0);
+            EXPECT_EQ(as_int(r), (round + 1000) * 7);
+            EXPECT_EQ(coil_task_await(c, &r), 0);
+            EXPECT_EQ(as_int(r), (round + 2000) * 7);
+            EXPECT_EQ(coil_task_await(d, &r), 0);
+            EXPECT_EQ(as_int(r), (round + 3000) * 7);
+            for (auto *t : {a, b, c, d})
+                coil_task_free(t);
+        }
+        return nullptr;
+    });
+}
+
 } // namespace
