@@ -73,51 +73,44 @@ enum { RUN_MIN = 64 };
 
 static inline coil__heapent *run_at(const coil__timerheap *h, uint32_t pos) { return &h->run[pos & (h->run_cap - 1)]; }
 
-/* Double the array. Positions are absolute, so every timer keeps its position and nothing but
- * the slots is touched. */
-static int run_grow(coil__timerheap *h)
+/* Move the run into a fresh array of `cap` slots. Growing keeps every position (they are
+ * absolute, so no timer is touched); compacting drops the cancelled slots and renumbers the live
+ * timers from 0, so a run of mostly cancelled timeouts costs memory for its live ones only and
+ * positions never run out. */
+static int run_move(coil__timerheap *h, uint32_t cap, bool compact)
 {
-    uint32_t cap = h->run_cap ? h->run_cap * 2 : RUN_MIN;
     coil__heapent *r = coil__huge_alloc((size_t)cap * sizeof *r);
-    if (!r)
-        return -ENOMEM;
-    for (uint32_t pos = h->run_head; pos != h->run_tail; pos++)
-        r[pos & (cap - 1)] = *run_at(h, pos);
-    coil__huge_free(h->run, (size_t)h->run_cap * sizeof *r);
-    h->run = r;
-    h->run_cap = cap;
-    return 0;
-}
-
-/* Move the live timers into a fresh array, renumbered from 0: a run of mostly cancelled
- * timeouts costs memory for its live ones only, and positions never run out. */
-static int run_compact(coil__timerheap *h)
-{
-    coil__heapent *r = coil__huge_alloc((size_t)h->run_cap * sizeof *r);
     if (!r)
         return -ENOMEM;
     uint32_t k = 0;
     for (uint32_t pos = h->run_head; pos != h->run_tail; pos++) {
         coil__heapent ent = *run_at(h, pos);
-        if (ent.t) {
+        if (!compact) {
+            r[pos & (cap - 1)] = ent;
+        } else if (ent.t) {
             ent.t->idx = COIL__TIMER_IN_RUN | k;
             r[k++] = ent;
         }
     }
     coil__huge_free(h->run, (size_t)h->run_cap * sizeof *r);
     h->run = r;
-    h->run_head = 0;
-    h->run_tail = k;
+    h->run_cap = cap;
+    if (compact) {
+        h->run_head = 0;
+        h->run_tail = k;
+    }
     return 0;
 }
 
 static int run_append(coil__timerheap *h, coil__timer *t, uint64_t when)
 {
     /* Full: grow if over half the slots are live, else reclaim the cancelled ones. */
-    if (h->run_tail - h->run_head == h->run_cap &&
-        (h->run_live >= h->run_cap / 2 ? run_grow(h) : run_compact(h)) != 0)
-        return -ENOMEM;
-    if (h->run_tail == COIL__TIMER_IN_RUN - 1 && run_compact(h) != 0)
+    if (h->run_tail - h->run_head == h->run_cap) {
+        bool grow = h->run_live >= h->run_cap / 2;
+        if (run_move(h, grow ? (h->run_cap ? h->run_cap * 2 : RUN_MIN) : h->run_cap, !grow) != 0)
+            return -ENOMEM;
+    }
+    if (h->run_tail == COIL__TIMER_IN_RUN - 1 && run_move(h, h->run_cap, true) != 0)
         return -ENOMEM;
     *run_at(h, h->run_tail) = (coil__heapent){ when, t };
     t->idx = COIL__TIMER_IN_RUN | h->run_tail;
