@@ -242,7 +242,7 @@ static void run_eagerly(coil_loop *loop, coil_task *t)
 #endif
 }
 
-static bool next_iteration_inline(coil_loop *loop);
+static coil_task *batch_head_task(coil_loop *loop);
 
 #if defined(COIL_SANITIZE_BUILD)
 /* The sanitizers' fiber bookkeeping expects a switch per task. */
@@ -280,16 +280,11 @@ static coil_task *next_on_this_stack(coil_loop *loop, coil_task *done)
     if ((done->tflags & COIL__TF_COMPACT) || !done->stack || !done->stack->in_slab || loop->timing ||
         loop->eager_task || !finishes_quietly(done))
         return NULL;
-    if (!loop->batch && !next_iteration_inline(loop))
-        return NULL;
-    coil__rq *n = loop->batch;
-    if (n->kind != COIL__RQ_TASK)
-        return NULL;
-    coil_task *next = (coil_task *)n;
-    if ((next->tflags & (COIL__TF_STARTED | COIL__TF_COMPACT | COIL__TF_MUST_CANCEL)) ||
+    coil_task *next = batch_head_task(loop);
+    if (!next || (next->tflags & (COIL__TF_STARTED | COIL__TF_COMPACT | COIL__TF_MUST_CANCEL)) ||
         (next->ext && next->ext->stack_size))
         return NULL;
-    loop->batch = n->next;
+    loop->batch = next->aw.h.next;
     return next;
 }
 #endif
@@ -378,6 +373,16 @@ static bool next_iteration_inline(coil_loop *loop)
     return true;
 }
 
+/* The task at the head of this iteration's batch (the next iteration started inline if this one's
+ * is used up), or NULL if there is none or the head is not a task. Taking it is up to the caller. */
+static coil_task *batch_head_task(coil_loop *loop)
+{
+    if (!loop->batch && !next_iteration_inline(loop))
+        return NULL;
+    coil__rq *n = loop->batch;
+    return n->kind == COIL__RQ_TASK ? (coil_task *)n : NULL;
+}
+
 /* The task to hand over to directly, or NULL to go through the scheduler. Direct hand-over needs
  * both tasks on dedicated stacks (compact stacks are swapped on the scheduler's stack) and the
  * next one already started. */
@@ -385,15 +390,10 @@ static coil_task *next_direct(coil_loop *loop, coil_task *cur)
 {
     if (cur->tflags & COIL__TF_COMPACT)
         return NULL;
-    if (!loop->batch && !next_iteration_inline(loop))
+    coil_task *next = batch_head_task(loop);
+    if (!next || (next->tflags & (COIL__TF_COMPACT | COIL__TF_STARTED)) != COIL__TF_STARTED)
         return NULL;
-    coil__rq *n = loop->batch;
-    if (n->kind != COIL__RQ_TASK)
-        return NULL;
-    coil_task *next = (coil_task *)n;
-    if ((next->tflags & (COIL__TF_COMPACT | COIL__TF_STARTED)) != COIL__TF_STARTED)
-        return NULL;
-    loop->batch = n->next;
+    loop->batch = next->aw.h.next;
     return next;
 }
 
