@@ -128,6 +128,18 @@ static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
 
 static void ovf_flush(coil__inbox *self);
 
+/* Producers that found the ring full sleep on space_seq: after a pop, wake them. The fences
+ * pair up as in Dekker's algorithm: our pop (a store to the ring's head) against a producer's
+ * "I wait" (space_waiters), so either we see the waiter or its retry sees the free space. */
+static void space_freed(coil__inbox *ib)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&ib->space_waiters, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&ib->space_seq, 1, memory_order_seq_cst);
+        coil__futex_wake_all(&ib->space_seq);
+    }
+}
+
 unsigned coil__inbox_drain(coil__inbox *ib)
 {
     coil__msg batch[DRAIN_BATCH];
@@ -135,6 +147,8 @@ unsigned coil__inbox_drain(coil__inbox *ib)
     /* Bounded, so a flood from other threads cannot starve the loop's own ready work. */
     do {
         n = coil__mpsc_pop_batch(ib->ring, batch, DRAIN_BATCH);
+        if (n == DRAIN_BATCH)
+            space_freed(ib); /* a full ring: let a waiting producer go on while we run these */
         for (unsigned i = 0; i < n; i++)
             batch[i].fn(batch[i].a, batch[i].b);
         total += n;
@@ -142,10 +156,8 @@ unsigned coil__inbox_drain(coil__inbox *ib)
     if (total) {
         ib->drained += total;
         COIL__STAT_ADD(ib->loop, msgs_in, total);
-        if (atomic_load_explicit(&ib->space_waiters, memory_order_seq_cst)) {
-            atomic_fetch_add_explicit(&ib->space_seq, 1, memory_order_seq_cst);
-            coil__futex_wake_all(&ib->space_seq);
-        }
+        if (n < DRAIN_BATCH)
+            space_freed(ib);
     }
     return total;
 }
@@ -384,7 +396,8 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
         } else if (i < 128) {
             sched_yield();
         } else {
-            atomic_fetch_add_explicit(&ib->space_waiters, 1, memory_order_seq_cst);
+            atomic_fetch_add_explicit(&ib->space_waiters, 1, memory_order_relaxed);
+            atomic_thread_fence(memory_order_seq_cst); /* see space_freed */
             if (coil__mpsc_push(ib->ring, &m) == 0) {
                 atomic_fetch_sub_explicit(&ib->space_waiters, 1, memory_order_seq_cst);
                 break;
