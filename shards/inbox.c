@@ -149,6 +149,10 @@ unsigned coil__inbox_drain(coil__inbox *ib)
         n = coil__mpsc_pop_batch(ib->ring, batch, DRAIN_BATCH);
         if (n == DRAIN_BATCH)
             space_freed(ib); /* a full ring: let a waiting producer go on while we run these */
+        /* A message's first argument is nearly always the object its callback updates, written
+         * last by the sending core: fetch all of the batch's at once, not one miss per call. */
+        for (unsigned i = 0; i < n; i++)
+            coil__prefetch_write(batch[i].a);
         for (unsigned i = 0; i < n; i++)
             batch[i].fn(batch[i].a, batch[i].b);
         total += n;

@@ -106,7 +106,7 @@ int coil__mpsc_push(coil__mpsc *q, const coil__msg *m)
     struct slot *s = &q->slots[pos & q->mask];
     /* The consumer read that line a lap ago, so writing it costs a transfer from its cache:
      * ask for it a few pushes early, and the store below finds its own line here already. */
-    __builtin_prefetch(&q->slots[(pos + PREFETCH_SLOTS) & q->mask], 1);
+    coil__prefetch_write(&q->slots[(pos + PREFETCH_SLOTS) & q->mask]);
     s->msg = *m;
     atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
     return 0;
