@@ -77,14 +77,21 @@ enum { CF_PENDING = 0, CF_DONE, CF_FAILED, CF_CANCELLED, CF_STATE = 3 };
 enum { W_LOCK = 1u << 2, W_SLEEPERS = 1u << 3, W_NOT_PENDING = UINT32_MAX };
 enum { RESULT_SPIN_NS = 50 * 1000 };
 
+/* What settling runs, in registration order: a done callback, or the wake-up of a task of some
+ * loop awaiting the future. `run` owns the record from then on. */
 struct cf_cb {
     struct cf_cb *next;
+    void (*run)(coil_cfuture *cf, struct cf_cb *self);
+};
+
+struct cf_user_cb {
+    struct cf_cb cb;
     coil_cfuture_done_fn fn;
     void *arg;
 };
 
 struct cf_waiter {
-    struct cf_waiter *next;
+    struct cf_cb cb;              /* first: on the future's list while it is pending */
     coil__ilink link;             /* on its inbox's list, so a closing loop can find it */
     coil__inbox *ib;              /* the awaiting task's loop */
     coil_task *task;
@@ -101,16 +108,19 @@ struct coil_cfuture {
     bool entered;                 /* the loop's thread: cf_body is inside the coroutine */
     char *message;
     coil__inbox *ib;
-    struct cf_cb *cbs;            /* under W_LOCK while pending */
-    struct cf_waiter *waiters;    /* likewise */
-    void *arg;                    /* the coroutine's argument */
-    /* The loop's thread only. */
-    _Alignas(64) coil_task_fn fn; /* the coroutine, from the start message */
-    coil_task *task;              /* the task running it, while `entered` */
+    struct cf_cb *cbs;            /* under W_LOCK while pending, newest first */
+    /* Written by the submitter before the start message, then the loop's thread only. */
+    coil_task_fn fn;              /* the coroutine */
+    union {
+        void *arg;                /* its argument, until cf_body has read it */
+        coil_task *task;          /* then the task running it, while `entered` */
+    };
 };
 
 #if defined(__x86_64__) || defined(__aarch64__)
-_Static_assert(offsetof(struct coil_cfuture, fn) == 64, "the shared part of a future must stay one cache line");
+/* Every future is one line of fresh memory for the submitter (a burst of them is mostly page
+ * faults), and a line of its own, so the two threads never write one another's. */
+_Static_assert(sizeof(struct coil_cfuture) == 64, "a future must stay one cache line");
 #endif
 
 /* Lock a pending future. Returns the word as it was (lock clear), or W_NOT_PENDING when it is
@@ -251,6 +261,14 @@ static void cf_unref(coil_cfuture *cf)
 
 static void waiter_wake(void *a, void *b);
 
+/* A waiter's part of settling: its task resumes on its own loop. */
+static void waiter_post(coil_cfuture *cf, struct cf_cb *self)
+{
+    (void)cf;
+    struct cf_waiter *w = (struct cf_waiter *)self;
+    coil__inbox_post(w->ib, waiter_wake, w, NULL);
+}
+
 /* Settle cf once. Callbacks and waiter wake-ups run outside the lock. Returns false if cf was
  * already done (the outcome given is dropped then). */
 static bool cf_settle(coil_cfuture *cf, int state, void *result, int code, char *message)
@@ -264,15 +282,13 @@ static bool cf_settle(coil_cfuture *cf, int state, void *result, int code, char 
     cf->code = code;
     cf->message = message;
     struct cf_cb *cbs = cf->cbs;
-    struct cf_waiter *ws = cf->waiters;
     cf->cbs = NULL;
-    cf->waiters = NULL;
     atomic_store_explicit(&cf->word, (uint32_t)state | (w & W_SLEEPERS), memory_order_release);
     if (w & W_SLEEPERS)
         coil__futex_wake_all(&cf->word);
-    if (COIL_LIKELY(!cbs && !ws))
+    if (COIL_LIKELY(!cbs))
         return true;
-    /* Registration order, as concurrent.futures does: the lists were built by prepending. */
+    /* Registration order, as concurrent.futures does: the list was built by prepending. */
     struct cf_cb *rev = NULL;
     while (cbs) {
         struct cf_cb *n = cbs->next;
@@ -282,14 +298,8 @@ static bool cf_settle(coil_cfuture *cf, int state, void *result, int code, char 
     }
     while (rev) {
         struct cf_cb *n = rev->next;
-        rev->fn(cf, rev->arg);
-        free(rev);
+        rev->run(cf, rev);
         rev = n;
-    }
-    while (ws) {
-        struct cf_waiter *n = ws->next;
-        coil__inbox_post(ws->ib, waiter_wake, ws, NULL);
-        ws = n;
     }
     return true;
 }
@@ -319,9 +329,10 @@ static void *cf_body(void *a)
         cf_unref(cf); /* cancelled by its caller before it started: never entered either */
         return NULL;
     }
+    void *arg = cf->arg;
     cf->task = self;
     cf->entered = true;
-    void *result = cf->fn(cf->arg);
+    void *result = cf->fn(arg);
     cf->entered = false;
     coil_exception *e = self->ext ? self->ext->exc : NULL;
     if (COIL_LIKELY(!e)) {
@@ -339,8 +350,9 @@ static void *cf_body(void *a)
 
 /* The start message, on cf's loop: the coroutine's task joins the ready queue, as asyncio's
  * run_coroutine_threadsafe schedules a task from a call_soon_threadsafe callback. */
-static void cf_start(void *a, void *fnp)
+static void cf_start(void *a, void *b)
 {
+    (void)b;
     coil_cfuture *cf = a;
     coil__inbox *ib = cf->ib;
     if (state_of(cf) != CF_PENDING) {
@@ -352,7 +364,6 @@ static void cf_start(void *a, void *fnp)
         cf_unref(cf);
         return;
     }
-    cf->fn = (coil_task_fn)fnp;
     coil_task *t = NULL;
     int err = coil_loop_create_task(ib->loop, &t, cf_body, cf, NULL);
     if (err) {
@@ -393,10 +404,9 @@ static int run_ts(coil_loop *loop, coil_task_fn fn, void *arg, coil_cfuture **ou
     cf->message = NULL;
     cf->ib = ib;
     cf->cbs = NULL;
-    cf->waiters = NULL;
+    cf->fn = fn;
     cf->arg = arg;
-    int err = nowait ? coil__inbox_try_post(ib, cf_start, cf, (void *)fn)
-                     : coil__inbox_post(ib, cf_start, cf, (void *)fn);
+    int err = nowait ? coil__inbox_try_post(ib, cf_start, cf, NULL) : coil__inbox_post(ib, cf_start, cf, NULL);
     if (err) {
         cf_release(cf);
         return err;
@@ -494,19 +504,27 @@ bool coil_cfuture_done(coil_cfuture *cf) { return state_of(cf) != CF_PENDING; }
 
 bool coil_cfuture_cancelled(coil_cfuture *cf) { return state_of(cf) == CF_CANCELLED; }
 
+static void run_user_cb(coil_cfuture *cf, struct cf_cb *self)
+{
+    struct cf_user_cb *c = (struct cf_user_cb *)self;
+    c->fn(cf, c->arg);
+    free(c);
+}
+
 int coil_cfuture_add_done_callback(coil_cfuture *cf, coil_cfuture_done_fn fn, void *arg)
 {
     if (!cf || !fn)
         return -EINVAL;
-    struct cf_cb *c = malloc(sizeof *c);
+    struct cf_user_cb *c = malloc(sizeof *c);
     if (!c)
         return -ENOMEM;
+    c->cb.run = run_user_cb;
     c->fn = fn;
     c->arg = arg;
     uint32_t w = lock_pending(cf);
     if (w != W_NOT_PENDING) {
-        c->next = cf->cbs;
-        cf->cbs = c;
+        c->cb.next = cf->cbs;
+        cf->cbs = &c->cb;
         unlock(cf, w);
         return 0;
     }
@@ -538,9 +556,9 @@ static bool waiter_unlink(coil_cfuture *cf, struct cf_waiter *w)
     if (lw == W_NOT_PENDING)
         return false;
     bool found = false;
-    for (struct cf_waiter **p = &cf->waiters; *p; p = &(*p)->next)
-        if (*p == w) {
-            *p = w->next;
+    for (struct cf_cb **p = &cf->cbs; *p; p = &(*p)->next)
+        if (*p == &w->cb) {
+            *p = w->cb.next;
             found = true;
             break;
         }
@@ -591,8 +609,8 @@ int coil_cfuture_await(coil_cfuture *cf, void **result)
         free(w);
         return outcome(cf, state_of(cf), result);
     }
-    *w = (struct cf_waiter){ .next = cf->waiters, .ib = ib, .task = t, .cf = cf };
-    cf->waiters = w;
+    *w = (struct cf_waiter){ .cb = { cf->cbs, waiter_post }, .ib = ib, .task = t, .cf = cf };
+    cf->cbs = &w->cb;
     atomic_fetch_add_explicit(&cf->refs, 1, memory_order_relaxed);
     unlock(cf, lw);
     coil__inbox_expect(ib, +1);
