@@ -252,7 +252,10 @@ static void cf_release(coil_cfuture *cf)
  * settles first), and settling took the callback list: only the message is left to free. */
 static void cf_unref(coil_cfuture *cf)
 {
-    if (atomic_fetch_sub_explicit(&cf->refs, 1, memory_order_acq_rel) != 1)
+    /* Ours is the only reference left (nobody can take one without holding one): no need for a
+     * locked instruction, which would also have to win the line back from the settling core. */
+    if (atomic_load_explicit(&cf->refs, memory_order_acquire) != 1 &&
+        atomic_fetch_sub_explicit(&cf->refs, 1, memory_order_acq_rel) != 1)
         return;
     if (COIL_UNLIKELY(cf->message))
         free(cf->message);
