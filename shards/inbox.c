@@ -337,7 +337,7 @@ static void ovf_flush(coil__inbox *self)
 {
     coil__ovf *o;
     while ((o = self->ovf_head)) {
-        if (coil__mpsc_push(o->to->ring, &o->m) != 0)
+        if (coil__mpsc_push(o->to->ring, o->m.fn, o->m.a, o->m.b) != 0)
             return; /* still full: keep order, try again next iteration */
         self->ovf_head = o->next;
         if (!self->ovf_head)
@@ -349,15 +349,13 @@ static void ovf_flush(coil__inbox *self)
 
 int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
 {
-    coil__msg m = { fn, a, b };
-    coil_loop *me0 = coil__tls_running;
-    coil__inbox *self = me0 ? (coil__inbox *)__atomic_load_n(&me0->inbox, __ATOMIC_ACQUIRE) : NULL;
+    coil_loop *me = coil__tls_running;
+    coil__inbox *self = me ? (coil__inbox *)__atomic_load_n(&me->inbox, __ATOMIC_ACQUIRE) : NULL;
     if (self && self->ovf_head)
         return -EAGAIN; /* older messages of ours still wait: keep our order */
-    int err = coil__mpsc_push(ib->ring, &m);
+    int err = coil__mpsc_push(ib->ring, fn, a, b);
     if (err)
         return err;
-    coil_loop *me = coil__tls_running;
     if (me)
         COIL__STAT_ADD(me, msgs_out, 1);
     after_push(ib);
@@ -366,12 +364,11 @@ int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, v
 
 int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
 {
-    coil__msg m = { fn, a, b };
     coil_loop *me = coil__tls_running;
     coil__inbox *self = me ? (coil__inbox *)__atomic_load_n(&me->inbox, __ATOMIC_ACQUIRE) : NULL;
     if (me && !self)
         self = coil__inbox_here();
-    if (COIL_LIKELY(!self || !self->ovf_head) && coil__mpsc_push(ib->ring, &m) == 0) {
+    if (COIL_LIKELY(!self || !self->ovf_head) && coil__mpsc_push(ib->ring, fn, a, b) == 0) {
         if (me)
             COIL__STAT_ADD(me, msgs_out, 1);
         after_push(ib);
@@ -384,7 +381,7 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
             return -ENOMEM;
         o->next = NULL;
         o->to = ib;
-        o->m = m;
+        o->m = (coil__msg){ fn, a, b };
         *self->ovf_tail = o;
         self->ovf_tail = &o->next;
         COIL__STAT_ADD(me, msgs_out, 1);
@@ -393,7 +390,7 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
     /* A foreign thread waits for space: spin, yield, then sleep on the drain counter. */
     for (unsigned i = 0;; i++) {
         uint32_t seq = atomic_load_explicit(&ib->space_seq, memory_order_seq_cst);
-        if (coil__mpsc_push(ib->ring, &m) == 0)
+        if (coil__mpsc_push(ib->ring, fn, a, b) == 0)
             break;
         if (i < 64) {
             coil__cpu_relax();
@@ -402,7 +399,7 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
         } else {
             atomic_fetch_add_explicit(&ib->space_waiters, 1, memory_order_relaxed);
             atomic_thread_fence(memory_order_seq_cst); /* see space_freed */
-            if (coil__mpsc_push(ib->ring, &m) == 0) {
+            if (coil__mpsc_push(ib->ring, fn, a, b) == 0) {
                 atomic_fetch_sub_explicit(&ib->space_waiters, 1, memory_order_seq_cst);
                 break;
             }

@@ -81,7 +81,7 @@ void coil__mpsc_free(coil__mpsc *q)
         free(q->mem);
 }
 
-int coil__mpsc_push(coil__mpsc *q, const coil__msg *m)
+int coil__mpsc_push(coil__mpsc *q, void (*fn)(void *, void *), void *a, void *b)
 {
     uint64_t cap = q->mask + 1;
     uint64_t pos = atomic_load_explicit(&q->tail, memory_order_relaxed);
@@ -107,7 +107,7 @@ int coil__mpsc_push(coil__mpsc *q, const coil__msg *m)
     /* The consumer read that line a lap ago, so writing it costs a transfer from its cache:
      * ask for it a few pushes early, and the store below finds its own line here already. */
     coil__prefetch_write(&q->slots[(pos + PREFETCH_SLOTS) & q->mask]);
-    s->msg = *m;
+    s->msg = (coil__msg){ fn, a, b };
     atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
     return 0;
 }

@@ -46,10 +46,12 @@ int coil__mpsc_init(coil__mpsc **out, uint32_t capacity);
 /* Releases the ring. No push or pop may be running or follow. NULL is allowed. */
 void coil__mpsc_free(coil__mpsc *q);
 
-/* Appends a copy of *m. Thread-safe, lock-free, never blocks or suspends.
+/* Appends the message {fn, a, b}. Thread-safe, lock-free, never blocks or suspends.
  * Returns 0, or -EAGAIN when the ring is full (nothing is written). Messages pushed by one
- * thread are popped in the order that thread pushed them. */
-int coil__mpsc_push(coil__mpsc *q, const coil__msg *m);
+ * thread are popped in the order that thread pushed them. (Three words, not a coil__msg *: a
+ * message the caller has just built is still in its store buffer, and a wide copy of it cannot
+ * be forwarded from there; it would wait for every store before it to reach the cache.) */
+int coil__mpsc_push(coil__mpsc *q, void (*fn)(void *, void *), void *a, void *b);
 
 /* Moves up to `max` messages, oldest first, into out[]. Consumer thread only. Returns how many
  * were moved; 0 means nothing is ready. A producer that has claimed a slot but not yet filled

@@ -37,7 +37,7 @@ TEST(Mpsc, PopReturnsMessagesInPushOrderOnOneThread)
     Ring q(16);
     for (uintptr_t i = 0; i < 10; i++) {
         coil__msg m = make_msg(i, i * 7);
-        ASSERT_EQ(coil__mpsc_push(q, &m), 0);
+        ASSERT_EQ(coil__mpsc_push(q, m.fn, m.a, m.b), 0);
     }
     coil__msg out[16];
     ASSERT_EQ(coil__mpsc_pop_batch(q, out, 16), 10u);
@@ -54,11 +54,11 @@ TEST(Mpsc, PushOnFullRingReturnsEagainAndChangesNothing)
     Ring q(8);
     for (uintptr_t i = 0; i < 8; i++) {
         coil__msg m = make_msg(i, 0);
-        ASSERT_EQ(coil__mpsc_push(q, &m), 0);
+        ASSERT_EQ(coil__mpsc_push(q, m.fn, m.a, m.b), 0);
     }
     coil__msg extra = make_msg(999, 999);
-    EXPECT_EQ(coil__mpsc_push(q, &extra), -EAGAIN);
-    EXPECT_EQ(coil__mpsc_push(q, &extra), -EAGAIN);
+    EXPECT_EQ(coil__mpsc_push(q, extra.fn, extra.a, extra.b), -EAGAIN);
+    EXPECT_EQ(coil__mpsc_push(q, extra.fn, extra.a, extra.b), -EAGAIN);
 
     coil__msg out[16];
     ASSERT_EQ(coil__mpsc_pop_batch(q, out, 16), 8u);
@@ -68,10 +68,10 @@ TEST(Mpsc, PushOnFullRingReturnsEagainAndChangesNothing)
 
     // One slot freed is one push accepted, no more.
     for (uintptr_t i = 0; i < 8; i++)
-        ASSERT_EQ(coil__mpsc_push(q, &extra), 0);
+        ASSERT_EQ(coil__mpsc_push(q, extra.fn, extra.a, extra.b), 0);
     ASSERT_EQ(coil__mpsc_pop_batch(q, out, 1), 1u);
-    EXPECT_EQ(coil__mpsc_push(q, &extra), 0);
-    EXPECT_EQ(coil__mpsc_push(q, &extra), -EAGAIN);
+    EXPECT_EQ(coil__mpsc_push(q, extra.fn, extra.a, extra.b), 0);
+    EXPECT_EQ(coil__mpsc_push(q, extra.fn, extra.a, extra.b), -EAGAIN);
 }
 
 TEST(Mpsc, CapacityRoundsUpToAPowerOfTwoOfAtLeastTwo)
@@ -90,9 +90,9 @@ TEST(Mpsc, CapacityOfOneHoldsTwoMessages)
 {
     Ring q(1);
     coil__msg m = make_msg(1, 2);
-    EXPECT_EQ(coil__mpsc_push(q, &m), 0);
-    EXPECT_EQ(coil__mpsc_push(q, &m), 0);
-    EXPECT_EQ(coil__mpsc_push(q, &m), -EAGAIN);
+    EXPECT_EQ(coil__mpsc_push(q, m.fn, m.a, m.b), 0);
+    EXPECT_EQ(coil__mpsc_push(q, m.fn, m.a, m.b), 0);
+    EXPECT_EQ(coil__mpsc_push(q, m.fn, m.a, m.b), -EAGAIN);
 }
 
 TEST(Mpsc, InitRejectsZeroAndOversizedCapacity)
@@ -115,7 +115,7 @@ TEST(Mpsc, EmptyTracksWhatAPopWouldFind)
     Ring q(4);
     EXPECT_TRUE(coil__mpsc_empty(q));
     coil__msg m = make_msg(1, 1);
-    ASSERT_EQ(coil__mpsc_push(q, &m), 0);
+    ASSERT_EQ(coil__mpsc_push(q, m.fn, m.a, m.b), 0);
     EXPECT_FALSE(coil__mpsc_empty(q));
     coil__msg out;
     ASSERT_EQ(coil__mpsc_pop_batch(q, &out, 1), 1u);
@@ -127,7 +127,7 @@ TEST(Mpsc, PopBatchTakesNoMoreThanMax)
     Ring q(16);
     for (uintptr_t i = 0; i < 10; i++) {
         coil__msg m = make_msg(i, 0);
-        ASSERT_EQ(coil__mpsc_push(q, &m), 0);
+        ASSERT_EQ(coil__mpsc_push(q, m.fn, m.a, m.b), 0);
     }
     coil__msg out[4];
     EXPECT_EQ(coil__mpsc_pop_batch(q, out, 0), 0u);
@@ -150,7 +150,7 @@ TEST(Mpsc, FifoHoldsAcrossManyWrapArounds)
         uint32_t n = 1 + round % 4;
         for (uint32_t i = 0; i < n; i++) {
             coil__msg m = make_msg(pushed, ~pushed);
-            int rc = coil__mpsc_push(q, &m);
+            int rc = coil__mpsc_push(q, m.fn, m.a, m.b);
             if (rc == -EAGAIN)
                 break;
             ASSERT_EQ(rc, 0);
@@ -186,7 +186,7 @@ void stress(uint32_t capacity, unsigned producers, uintptr_t per_producer)
             for (uintptr_t seq = 0; seq < per_producer; seq++) {
                 coil__msg m = make_msg(id, seq);
                 int rc;
-                while ((rc = coil__mpsc_push(q, &m)) == -EAGAIN) {
+                while ((rc = coil__mpsc_push(q, m.fn, m.a, m.b)) == -EAGAIN) {
                     if (give_up.load(std::memory_order_relaxed))
                         return;
                     sched_yield();
