@@ -128,13 +128,14 @@ static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
 
 static void ovf_flush(coil__inbox *self);
 
-/* Producers that found the ring full sleep on space_seq: after a pop, wake them. The fences
- * pair up as in Dekker's algorithm: our pop (a store to the ring's head) against a producer's
- * "I wait" (space_waiters), so either we see the waiter or its retry sees the free space. */
+/* Producers that found the ring full sleep on space_seq: after a pop, wake them. As in
+ * Dekker's algorithm, our pop (a store of the head) and a producer's "I wait" each come before
+ * the other side's check, and both checks are read-modify-writes of space_waiters: whichever
+ * comes second in its order sees the first, so either we see the waiter or its retry sees the
+ * room. (A plain load here could pass our store of the head.) */
 static void space_freed(coil__inbox *ib)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&ib->space_waiters, memory_order_relaxed)) {
+    if (atomic_fetch_add_explicit(&ib->space_waiters, 0, memory_order_acq_rel)) {
         atomic_fetch_add_explicit(&ib->space_seq, 1, memory_order_seq_cst);
         coil__futex_wake_all(&ib->space_seq);
     }
@@ -397,8 +398,7 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
         } else if (i < 128) {
             sched_yield();
         } else {
-            atomic_fetch_add_explicit(&ib->space_waiters, 1, memory_order_relaxed);
-            atomic_thread_fence(memory_order_seq_cst); /* see space_freed */
+            atomic_fetch_add_explicit(&ib->space_waiters, 1, memory_order_acq_rel); /* see space_freed */
             if (coil__mpsc_push(ib->ring, fn, a, b) == 0) {
                 atomic_fetch_sub_explicit(&ib->space_waiters, 1, memory_order_seq_cst);
                 break;
