@@ -12,7 +12,7 @@
 #include "inbox_debug.h"
 #include "shards.h"
 
-enum { RING_CAPACITY = 4096, DRAIN_BATCH = 64, DRAIN_MAX = 4096, EXPECT_SPIN_NS = 20 * 1000 };
+enum { RING_CAPACITY = COIL__LANE_CAPACITY, DRAIN_BATCH = 64, DRAIN_MAX = 4096, EXPECT_SPIN_NS = 20 * 1000 };
 /* The res a wake-up CQE carries says who sent it (msg_ring passes `len` through as res). */
 enum { WAKE_FROM_LOOP = 1, WAKE_FROM_THREAD = 2 };
 
@@ -128,11 +128,11 @@ static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
 
 static void ovf_flush(coil__inbox *self);
 
-/* Producers that found the ring full sleep on space_seq: after a pop, wake them. As in
- * Dekker's algorithm, our pop (a store of the head) and a producer's "I wait" each come before
- * the other side's check, and both checks are read-modify-writes of space_waiters: whichever
- * comes second in its order sees the first, so either we see the waiter or its retry sees the
- * room. (A plain load here could pass our store of the head.) */
+/* Producers that found no room (in the ring or their lane) sleep on space_seq: after a pop,
+ * wake them. As in Dekker's algorithm, our pop (a store of a head) and a producer's "I wait"
+ * each come before the other side's check, and both checks are read-modify-writes of
+ * space_waiters: whichever comes second in its order sees the first, so either we see the
+ * waiter or its retry sees the room. (A plain load here could pass our store of the head.) */
 static void space_freed(coil__inbox *ib)
 {
     if (atomic_fetch_add_explicit(&ib->space_waiters, 0, memory_order_acq_rel)) {
@@ -141,30 +141,85 @@ static void space_freed(coil__inbox *ib)
     }
 }
 
-unsigned coil__inbox_drain(coil__inbox *ib)
+static unsigned run_batch(coil__inbox *ib, coil__msg *batch, unsigned n)
+{
+    if (n == DRAIN_BATCH)
+        space_freed(ib); /* maybe full: let a waiting producer go on while we run these */
+    /* A message's first argument is nearly always the object its callback updates, written
+     * last by the sending core: fetch all of the batch's at once, not one miss per call. */
+    for (unsigned i = 0; i < n; i++)
+        coil__prefetch_write(batch[i].a);
+    for (unsigned i = 0; i < n; i++)
+        batch[i].fn(batch[i].a, batch[i].b);
+    return n;
+}
+
+/* Take lane off the inbox's list (loop thread; producers only ever push at its head). */
+static void unlink_lane(coil__inbox *ib, coil__lane *prev, coil__lane *lane)
+{
+    if (!prev) {
+        coil__lane *head = lane;
+        if (atomic_compare_exchange_strong_explicit(&ib->lanes, &head, lane->next, memory_order_relaxed,
+                                                    memory_order_relaxed))
+            return;
+        for (prev = head; prev->next != lane; prev = prev->next)
+            ;
+    }
+    prev->next = lane->next;
+}
+
+/* One pass: a batch from the ring and one from each lane, so no sender starves another. Lanes
+ * whose thread has exited go once they are empty. */
+static unsigned drain_pass(coil__inbox *ib, bool *more)
 {
     coil__msg batch[DRAIN_BATCH];
+    unsigned n = coil__mpsc_pop_batch(ib->ring, batch, DRAIN_BATCH), total = run_batch(ib, batch, n);
+    *more = n == DRAIN_BATCH;
+    coil__lane *prev = NULL, *next;
+    for (coil__lane *l = atomic_load_explicit(&ib->lanes, memory_order_acquire); l; l = next) {
+        next = l->next;
+        /* Acquire: its last messages are visible once we see it closed. */
+        bool closed = atomic_load_explicit(&l->closed, memory_order_acquire);
+        n = coil__lane_pop_batch(l, batch, DRAIN_BATCH);
+        total += run_batch(ib, batch, n);
+        *more |= n == DRAIN_BATCH;
+        if (closed && coil__lane_empty(l)) {
+            unlink_lane(ib, prev, l);
+            coil__lane_unref(l);
+        } else {
+            prev = l;
+        }
+    }
+    return total;
+}
+
+unsigned coil__inbox_drain(coil__inbox *ib)
+{
     unsigned total = 0, n;
+    bool more;
     /* Bounded, so a flood from other threads cannot starve the loop's own ready work. */
     do {
-        n = coil__mpsc_pop_batch(ib->ring, batch, DRAIN_BATCH);
-        if (n == DRAIN_BATCH)
-            space_freed(ib); /* a full ring: let a waiting producer go on while we run these */
-        /* A message's first argument is nearly always the object its callback updates, written
-         * last by the sending core: fetch all of the batch's at once, not one miss per call. */
-        for (unsigned i = 0; i < n; i++)
-            coil__prefetch_write(batch[i].a);
-        for (unsigned i = 0; i < n; i++)
-            batch[i].fn(batch[i].a, batch[i].b);
+        n = drain_pass(ib, &more);
+        if (n)
+            space_freed(ib);
         total += n;
-    } while (n == DRAIN_BATCH && total < DRAIN_MAX);
+    } while (more && total < DRAIN_MAX);
     if (total) {
         ib->drained += total;
         COIL__STAT_ADD(ib->loop, msgs_in, total);
-        if (n < DRAIN_BATCH)
-            space_freed(ib);
     }
     return total;
+}
+
+/* Nothing to drain right now (relaxed looks: the sleep handshake orders them). */
+static bool inbox_empty(const coil__inbox *ib)
+{
+    if (!coil__mpsc_empty(ib->ring))
+        return false;
+    for (const coil__lane *l = atomic_load_explicit(&ib->lanes, memory_order_acquire); l; l = l->next)
+        if (!coil__lane_empty(l))
+            return false;
+    return true;
 }
 
 static bool src_drain(coil_loop *loop, coil__loop_source *s)
@@ -180,7 +235,7 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
 {
     (void)loop;
     coil__inbox *ib = coil__container_of(s, coil__inbox, src);
-    if (ib->ovf_head || !coil__mpsc_empty(ib->ring))
+    if (ib->ovf_head || !inbox_empty(ib))
         return true;
     /* A reply is often a few microseconds away: a short spin saves both sides a syscall, and
      * on a virtual machine the wake-up of an idle vCPU can cost tens of microseconds. Runtime
@@ -191,7 +246,7 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
         do {
             for (int i = 0; i < 32; i++)
                 coil__cpu_relax();
-            if (!coil__mpsc_empty(ib->ring))
+            if (!inbox_empty(ib))
                 return true;
         } while (coil__now_ns() - t0 < spin);
     }
@@ -200,7 +255,7 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
      * that producer sees 1 and wakes us. */
     atomic_exchange_explicit(&ib->asleep, 1, memory_order_acq_rel);
     ib->may_sleep = true;
-    if (!coil__mpsc_empty(ib->ring))
+    if (!inbox_empty(ib))
         return true; /* after_block clears the flag */
     return false;
 }
@@ -265,6 +320,12 @@ static void inbox_close(coil_loop *loop, coil__loop_closer *c)
         ;
     if (ib->registered)
         coil__loop_remove_source(ib->loop, &ib->src);
+    coil__lane *next;
+    for (coil__lane *l = atomic_load_explicit(&ib->lanes, memory_order_acquire); l; l = next) {
+        next = l->next;
+        atomic_store_explicit(&l->orphaned, true, memory_order_release);
+        coil__lane_unref(l);
+    }
     coil__mpsc_free(ib->ring);
     free(ib);
 }
@@ -284,8 +345,10 @@ static coil__inbox *inbox_new(coil_loop *loop)
     ib->src.drain = src_drain;
     ib->src.before_block = src_before_block;
     ib->src.after_block = src_after_block;
+    static _Atomic uint64_t last_id;
     ib->loop = loop;
     ib->ring_fd = loop->io.ring.ring_fd;
+    ib->id = atomic_fetch_add_explicit(&last_id, 1, memory_order_relaxed) + 1;
     ib->ovf_tail = &ib->ovf_head;
     coil__ilink_init(&ib->cf_waiters);
     /* Not listening yet: the first producer sends a wake-up, whose CQE hooks us in. */
@@ -334,11 +397,18 @@ static inline void after_push(coil__inbox *ib)
         send_wake(ib);
 }
 
+/* This thread's way into ib: its own lane, or the ring (lane.h). */
+static int push(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
+{
+    coil__lane *l = coil__lane_for(ib);
+    return l ? coil__lane_push(l, fn, a, b) : coil__mpsc_push(ib->ring, fn, a, b);
+}
+
 static void ovf_flush(coil__inbox *self)
 {
     coil__ovf *o;
     while ((o = self->ovf_head)) {
-        if (coil__mpsc_push(o->to->ring, o->m.fn, o->m.a, o->m.b) != 0)
+        if (push(o->to, o->m.fn, o->m.a, o->m.b) != 0)
             return; /* still full: keep order, try again next iteration */
         self->ovf_head = o->next;
         if (!self->ovf_head)
@@ -354,7 +424,7 @@ int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, v
     coil__inbox *self = me ? (coil__inbox *)__atomic_load_n(&me->inbox, __ATOMIC_ACQUIRE) : NULL;
     if (self && self->ovf_head)
         return -EAGAIN; /* older messages of ours still wait: keep our order */
-    int err = coil__mpsc_push(ib->ring, fn, a, b);
+    int err = push(ib, fn, a, b);
     if (err)
         return err;
     if (me)
@@ -369,7 +439,7 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
     coil__inbox *self = me ? (coil__inbox *)__atomic_load_n(&me->inbox, __ATOMIC_ACQUIRE) : NULL;
     if (me && !self)
         self = coil__inbox_here();
-    if (COIL_LIKELY(!self || !self->ovf_head) && coil__mpsc_push(ib->ring, fn, a, b) == 0) {
+    if (COIL_LIKELY(!self || !self->ovf_head) && push(ib, fn, a, b) == 0) {
         if (me)
             COIL__STAT_ADD(me, msgs_out, 1);
         after_push(ib);
@@ -391,7 +461,7 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
     /* A foreign thread waits for space: spin, yield, then sleep on the drain counter. */
     for (unsigned i = 0;; i++) {
         uint32_t seq = atomic_load_explicit(&ib->space_seq, memory_order_seq_cst);
-        if (coil__mpsc_push(ib->ring, fn, a, b) == 0)
+        if (push(ib, fn, a, b) == 0)
             break;
         if (i < 64) {
             coil__cpu_relax();
@@ -399,7 +469,7 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
             sched_yield();
         } else {
             atomic_fetch_add_explicit(&ib->space_waiters, 1, memory_order_acq_rel); /* see space_freed */
-            if (coil__mpsc_push(ib->ring, fn, a, b) == 0) {
+            if (push(ib, fn, a, b) == 0) {
                 atomic_fetch_sub_explicit(&ib->space_waiters, 1, memory_order_seq_cst);
                 break;
             }
@@ -435,4 +505,13 @@ unsigned coil__loop_inbox_capacity(coil_loop *loop)
 {
     coil__inbox *ib = coil__inbox_of(loop);
     return ib ? coil__mpsc_capacity(ib->ring) : 0;
+}
+
+unsigned coil__loop_inbox_lanes(coil_loop *loop)
+{
+    coil__inbox *ib = coil__inbox_of(loop);
+    unsigned n = 0;
+    for (coil__lane *l = ib ? atomic_load_explicit(&ib->lanes, memory_order_acquire) : NULL; l; l = l->next)
+        n++;
+    return n;
 }

@@ -22,8 +22,10 @@ void coil__loop_xstats(coil_loop *loop, coil__xstats *out);
 /* 1 if the loop has said it is about to block (or is blocked) waiting for its inbox, else 0.
  * Any thread. Creates the inbox if the loop has none. */
 int coil__loop_inbox_asleep(coil_loop *loop);
-/* How many messages the loop's inbox ring holds. Any thread. */
+/* How many messages the loop's inbox ring holds (a thread's own lane holds as many). Any thread. */
 unsigned coil__loop_inbox_capacity(coil_loop *loop);
+/* How many threads' own lanes (lane.h) the loop's inbox has. The loop's thread. */
+unsigned coil__loop_inbox_lanes(coil_loop *loop);
 
 #ifdef __cplusplus
 }

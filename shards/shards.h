@@ -1,10 +1,11 @@
 /* coil shards: what the shards files share. Private to the library.
  *
  * Every loop that talks to other threads has one inbox: a bounded MPSC ring of {fn, a, b}
- * messages that the loop drains every iteration, plus the sleep/wake handshake that lets a
+ * messages that other loops post into, a single-producer lane for each other thread that posts
+ * to it (lane.h), both drained every iteration, and the sleep/wake handshake that lets a
  * producer wake the loop only when it is really blocked in io_uring_enter:
  *
- *   loop (before blocking):  exchange(asleep, 1); if ring not empty: asleep = 0, don't block
+ *   loop (before blocking):  exchange(asleep, 1); if anything is queued: asleep = 0, don't block
  *   producer (after a push): if exchange(asleep, 0) == 1: send wake-up
  *
  * Both are acq_rel read-modify-writes of one variable, so one reads the other's write: either
@@ -29,6 +30,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "lane.h"
 #include "mpsc.h"
 
 /* ---- waiting between threads: a spin hint and the two futex calls both files use ---- */
@@ -84,8 +86,10 @@ typedef struct coil__inbox {
     coil__loop_closer closer;     /* first: loop->inbox points here */
     coil__loop_source src;
     coil_loop *loop;
-    coil__mpsc *ring;
+    coil__mpsc *ring;             /* what loops (and threads without a lane here) post through */
     int ring_fd;                  /* the loop's io_uring fd, the MSG_RING target */
+    uint64_t id;                  /* unique for the process's life (lane.c) */
+    _Atomic(struct coil__lane *) lanes; /* other threads' own lanes (lane.h); pushed by them */
 
     /* Shared with producers, each on its own line: producers exchange `asleep` after every push,
      * and the loop touches it only around a sleep, so while the loop is busy the line stays in
