@@ -167,7 +167,10 @@ void coil__loop_run_once(coil_loop *loop, bool block)
     for (coil__loop_source *s = loop->sources; wait && s; s = s->next)
         if (s->before_block && s->before_block(loop, s))
             wait = false;
-    if (wait || loop->io.inflight || loop->io.unsubmitted) {
+    /* With nothing in flight a CQE can still come: another thread's wake-up (MSG_RING), which
+     * also hooks in an inbox that thread created. Where the kernel flags pending completions,
+     * looking costs two loads, so a busy loop looks every iteration. */
+    if (wait || loop->io.inflight || loop->io.unsubmitted || (loop->io.flags & IORING_SETUP_TASKRUN_FLAG)) {
         uint64_t t0 = wait ? coil__now_ns() : 0;
         coil__uring_poll(loop, wait, timeout);
         if (wait)

@@ -393,8 +393,10 @@ coil__inbox *coil__inbox_here(void)
  * one producer, the one that reads 1, pay for the wake-up. */
 static inline void after_push(coil__inbox *ib)
 {
-    if (atomic_exchange_explicit(&ib->asleep, 0, memory_order_acq_rel))
+    if (atomic_exchange_explicit(&ib->asleep, 0, memory_order_acq_rel)) {
+        atomic_fetch_add_explicit(&ib->wakes_sent, 1, memory_order_relaxed);
         send_wake(ib);
+    }
 }
 
 /* This thread's way into ib: its own lane, or the ring (lane.h). */
@@ -493,6 +495,8 @@ void coil__loop_xstats(coil_loop *loop, coil__xstats *out)
     out->wakeups_from_loops = coil__stat_get(&s->wakeups_from_loops);
     out->wakeups_from_threads = coil__stat_get(&s->wakeups_from_threads);
     out->wakeups_sent = coil__stat_get(&s->wakeups_sent);
+    coil__inbox *ib = (coil__inbox *)__atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE);
+    out->wakes_sent_here = ib ? atomic_load_explicit(&ib->wakes_sent, memory_order_relaxed) : 0;
 }
 
 int coil__loop_inbox_asleep(coil_loop *loop)

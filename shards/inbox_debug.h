@@ -15,6 +15,8 @@ typedef struct coil__xstats {
     uint64_t msgs_in, msgs_out;                       /* popped by / posted from this loop */
     uint64_t wakeups_from_loops, wakeups_from_threads; /* wake-ups this loop received */
     uint64_t wakeups_sent;                            /* wake-ups this loop sent to other loops */
+    uint64_t wakes_sent_here;                         /* wake-ups producers sent this loop (a CQE
+                                                       * may land later, even while it is busy) */
 } coil__xstats;
 
 /* The loop's cross-thread counters. Loop thread (they have one writer). */

@@ -95,6 +95,7 @@ typedef struct coil__inbox {
      * and the loop touches it only around a sleep, so while the loop is busy the line stays in
      * the producer's cache. */
     _Alignas(64) _Atomic int asleep; /* 1: the loop may be blocked; whoever clears it wakes it */
+    _Atomic uint64_t wakes_sent;  /* by producers that cleared it (on the line they just wrote) */
     _Alignas(64) _Atomic uint32_t space_seq; /* bumped (and futex-woken) after a drain when producers wait */
     _Atomic uint32_t space_waiters;
 

@@ -171,3 +171,24 @@ TEST(Threadsafe, FromTheLoopsOwnThreadRunsOnALaterIteration)
         return nullptr;
     });
 }
+
+// A loop that never sleeps and has no I/O in flight still hears a thread that posts to it for
+// the first time: that thread creates the loop's inbox, which only its wake-up CQE hooks in.
+TEST(Threadsafe, ABusyLoopWithoutIoHearsAThreadsFirstMessage)
+{
+    coil_test::run([]() -> void * {
+        coil_loop *loop = coil_get_running_loop();
+        static std::atomic<int> heard;
+        heard = 0;
+        std::thread th([loop] {
+            EXPECT_EQ(coil_loop_call_soon_threadsafe(loop, [](void *) { heard = 1; return 0; }, nullptr), 0);
+        });
+        // Always ready, never a timer or an operation: the loop never blocks in the ring.
+        auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (!heard.load() && std::chrono::steady_clock::now() < end)
+            coil_sleep(0);
+        th.join();
+        EXPECT_EQ(heard.load(), 1);
+        return nullptr;
+    });
+}
