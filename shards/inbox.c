@@ -2,6 +2,8 @@
  * into, drained by the loop every iteration, and the sleep/wake handshake (see shards.h) that
  * wakes the loop with an IORING_OP_MSG_RING only when it is really asleep. */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -13,6 +15,8 @@
 #include "shards.h"
 
 enum { RING_CAPACITY = COIL__LANE_CAPACITY, DRAIN_BATCH = 64, DRAIN_MAX = 4096, EXPECT_SPIN_NS = 20 * 1000 };
+/* Lane messages between two sleeps that make the loop fence for its producers (see asym). */
+enum { ASYM_AFTER = 4096 };
 /* The res a wake-up CQE carries says who sent it (msg_ring passes `len` through as res). */
 enum { WAKE_FROM_LOOP = 1, WAKE_FROM_THREAD = 2 };
 
@@ -124,6 +128,88 @@ static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
         register_inbox(ib);
 }
 
+/* ---- the asymmetric handshake ----
+ *
+ * A producer's exchange of `asleep` is a locked instruction, which waits for all of the
+ * producer's earlier stores to reach the cache: with a stream of submissions that is most of a
+ * submission's cost. A loop that other threads flood (ASYM_AFTER lane messages without a sleep)
+ * sets `asym`: from then on producers only read the flag (and exchange it only when they see 1),
+ * and the loop, between setting the flag and its last look at the queues, runs
+ * membarrier(PRIVATE_EXPEDITED), which puts a full barrier into every running thread of the
+ * process. So a producer either pushed before its barrier (the loop sees the message) or reads
+ * the flag after it (and sees 1): no wake-up is lost. The price, ~10 us when another of our
+ * threads is running (an IPI on a VM), is paid only at a sleep, and only by a flooded loop; one
+ * that received fewer since its last sleep drops back to the exchange, fencing once more for
+ * producers still reading the old mode. */
+
+/* The process must register for the expedited barrier. While it has one thread that costs a
+ * few microseconds, so it is done as the library loads; once it has more, registering waits
+ * out an RCU grace period (~20 ms here), so a loop that wants it later asks a thread of its
+ * own to do it, and keeps to the exchange meanwhile. */
+enum { MB_UNKNOWN, MB_REGISTERING, MB_READY, MB_UNAVAILABLE };
+static _Atomic int membarrier_state;
+
+static void *membarrier_register(void *arg)
+{
+    (void)arg;
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    bool ok = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+              syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+    atomic_store_explicit(&membarrier_state, ok ? MB_READY : MB_UNAVAILABLE, memory_order_release);
+    return NULL;
+}
+
+static unsigned threads_in_process(void)
+{
+    /* /proc/self/stat: "pid (comm) state ..." with num_threads the 20th field; comm may hold
+     * spaces and parentheses, so count from the last ')'. */
+    char buf[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    for (int field = 2; p && field < 20; field++)
+        p = strchr(p + 1, ' ');
+    return p ? (unsigned)strtoul(p + 1, NULL, 10) : 0;
+}
+
+__attribute__((constructor)) static void membarrier_at_load(void)
+{
+    if (threads_in_process() == 1) {
+        atomic_store_explicit(&membarrier_state, MB_REGISTERING, memory_order_relaxed);
+        membarrier_register(NULL);
+    }
+}
+
+static bool asym_fence_ready(void)
+{
+    int st = atomic_load_explicit(&membarrier_state, memory_order_acquire);
+    if (COIL_LIKELY(st != MB_UNKNOWN))
+        return st == MB_READY;
+    if (!atomic_compare_exchange_strong(&membarrier_state, &st, MB_REGISTERING))
+        return false;
+    pthread_t th;
+    pthread_attr_t attr;
+    bool started = pthread_attr_init(&attr) == 0;
+    if (started) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&th, &attr, membarrier_register, NULL) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    if (!started)
+        atomic_store_explicit(&membarrier_state, MB_UNAVAILABLE, memory_order_release);
+    return false;
+}
+
+static void asym_fence(void)
+{
+    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+}
+
 /* ---- the loop side ---- */
 
 static void ovf_flush(coil__inbox *self);
@@ -181,6 +267,7 @@ static unsigned drain_pass(coil__inbox *ib, bool *more)
         /* Acquire: its last messages are visible once we see it closed. */
         bool closed = atomic_load_explicit(&l->closed, memory_order_acquire);
         n = coil__lane_pop_batch(l, batch, DRAIN_BATCH);
+        ib->lane_msgs += n;
         total += run_batch(ib, batch, n);
         *more |= n == DRAIN_BATCH;
         if (closed && coil__lane_empty(l)) {
@@ -207,6 +294,9 @@ unsigned coil__inbox_drain(coil__inbox *ib)
     if (total) {
         ib->drained += total;
         COIL__STAT_ADD(ib->loop, msgs_in, total);
+        if (COIL_UNLIKELY(ib->lane_msgs >= ib->asym_after) && !atomic_load_explicit(&ib->asym, memory_order_relaxed) &&
+            asym_fence_ready())
+            atomic_store_explicit(&ib->asym, 1, memory_order_relaxed);
     }
     return total;
 }
@@ -250,10 +340,18 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
                 return true;
         } while (coil__now_ns() - t0 < spin);
     }
+    bool asym = atomic_load_explicit(&ib->asym, memory_order_relaxed);
+    if (asym && ib->lane_msgs < ib->asym_after)
+        atomic_store_explicit(&ib->asym, 0, memory_order_relaxed); /* the flood is over */
+    ib->lane_msgs = 0;
     /* An RMW, not a store: producers exchange the flag after each push, so one of the two
      * exchanges reads the other's write (acquire/release): either we see the message below or
      * that producer sees 1 and wakes us. */
     atomic_exchange_explicit(&ib->asleep, 1, memory_order_acq_rel);
+    if (asym) {
+        asym_fence(); /* some producers may only read the flag */
+        ib->asym_fences++;
+    }
     ib->may_sleep = true;
     if (!inbox_empty(ib))
         return true; /* after_block clears the flag */
@@ -350,6 +448,7 @@ static coil__inbox *inbox_new(coil_loop *loop)
     ib->ring_fd = loop->io.ring.ring_fd;
     ib->id = atomic_fetch_add_explicit(&last_id, 1, memory_order_relaxed) + 1;
     ib->ovf_tail = &ib->ovf_head;
+    ib->asym_after = ASYM_AFTER;
     coil__ilink_init(&ib->cf_waiters);
     /* Not listening yet: the first producer sends a wake-up, whose CQE hooks us in. */
     atomic_init(&ib->asleep, 1);
@@ -389,10 +488,12 @@ coil__inbox *coil__inbox_here(void)
 
 /* ---- posting ---- */
 
-/* The producer's half of the handshake (see src_before_block). The exchange also makes exactly
- * one producer, the one that reads 1, pay for the wake-up. */
+/* The producer's half of the handshake (see src_before_block and asym). The exchange also
+ * makes exactly one producer, the one that reads 1, pay for the wake-up. */
 static inline void after_push(coil__inbox *ib)
 {
+    if (atomic_load_explicit(&ib->asym, memory_order_relaxed) && !atomic_load_explicit(&ib->asleep, memory_order_relaxed))
+        return;
     if (atomic_exchange_explicit(&ib->asleep, 0, memory_order_acq_rel)) {
         atomic_fetch_add_explicit(&ib->wakes_sent, 1, memory_order_relaxed);
         send_wake(ib);
@@ -496,6 +597,7 @@ void coil__loop_xstats(coil_loop *loop, coil__xstats *out)
     out->wakeups_from_threads = coil__stat_get(&s->wakeups_from_threads);
     out->wakeups_sent = coil__stat_get(&s->wakeups_sent);
     coil__inbox *ib = (coil__inbox *)__atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE);
+    out->asym_fences = ib ? ib->asym_fences : 0;
     out->wakes_sent_here = ib ? atomic_load_explicit(&ib->wakes_sent, memory_order_relaxed) : 0;
 }
 
@@ -518,4 +620,17 @@ unsigned coil__loop_inbox_lanes(coil_loop *loop)
     for (coil__lane *l = ib ? atomic_load_explicit(&ib->lanes, memory_order_acquire) : NULL; l; l = l->next)
         n++;
     return n;
+}
+
+int coil__loop_inbox_asym(coil_loop *loop)
+{
+    coil__inbox *ib = coil__inbox_of(loop);
+    return ib ? atomic_load_explicit(&ib->asym, memory_order_relaxed) : 0;
+}
+
+void coil__loop_inbox_set_asym_after(coil_loop *loop, unsigned msgs)
+{
+    coil__inbox *ib = coil__inbox_of(loop);
+    if (ib)
+        ib->asym_after = msgs;
 }

@@ -15,6 +15,7 @@ typedef struct coil__xstats {
     uint64_t msgs_in, msgs_out;                       /* popped by / posted from this loop */
     uint64_t wakeups_from_loops, wakeups_from_threads; /* wake-ups this loop received */
     uint64_t wakeups_sent;                            /* wake-ups this loop sent to other loops */
+    uint64_t asym_fences;                             /* membarriers before a sleep (inbox.c) */
     uint64_t wakes_sent_here;                         /* wake-ups producers sent this loop (a CQE
                                                        * may land later, even while it is busy) */
 } coil__xstats;
@@ -28,6 +29,10 @@ int coil__loop_inbox_asleep(coil_loop *loop);
 unsigned coil__loop_inbox_capacity(coil_loop *loop);
 /* How many threads' own lanes (lane.h) the loop's inbox has. The loop's thread. */
 unsigned coil__loop_inbox_lanes(coil_loop *loop);
+/* 1 while the loop fences for its producers before sleeping (inbox.c, asym). Any thread. */
+int coil__loop_inbox_asym(coil_loop *loop);
+/* Lane messages between two sleeps that switch that on (default 4096). The loop's thread. */
+void coil__loop_inbox_set_asym_after(coil_loop *loop, unsigned msgs);
 
 #ifdef __cplusplus
 }

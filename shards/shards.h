@@ -12,7 +12,9 @@
  * the loop sees the message or the producer sees the flag, and no wake-up is lost (the same
  * guarantee as a seq_cst fence on each side, in a form ThreadSanitizer can check). Only the
  * producer that reads 1 pays the syscall, and a busy loop (asleep == 0) costs producers the push
- * and one uncontended exchange. The wake-up is an IORING_OP_MSG_RING
+ * and one uncontended exchange. A loop flooded by other threads goes further (`asym`, see
+ * inbox.c): it fences for all of them with membarrier(2) before it sleeps, and producers only
+ * read the flag. The wake-up is an IORING_OP_MSG_RING
  * that posts a CQE into the loop's ring: from another loop's own ring (batched with its other
  * submissions), or from a small ring the foreign thread keeps for this. The CQE carries a
  * COIL__UD_CALLBACK record, so the loop's driver needs no special case and nothing has to stay
@@ -90,6 +92,7 @@ typedef struct coil__inbox {
     int ring_fd;                  /* the loop's io_uring fd, the MSG_RING target */
     uint64_t id;                  /* unique for the process's life (lane.c) */
     _Atomic(struct coil__lane *) lanes; /* other threads' own lanes (lane.h); pushed by them */
+    _Atomic int asym;             /* the loop fences for producers before it sleeps (inbox.c) */
 
     /* Shared with producers, each on its own line: producers exchange `asleep` after every push,
      * and the loop touches it only around a sleep, so while the loop is busy the line stays in
@@ -107,6 +110,9 @@ typedef struct coil__inbox {
     uint64_t drained;             /* messages run so far: shutdown's "still busy?" test, which must
                                    * not depend on counters that COIL_STATS=OFF compiles out */
     unsigned spin_ns;             /* poll the ring this long before going to sleep */
+    unsigned lane_msgs;           /* messages from lanes since the loop last went to sleep */
+    unsigned asym_after;          /* ...that switch `asym` on (ASYM_AFTER; tests lower it) */
+    uint64_t asym_fences;         /* membarriers run before a sleep */
     coil__ovf *ovf_head, **ovf_tail; /* messages this loop sent that did not fit their target */
     coil__ilink cf_waiters;       /* tasks of this loop awaiting a concurrent future */
     coil_executor *default_executor;

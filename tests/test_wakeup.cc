@@ -5,6 +5,11 @@
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <vector>
+
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <coil/coil.h>
 
@@ -209,4 +214,97 @@ TEST(Wakeup, StressEveryMessageDeliveredAndBusyTargetCostsNoWakeups)
             return nullptr;
         },
         60.0);
+}
+
+namespace {
+
+bool membarrier_available()
+{
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    return cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+}
+
+std::atomic<long> flood_received{ 0 };
+int count_message(void *)
+{
+    flood_received.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+}
+
+} // namespace
+
+// The asymmetric handshake on every sleep: producers only read the flag and the loop fences
+// with membarrier before it sleeps. Four threads post in bursts with pauses, so the loop keeps
+// falling asleep while they post; a single lost wake-up would leave it asleep with messages
+// queued and the test would time out.
+TEST(Wakeup, AsymmetricFenceLosesNoWakeupUnderBurstsFromFourThreads)
+{
+    if (!membarrier_available())
+        GTEST_SKIP() << "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) is not available here";
+    coil_test::run(
+        []() -> void * {
+            coil_loop *loop = coil_get_running_loop();
+            coil__loop_inbox_set_asym_after(loop, 1);
+            flood_received = 0;
+            enum { THREADS = 4, EACH = 20000 };
+            std::vector<std::thread> ths;
+            for (int t = 0; t < THREADS; t++)
+                ths.emplace_back([loop, t] {
+                    unsigned x = 2463534242u + (unsigned)t;
+                    for (int sent = 0; sent < EACH;) {
+                        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+                        for (int k = 1 + (int)(x % 64); k > 0 && sent < EACH; k--, sent++)
+                            EXPECT_EQ(coil_loop_call_soon_threadsafe(loop, count_message, nullptr), 0);
+                        for (unsigned spin = x % 20000; spin > 0; spin--)
+                            std::atomic_signal_fence(std::memory_order_seq_cst);
+                    }
+                });
+            EXPECT_TRUE(await_until([] { return flood_received.load() == THREADS * EACH; }, 30.0));
+            for (auto &t : ths)
+                t.join();
+            coil__xstats x = xstats(loop);
+            EXPECT_GT(x.asym_fences, 0u) << "the loop never fenced: the path under test did not run";
+            std::printf("[ info ] %d messages, %llu fenced sleeps, %llu wake-ups\n", THREADS * EACH,
+                        (unsigned long long)x.asym_fences, (unsigned long long)x.wakeups_from_threads);
+            return nullptr;
+        },
+        60.0);
+}
+
+// A flood switches the loop to the fence; the first sleep after a quiet spell switches it back,
+// and the exchange still wakes it.
+TEST(Wakeup, TheLoopDropsTheFenceOnceTheFloodIsOver)
+{
+    if (!membarrier_available())
+        GTEST_SKIP() << "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) is not available here";
+    Stress s;
+    coil_test::run(
+        [&s]() -> void * {
+            s.loop = coil_get_running_loop();
+            flood_received = 0;
+            start_busy(&s);
+            EXPECT_TRUE(await_until([&s] { return s.busy_running.load() == 1; }));
+            std::thread flood([&s] {
+                for (int i = 0; i < 10000; i++)
+                    EXPECT_EQ(coil_loop_call_soon_threadsafe(s.loop, count_message, nullptr), 0);
+            });
+            EXPECT_TRUE(await_until([] { return flood_received.load() == 10000; }));
+            flood.join();
+            EXPECT_EQ(coil__loop_inbox_asym(s.loop), 1) << "10,000 messages without a sleep: a flood";
+            end_busy(&s);
+            std::thread waker([&s] {
+                // Asleep after the flood (a fenced sleep), woken by one message; asleep again
+                // after that quiet spell, and then without the fence.
+                EXPECT_TRUE(wait_until([&s] { return asleep(s.loop); }));
+                EXPECT_EQ(coil_loop_call_soon_threadsafe(s.loop, count_message, nullptr), 0);
+                EXPECT_TRUE(wait_until([] { return flood_received.load() == 10001; }));
+                EXPECT_TRUE(wait_until([&s] { return asleep(s.loop) && coil__loop_inbox_asym(s.loop) == 0; }));
+                EXPECT_EQ(coil_loop_call_soon_threadsafe(s.loop, count_message, nullptr), 0);
+            });
+            EXPECT_TRUE(await_until([] { return flood_received.load() == 10002; }, 10.0));
+            waker.join();
+            EXPECT_EQ(coil__loop_inbox_asym(s.loop), 0);
+            return nullptr;
+        },
+        30.0);
 }
