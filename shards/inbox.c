@@ -205,9 +205,12 @@ static bool asym_fence_ready(void)
     return false;
 }
 
-static void asym_fence(void)
+static bool asym_fence(void)
 {
-    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+        return true;
+    atomic_store_explicit(&membarrier_state, MB_UNAVAILABLE, memory_order_relaxed);
+    return false;
 }
 
 /* ---- the loop side ---- */
@@ -349,7 +352,13 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
      * that producer sees 1 and wakes us. */
     atomic_exchange_explicit(&ib->asleep, 1, memory_order_acq_rel);
     if (asym) {
-        asym_fence(); /* some producers may only read the flag */
+        /* Some producers may only read the flag. Should the barrier ever fail, do not sleep
+         * this time, and use the exchange alone from now on. */
+        if (!asym_fence()) {
+            atomic_store_explicit(&ib->asym, 0, memory_order_relaxed);
+            ib->may_sleep = true;
+            return true;
+        }
         ib->asym_fences++;
     }
     ib->may_sleep = true;
