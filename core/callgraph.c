@@ -58,12 +58,10 @@ static size_t node_of(graph *g, coil__aw *aw)
         h = (h + 1) & (g->nslots - 1);
     }
     if (g->n == g->cap) {
-        size_t nc = g->cap ? g->cap * 2 : 64;
-        coil__aw **a = realloc(g->nodes, nc * sizeof *a);
+        coil__aw **a = coil__grow_array(g->nodes, &g->cap, sizeof *a, 64);
         if (!a)
             return SIZE_MAX;
         g->nodes = a;
-        g->cap = nc;
     }
     g->nodes[g->n] = aw;
     g->slots[h] = g->n + 1;
@@ -73,12 +71,10 @@ static size_t node_of(graph *g, coil__aw *aw)
 static bool add_edge(graph *g, size_t from, size_t to)
 {
     if (g->nedges == g->ecap) {
-        size_t nc = g->ecap ? g->ecap * 2 : 64;
-        edge *e = realloc(g->fwd, nc * sizeof *e);
+        edge *e = coil__grow_array(g->fwd, &g->ecap, sizeof *e, 64);
         if (!e)
             return false;
         g->fwd = e;
-        g->ecap = nc;
     }
     g->fwd[g->nedges++] = (edge){ from, to };
     return true;

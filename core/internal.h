@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "coil/coil.h"
 #include "ctx.h"
@@ -19,6 +20,19 @@
 #define COIL_LIKELY(x) __builtin_expect(!!(x), 1)
 #define COIL_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define coil__container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+/* Double a growable array's capacity (`first` if it has none yet). Returns the new array and
+ * updates *cap, or returns NULL and leaves both as they were. */
+static inline void *coil__grow_array(void *a, size_t *cap, size_t elem, size_t first)
+{
+    size_t n = *cap ? *cap * 2 : first;
+    if (n < *cap || n > SIZE_MAX / elem)
+        return NULL;
+    void *b = realloc(a, n * elem);
+    if (b)
+        *cap = n;
+    return b;
+}
 
 /* ---- ready queue ----
  * Tasks and callback handles share one FIFO so call_soon order holds across both. Every queued

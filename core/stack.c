@@ -228,12 +228,10 @@ bool coil__stackpool_trim(coil__stackpool *p, unsigned max)
 {
     while (p->nfree > p->keep && max--) {
         if (p->ncold == p->cold_cap) {
-            unsigned cap = p->cold_cap ? p->cold_cap * 2 : 64;
-            coil__stack **cold = realloc(p->cold, cap * sizeof *cold);
+            coil__stack **cold = coil__grow_array(p->cold, &p->cold_cap, sizeof *cold, 64);
             if (!cold)
                 return false;
             p->cold = cold;
-            p->cold_cap = cap;
         }
         coil__stack *s = p->free;
         p->free = s->next;

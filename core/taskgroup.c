@@ -78,19 +78,24 @@ static coil_exception *copy_exception(const coil_exception *e)
 
 /* Move the failed child's exception into the group (payload and all), leaving the child a copy
  * so awaiting it still tells what happened. */
+static int room_for_error(coil_taskgroup *g)
+{
+    if (g->nerrors == g->cap) {
+        coil_exception **a = coil__grow_array(g->errors, &g->cap, sizeof *a, 4);
+        if (!a)
+            return -ENOMEM;
+        g->errors = a;
+    }
+    return 0;
+}
+
 static int take_exception(coil_taskgroup *g, coil_task *t)
 {
     coil_exception *e = t->ext ? t->ext->exc : NULL;
     if (!e)
         return 0;
-    if (g->nerrors == g->cap) {
-        size_t cap = g->cap ? g->cap * 2 : 4;
-        coil_exception **a = realloc(g->errors, cap * sizeof *a);
-        if (!a)
-            return -ENOMEM;
-        g->errors = a;
-        g->cap = cap;
-    }
+    if (room_for_error(g) != 0)
+        return -ENOMEM;
     coil_exception *left = copy_exception(e);
     if (!left)
         return -ENOMEM;
@@ -202,19 +207,11 @@ static const coil__wait_ops exit_wait = { "taskgroup", exit_cancel, true };
 
 static int body_exception(coil_taskgroup *g, int body_err)
 {
+    if (room_for_error(g) != 0)
+        return -ENOMEM;
     coil_exception *e = coil__exception_new(body_err, coil__task_name(g->parent), NULL);
     if (!e)
         return -ENOMEM;
-    if (g->nerrors == g->cap) {
-        size_t cap = g->cap ? g->cap * 2 : 4;
-        coil_exception **a = realloc(g->errors, cap * sizeof *a);
-        if (!a) {
-            coil__exception_free(e);
-            return -ENOMEM;
-        }
-        g->errors = a;
-        g->cap = cap;
-    }
     g->errors[g->nerrors++] = e;
     return 0;
 }
