@@ -63,11 +63,11 @@ typedef struct coil__stackpool {
     unsigned nfree, keep;
     coil__stackslab *slabs;
     coil__stack **cold;          /* free slab stacks whose pages were given back (trimmed) */
-    unsigned ncold;
     size_t cold_cap;
     size_t stride;               /* a slab stack with its guard page */
     unsigned live, max;          /* dedicated stacks in use, and the cap on them */
     unsigned auto_max;           /* AUTO tasks run compact once `live` reaches this */
+    unsigned ncold;
     size_t default_size;
     size_t pooled_size;          /* the usable size of a default stack, after rounding */
     size_t bytes_mapped;         /* stacks that may hold pages (cold ones gave theirs back) */
