@@ -8,7 +8,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #include "coil/coil.h"
 #include "ctx.h"
@@ -22,17 +21,9 @@
 #define coil__container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 /* Double a growable array's capacity (`first` if it has none yet). Returns the new array and
- * updates *cap, or returns NULL and leaves both as they were. */
-static inline void *coil__grow_array(void *a, size_t *cap, size_t elem, size_t first)
-{
-    size_t n = *cap ? *cap * 2 : first;
-    if (n < *cap || n > SIZE_MAX / elem)
-        return NULL;
-    void *b = realloc(a, n * elem);
-    if (b)
-        *cap = n;
-    return b;
-}
+ * updates *cap, or returns NULL and leaves both as they were. (grow.c: out of line, since every
+ * caller is on a cold path.) */
+void *coil__grow_array(void *a, size_t *cap, size_t elem, size_t first);
 
 /* ---- ready queue ----
  * Tasks and callback handles share one FIFO so call_soon order holds across both. Every queued
