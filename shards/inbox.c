@@ -17,6 +17,8 @@
 enum { RING_CAPACITY = COIL__LANE_CAPACITY, DRAIN_BATCH = 64, DRAIN_MAX = 4096, EXPECT_SPIN_NS = 20 * 1000 };
 /* Lane messages between two sleeps that make the loop fence for its producers (see asym). */
 enum { ASYM_AFTER = 4096 };
+/* A stream from a lane is read in batches at most this often (see coil__lane_pop_batch). */
+enum { LANE_PACE_NS = 500 };
 /* The res a wake-up CQE carries says who sent it (msg_ring passes `len` through as res). */
 enum { WAKE_FROM_LOOP = 1, WAKE_FROM_THREAD = 2 };
 
@@ -259,7 +261,7 @@ static void unlink_lane(coil__inbox *ib, coil__lane *prev, coil__lane *lane)
 
 /* One pass: a batch from the ring and one from each lane, so no sender starves another. Lanes
  * whose thread has exited go once they are empty. */
-static unsigned drain_pass(coil__inbox *ib, bool *more)
+static unsigned drain_pass(coil__inbox *ib, uint64_t pace_ns, bool *more)
 {
     coil__msg batch[DRAIN_BATCH];
     unsigned n = coil__mpsc_pop_batch(ib->ring, batch, DRAIN_BATCH), total = run_batch(ib, batch, n);
@@ -269,7 +271,7 @@ static unsigned drain_pass(coil__inbox *ib, bool *more)
         next = l->next;
         /* Acquire: its last messages are visible once we see it closed. */
         bool closed = atomic_load_explicit(&l->closed, memory_order_acquire);
-        n = coil__lane_pop_batch(l, batch, DRAIN_BATCH);
+        n = coil__lane_pop_batch(l, batch, DRAIN_BATCH, pace_ns);
         ib->lane_msgs += n;
         total += run_batch(ib, batch, n);
         *more |= n == DRAIN_BATCH;
@@ -283,13 +285,15 @@ static unsigned drain_pass(coil__inbox *ib, bool *more)
     return total;
 }
 
-unsigned coil__inbox_drain(coil__inbox *ib)
+/* Run what is in the ring and the lanes now (loop thread). Returns how many messages ran.
+ * pace_ns: see coil__lane_pop_batch. */
+static unsigned drain(coil__inbox *ib, uint64_t pace_ns)
 {
     unsigned total = 0, n;
     bool more;
     /* Bounded, so a flood from other threads cannot starve the loop's own ready work. */
     do {
-        n = drain_pass(ib, &more);
+        n = drain_pass(ib, pace_ns, &more);
         if (n)
             space_freed(ib);
         total += n;
@@ -321,7 +325,11 @@ static bool src_drain(coil_loop *loop, coil__loop_source *s)
     coil__inbox *ib = coil__container_of(s, coil__inbox, src);
     if (ib->ovf_head)
         ovf_flush(ib);
-    return coil__inbox_drain(ib) > 0;
+    /* Pacing keeps a busy loop off its producers' lines; a loop with nothing else to do takes
+     * what has come at once. */
+    uint64_t pace = ib->look_now ? 0 : ib->lane_pace_ns;
+    ib->look_now = false;
+    return drain(ib, pace) > 0;
 }
 
 static bool src_before_block(coil_loop *loop, coil__loop_source *s)
@@ -329,7 +337,7 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
     (void)loop;
     coil__inbox *ib = coil__container_of(s, coil__inbox, src);
     if (ib->ovf_head || !inbox_empty(ib))
-        return true;
+        return ib->look_now = true;
     /* A reply is often a few microseconds away: a short spin saves both sides a syscall, and
      * on a virtual machine the wake-up of an idle vCPU can cost tens of microseconds. Runtime
      * shards always spin; other loops only while they wait for outside completions. */
@@ -340,7 +348,7 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
             for (int i = 0; i < 32; i++)
                 coil__cpu_relax();
             if (!inbox_empty(ib))
-                return true;
+                return ib->look_now = true;
         } while (coil__now_ns() - t0 < spin);
     }
     bool asym = atomic_load_explicit(&ib->asym, memory_order_relaxed);
@@ -363,7 +371,7 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
     }
     ib->may_sleep = true;
     if (!inbox_empty(ib))
-        return true; /* after_block clears the flag */
+        return ib->look_now = true; /* after_block clears the flag */
     return false;
 }
 
@@ -400,7 +408,7 @@ void coil__inbox_wait(coil__inbox *ib, uint64_t timeout_ns)
         register_inbox(ib);
     if (ib->ovf_head)
         ovf_flush(ib);
-    if (coil__inbox_drain(ib))
+    if (drain(ib, 0))
         return;
     bool block = !src_before_block(ib->loop, &ib->src);
     coil_loop *prev = tls_polling;
@@ -408,7 +416,7 @@ void coil__inbox_wait(coil__inbox *ib, uint64_t timeout_ns)
     coil__uring_poll(ib->loop, block, timeout_ns);
     tls_polling = prev;
     src_after_block(ib->loop, &ib->src);
-    coil__inbox_drain(ib);
+    drain(ib, 0);
 }
 
 /* Loop close: wait for every outside completion this loop still expects (their messages point
@@ -423,7 +431,7 @@ static void inbox_close(coil_loop *loop, coil__loop_closer *c)
         coil__executor_shutdown_wait(ib->default_executor, ib);
     while (ib->expect || ib->ovf_head)
         coil__inbox_wait(ib, 10 * 1000 * 1000);
-    while (coil__inbox_drain(ib))
+    while (drain(ib, 0))
         ;
     if (ib->registered)
         coil__loop_remove_source(ib->loop, &ib->src);
@@ -458,6 +466,7 @@ static coil__inbox *inbox_new(coil_loop *loop)
     ib->id = atomic_fetch_add_explicit(&last_id, 1, memory_order_relaxed) + 1;
     ib->ovf_tail = &ib->ovf_head;
     ib->asym_after = ASYM_AFTER;
+    ib->lane_pace_ns = LANE_PACE_NS;
     coil__ilink_init(&ib->cf_waiters);
     /* Not listening yet: the first producer sends a wake-up, whose CQE hooks us in. */
     atomic_init(&ib->asleep, 1);
@@ -642,4 +651,11 @@ void coil__loop_inbox_set_asym_after(coil_loop *loop, unsigned msgs)
     coil__inbox *ib = coil__inbox_of(loop);
     if (ib)
         ib->asym_after = msgs;
+}
+
+void coil__loop_inbox_set_lane_pace(coil_loop *loop, uint64_t ns)
+{
+    coil__inbox *ib = coil__inbox_of(loop);
+    if (ib)
+        ib->lane_pace_ns = ns;
 }

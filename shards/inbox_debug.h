@@ -33,6 +33,9 @@ unsigned coil__loop_inbox_lanes(coil_loop *loop);
 int coil__loop_inbox_asym(coil_loop *loop);
 /* Lane messages between two sleeps that switch that on (default 4096). The loop's thread. */
 void coil__loop_inbox_set_asym_after(coil_loop *loop, unsigned msgs);
+/* How long a lane that streams waits between looks (see coil__lane_pop_batch; default 500 ns).
+ * The loop's thread. */
+void coil__loop_inbox_set_lane_pace(coil_loop *loop, uint64_t ns);
 
 #ifdef __cplusplus
 }

@@ -29,12 +29,25 @@ int coil__lane_push(coil__lane *l, void (*fn)(void *, void *), void *a, void *b)
     return 0;
 }
 
-uint32_t coil__lane_pop_batch(coil__lane *l, coil__msg *out, uint32_t max)
+uint32_t coil__lane_pop_batch(coil__lane *l, coil__msg *out, uint32_t max, uint64_t pace_ns)
 {
     uint64_t h = atomic_load_explicit(&l->head, memory_order_relaxed);
     /* Read the producer's line only when our last look is used up. */
     if (h == l->tail_seen) {
+        if (pace_ns && l->streaming) {
+            /* A stream's batch has run out: look again pace_ns from now. */
+            uint64_t now = coil__now_ns();
+            if (!l->look_after) {
+                l->look_after = now + pace_ns;
+                return 0;
+            }
+            if (now < l->look_after)
+                return 0;
+        }
+        l->look_after = 0;
+    l->streaming = false;
         l->tail_seen = atomic_load_explicit(&l->tail, memory_order_acquire);
+        l->streaming = l->tail_seen - h > 1; /* one message is a request, more are a stream */
         if (h == l->tail_seen)
             return 0;
     }
@@ -69,6 +82,7 @@ static coil__lane *lane_new(void)
     l->head_seen = 0;
     atomic_init(&l->head, 0);
     l->tail_seen = 0;
+    l->look_after = 0;
     l->next = NULL;
     atomic_init(&l->refs, 2);
     atomic_init(&l->closed, false);

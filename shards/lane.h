@@ -35,7 +35,9 @@ typedef struct coil__lane {
     /* The loop's line. */
     _Alignas(64) _Atomic uint64_t head; /* next position to take */
     uint64_t tail_seen;                 /* the loop's last look at tail */
+    uint64_t look_after;                /* a stream ran dry: no look at tail before this (ns) */
     struct coil__lane *next;            /* on the inbox's list: set before publication, then the loop's */
+    bool streaming;                     /* the last look at tail found more than one message */
 
     _Alignas(64) _Atomic uint32_t refs;
     _Atomic bool closed;                /* its thread has exited: no more pushes */
@@ -53,8 +55,15 @@ coil__lane *coil__lane_for(struct coil__inbox *ib);
 /* Producer: append the message {fn, a, b} (see coil__mpsc_push). 0, or -EAGAIN when full. */
 int coil__lane_push(coil__lane *l, void (*fn)(void *, void *), void *a, void *b);
 
-/* Loop: move up to max messages, oldest first, into out[]. Returns how many. */
-uint32_t coil__lane_pop_batch(coil__lane *l, coil__msg *out, uint32_t max);
+/* Loop: move up to max messages, oldest first, into out[]. Returns how many.
+ *
+ * Each look at the tail takes the producer's line away from it, and the producer's next push
+ * then waits to get it back. A loop that keeps up with a stream would look after every message
+ * or two, and the stream would go at the speed of that exchange (a third slower here). So once the
+ * messages of a look that found more than one have run out, the next look waits pace_ns: the
+ * stream arrives in batches. A single message (a request awaiting its reply) or none leaves the lane
+ * looked at every time. pace_ns 0 never waits: for a loop about to sleep or closing. */
+uint32_t coil__lane_pop_batch(coil__lane *l, coil__msg *out, uint32_t max, uint64_t pace_ns);
 
 /* Loop: nothing ready right now (a relaxed look, as coil__mpsc_empty). */
 bool coil__lane_empty(const coil__lane *l);

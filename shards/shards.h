@@ -105,6 +105,7 @@ typedef struct coil__inbox {
     /* loop thread only */
     _Alignas(64) bool registered; /* source and closer hooked into the loop */
     bool may_sleep;               /* we set `asleep` and have not cleared it since */
+    bool look_now;                /* the loop would have blocked but for messages: drain unpaced */
     bool closing;
     unsigned expect;              /* outside completions this loop waits for (keeps it wakeable) */
     uint64_t drained;             /* messages run so far: shutdown's "still busy?" test, which must
@@ -112,6 +113,7 @@ typedef struct coil__inbox {
     unsigned spin_ns;             /* poll the ring this long before going to sleep */
     unsigned lane_msgs;           /* messages from lanes since the loop last went to sleep */
     unsigned asym_after;          /* ...that switch `asym` on (ASYM_AFTER; tests lower it) */
+    uint64_t lane_pace_ns;        /* a streaming lane is looked at this often (LANE_PACE_NS) */
     uint64_t asym_fences;         /* membarriers run before a sleep */
     coil__ovf *ovf_head, **ovf_tail; /* messages this loop sent that did not fit their target */
     coil__ilink cf_waiters;       /* tasks of this loop awaiting a concurrent future */
@@ -135,8 +137,6 @@ coil__inbox *coil__inbox_here(void);
 int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b);
 /* As coil__inbox_post, but -EAGAIN instead of waiting or overflowing when the ring is full. */
 int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b);
-/* Run what is in the ring now (loop thread). Returns how many messages ran. */
-unsigned coil__inbox_drain(coil__inbox *ib);
 /* An outside completion is (no longer) expected: keeps run_until_complete from giving up. */
 void coil__inbox_expect(coil__inbox *ib, int delta);
 /* Poll the loop's ring for up to timeout_ns waiting for messages (loop thread, loop not running
