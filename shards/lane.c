@@ -45,7 +45,6 @@ uint32_t coil__lane_pop_batch(coil__lane *l, coil__msg *out, uint32_t max, uint6
                 return 0;
         }
         l->look_after = 0;
-    l->streaming = false;
         l->tail_seen = atomic_load_explicit(&l->tail, memory_order_acquire);
         l->streaming = l->tail_seen - h > 1; /* one message is a request, more are a stream */
         if (h == l->tail_seen)
@@ -83,6 +82,7 @@ static coil__lane *lane_new(void)
     atomic_init(&l->head, 0);
     l->tail_seen = 0;
     l->look_after = 0;
+    l->streaming = false;
     l->next = NULL;
     atomic_init(&l->refs, 2);
     atomic_init(&l->closed, false);
