@@ -36,6 +36,8 @@ void coil__loop_inbox_set_asym_after(coil_loop *loop, unsigned msgs);
 /* How long a lane that streams waits between looks (see coil__lane_pop_batch; default 500 ns).
  * The loop's thread. */
 void coil__loop_inbox_set_lane_pace(coil_loop *loop, uint64_t ns);
+/* How many chunks of concurrent futures (threadsafe.c) the process holds. Any thread. */
+long coil__cfuture_chunks_live(void);
 
 #ifdef __cplusplus
 }

@@ -185,10 +185,15 @@ static COIL__TLS uint32_t tls_chunk_next, tls_chunk_slots, tls_chunks_made;
 static pthread_key_t chunk_key;
 static pthread_once_t chunk_once = PTHREAD_ONCE_INIT;
 
+static _Atomic long chunks_live; /* for tests: coil__cfuture_chunks_live */
+
+long coil__cfuture_chunks_live(void) { return atomic_load_explicit(&chunks_live, memory_order_relaxed); }
+
 static void chunk_release(struct cf_chunk *c, uint32_t slots)
 {
     if (atomic_fetch_sub_explicit(&c->live, slots, memory_order_acq_rel) != slots)
         return;
+    atomic_fetch_sub_explicit(&chunks_live, 1, memory_order_relaxed);
     if (c->size == CF_BLOCK)
         free(c);
     else
@@ -214,6 +219,7 @@ static struct cf_chunk *chunk_new(void)
     /* The header slots are written as the allocation reaches their blocks, so a huge chunk is
      * touched in order. */
     tls_chunks_made++;
+    atomic_fetch_add_explicit(&chunks_live, 1, memory_order_relaxed);
     c->chunk = c;
     c->size = size;
     tls_chunk_slots = (size / CF_BLOCK) * (CF_BLOCK_SLOTS - 1);

@@ -162,6 +162,55 @@ TEST(CFuture, FuturesOutliveTheThreadThatMadeThemAndAnotherThreadFreesThem)
     }, 40.0);
 }
 
+// Futures come from chunks, huge ones mapped outside the heap where LeakSanitizer cannot see
+// them (threadsafe.c): every chunk goes back as soon as its last future is freed, whichever
+// thread frees it, and the one a thread is still handing out goes back when the thread exits.
+TEST(CFuture, EveryChunkGoesBackOnceAllItsFuturesAreFreed)
+{
+    coil_test::run([]() -> void * {
+        coil_loop *loop = coil_get_running_loop();
+        const long base = coil__cfuture_chunks_live();
+        std::vector<coil_cfuture *> cfs(20000);
+        auto submit_and_wait = [&](size_t n) {
+            for (size_t i = 0; i < n; i++)
+                ASSERT_EQ(coil_run_coroutine_threadsafe(loop, plus_one, (void *)(intptr_t)i, &cfs[i]), 0);
+            for (size_t i = 0; i < n; i++)
+                ASSERT_EQ(coil_cfuture_result(cfs[i], 10.0, nullptr), 0);
+        };
+        // Freed newest first, the last futures freed are those of the thread's first chunk, long
+        // since handed out: it goes back at once, while the thread runs. Only the chunk the thread
+        // is still handing out remains, until it exits.
+        std::atomic<int> stage{ 0 };
+        long while_running = -1;
+        std::thread a([&] {
+            submit_and_wait(cfs.size());
+            for (size_t i = cfs.size(); i-- > 0;)
+                coil_cfuture_free(cfs[i]);
+            while_running = coil__cfuture_chunks_live();
+            stage = 1;
+            wait_until([&] { return stage.load() == 2; }, 20.0);
+        });
+        EXPECT_TRUE(await_until([&] { return stage.load() == 1; }, 20.0));
+        EXPECT_EQ(while_running, base + 1);
+        stage = 2;
+        a.join();
+        EXPECT_EQ(coil__cfuture_chunks_live(), base);
+
+        // One thread frees part of a chunk's futures and exits; another frees the rest.
+        on_foreign_thread([&] { submit_and_wait(600); });
+        on_foreign_thread([&] {
+            for (size_t i = 0; i < 300; i++)
+                coil_cfuture_free(cfs[i]);
+        });
+        on_foreign_thread([&] {
+            for (size_t i = 300; i < 600; i++)
+                coil_cfuture_free(cfs[i]);
+        });
+        EXPECT_EQ(coil__cfuture_chunks_live(), base);
+        return nullptr;
+    }, 40.0);
+}
+
 TEST(CFuture, TaskFailureReachesTheWaiterAsItsCode)
 {
     coil_test::run([]() -> void * {
