@@ -14,7 +14,11 @@
 #include "inbox_debug.h"
 #include "shards.h"
 
-enum { RING_CAPACITY = COIL__LANE_CAPACITY, DRAIN_BATCH = 64, DRAIN_MAX = 4096, EXPECT_SPIN_NS = 20 * 1000 };
+enum { RING_CAPACITY = COIL__LANE_CAPACITY, DRAIN_BATCH = 64, EXPECT_SPIN_NS = 20 * 1000 };
+/* Messages one iteration takes in. Each may start a task, and all of them run before the tasks
+ * do: 512 tasks fit the loop's first task chunk and its cache, where a full ring's worth (4096,
+ * 460 KB of tasks) made a flooded loop fault in a 2 MiB chunk and run its tasks from memory. */
+enum { DRAIN_MAX = 512 };
 /* Lane messages between two sleeps that make the loop fence for its producers (see asym). */
 enum { ASYM_AFTER = 4096 };
 /* A stream from a lane is read in batches at most this often (see coil__lane_pop_batch). */
