@@ -113,7 +113,7 @@ typedef struct coil__inbox {
     unsigned spin_ns;             /* poll the ring this long before going to sleep */
     unsigned lane_msgs;           /* messages from lanes since the loop last went to sleep */
     unsigned asym_after;          /* ...that switch `asym` on (ASYM_AFTER; tests lower it) */
-    uint64_t lane_pace_ns;        /* a streaming lane is looked at this often (LANE_PACE_NS) */
+    uint64_t lane_pace_ns;        /* a lane's stream, once run dry, waits this long for a look */
     uint64_t asym_fences;         /* membarriers run before a sleep */
     coil__ovf *ovf_head, **ovf_tail; /* messages this loop sent that did not fit their target */
     coil__ilink cf_waiters;       /* tasks of this loop awaiting a concurrent future */
