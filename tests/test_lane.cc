@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdint>
 #include <thread>
 #include <vector>
 
@@ -65,6 +66,17 @@ long run_until_received(coil_loop *loop, Seq *s, long want)
 }
 
 unsigned lanes_of(coil_loop *loop) { return coil__loop_inbox_lanes(loop); }
+
+// Post a callback that counts itself into *ran.
+void post_count(coil_loop *loop, std::atomic<long> *ran)
+{
+    EXPECT_EQ(coil_loop_call_soon_threadsafe(
+                  loop, [](void *a) { ++*static_cast<std::atomic<long> *>(a); return 0; }, ran),
+              0);
+}
+
+// A lane pace far longer than any of these tests' limits (see coil__lane_pop_batch).
+constexpr uint64_t PACE_LONGER_THAN_A_TEST_NS = 60ull * 1000 * 1000 * 1000;
 
 } // namespace
 
@@ -169,15 +181,14 @@ TEST(Lane, ShortLivedThreadsWhileTheLoopRuns)
 {
     coil_test::run([]() -> void * {
         coil_loop *loop = coil_get_running_loop();
-        static std::atomic<long> ran;
-        ran = 0;
+        std::atomic<long> ran{ 0 };
         std::vector<std::thread> ths;
         for (int t = 0; t < 16; t++)
-            ths.emplace_back([loop] {
+            ths.emplace_back([loop, &ran] {
                 for (int i = 0; i < 1000; i++)
-                    EXPECT_EQ(coil_loop_call_soon_threadsafe(loop, [](void *) { ran++; return 0; }, nullptr), 0);
+                    post_count(loop, &ran);
             });
-        EXPECT_TRUE(await_until([] { return ran.load() == 16 * 1000; }, 10.0));
+        EXPECT_TRUE(await_until([&] { return ran.load() == 16 * 1000; }, 10.0));
         for (auto &t : ths)
             t.join();
         EXPECT_TRUE(await_until([loop] { return lanes_of(loop) == 0; }, 10.0));
@@ -192,15 +203,13 @@ TEST(Lane, ABusyLoopAnswersOneMessageAtATimeWithoutPacing)
 {
     coil_test::run([]() -> void * {
         coil_loop *loop = coil_get_running_loop();
-        coil__loop_inbox_set_lane_pace(loop, 60ull * 1000 * 1000 * 1000);
-        static std::atomic<long> ran;
-        static std::atomic<bool> done;
-        ran = 0;
-        done = false;
-        std::thread th([loop] {
+        coil__loop_inbox_set_lane_pace(loop, PACE_LONGER_THAN_A_TEST_NS);
+        std::atomic<long> ran{ 0 };
+        std::atomic<bool> done{ false };
+        std::thread th([&] {
             for (long i = 1; i <= 50 && !testing::Test::HasFailure(); i++) {
-                EXPECT_EQ(coil_loop_call_soon_threadsafe(loop, [](void *) { ran++; return 0; }, nullptr), 0);
-                EXPECT_TRUE(wait_until([i] { return ran.load() == i; })) << "request " << i;
+                post_count(loop, &ran);
+                EXPECT_TRUE(wait_until([&] { return ran.load() == i; })) << "request " << i;
             }
             done = true;
         });
@@ -219,15 +228,14 @@ TEST(Lane, AnIdleLoopTakesAStreamAtOnce)
 {
     coil_test::run([]() -> void * {
         coil_loop *loop = coil_get_running_loop();
-        coil__loop_inbox_set_lane_pace(loop, 60ull * 1000 * 1000 * 1000);
-        static std::atomic<long> ran;
-        ran = 0;
+        coil__loop_inbox_set_lane_pace(loop, PACE_LONGER_THAN_A_TEST_NS);
+        std::atomic<long> ran{ 0 };
         for (long burst = 1; burst <= 5; burst++) {
-            std::thread([loop] {
+            std::thread([&] {
                 for (int i = 0; i < 10; i++)
-                    EXPECT_EQ(coil_loop_call_soon_threadsafe(loop, [](void *) { ran++; return 0; }, nullptr), 0);
+                    post_count(loop, &ran);
             }).join();
-            EXPECT_TRUE(await_until([burst] { return ran.load() == burst * 10; }, 10.0)) << "burst " << burst;
+            EXPECT_TRUE(await_until([&] { return ran.load() == burst * 10; }, 10.0)) << "burst " << burst;
         }
         return nullptr;
     });
@@ -238,10 +246,9 @@ TEST(Lane, ClosingRunsWhatAPacedLaneHolds)
 {
     coil_loop *loop;
     ASSERT_EQ(coil_new_event_loop(&loop, nullptr), 0);
-    coil__loop_inbox_set_lane_pace(loop, 60ull * 1000 * 1000 * 1000);
+    coil__loop_inbox_set_lane_pace(loop, PACE_LONGER_THAN_A_TEST_NS);
     Seq s;
-    std::thread th([&] { post_numbered(loop, &s, 0, 10); });
-    th.join();
+    std::thread([&] { post_numbered(loop, &s, 0, 10); }).join();
     EXPECT_EQ(run_until_received(loop, &s, 10), 10);
     std::thread([&] { post_numbered(loop, &s, 10, 30); }).join();
     EXPECT_EQ(coil_loop_close(loop), 0);
