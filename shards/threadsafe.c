@@ -63,12 +63,12 @@ int coil_loop_call_soon_threadsafe_nowait(coil_loop *loop, coil_callback_fn cb, 
  *
  * Settling is one CAS (take the lock on a pending future) and one release store (the final
  * state, lock clear); readers need only an acquire load of the word, after which the outcome
- * fields never change again. The shared part of the future is one 64-byte line: the
- * submitting thread writes it, the loop writes the outcome into it, and the two threads
- * exchange that line and nothing else. A second line holds what only the loop touches.
+ * fields never change again. The future is one 64-byte line: the submitting thread writes
+ * it, the loop writes the outcome into it, and the two threads exchange that line and nothing
+ * else.
  *
  * The coroutine runs in a task of its own whose body (cf_body) calls it and settles the future
- * in place as it returns: no done callback, no trip through the ready queue, and a burst of
+ * in place as it returns (no done callback queued after it), and a burst of
  * coroutines that return without suspending runs back to back on one stack (task.c). Such a
  * task is flagged COIL__TF_CFUTURE_BODY: it is entered even if cancelled before its first step
  * (only its body can settle the future), and a closing loop finds the ones still pending. */
@@ -634,9 +634,6 @@ int coil_cfuture_await(coil_cfuture *cf, void **result)
     return r;
 }
 
-/* The loop of these waiters is closing: their tasks will never run again. Take back every
- * waiter still registered with its future; one whose wake-up is already on its way is freed
- * when it arrives (the closing inbox still drains). */
 /* A coroutine's task the closing loop will destroy, never finish: settle its future so no
  * thread waits forever, and drop the loop's reference that cf_body would have dropped. */
 static void settle_abandoned(void *obj, void *ctx)
@@ -651,6 +648,10 @@ static void settle_abandoned(void *obj, void *ctx)
     cf_unref(cf);
 }
 
+/* The loop is closing: settle the futures of its abandoned coroutine tasks. Its tasks awaiting
+ * futures will never run again either: take back every waiter still registered with its
+ * future; one whose wake-up is already on its way is freed when it arrives (the closing inbox
+ * still drains). */
 void coil__cfuture_inbox_closing(coil__inbox *ib)
 {
     coil__pool_each(&ib->loop->task_pool, settle_abandoned, NULL);
