@@ -21,7 +21,8 @@ enum { RING_CAPACITY = COIL__LANE_CAPACITY, DRAIN_BATCH = 64, EXPECT_SPIN_NS = 2
 enum { DRAIN_MAX = 512 };
 /* Lane messages between two sleeps that make the loop fence for its producers (see asym). */
 enum { ASYM_AFTER = 4096 };
-/* A stream from a lane is read in batches at most this often (see coil__lane_pop_batch). */
+/* When a lane's stream runs dry, a busy loop waits this long before it looks again (see
+ * coil__lane_pop_batch). */
 enum { LANE_PACE_NS = 500 };
 /* The res a wake-up CQE carries says who sent it (msg_ring passes `len` through as res). */
 enum { WAKE_FROM_LOOP = 1, WAKE_FROM_THREAD = 2 };
