@@ -392,14 +392,16 @@ void coil__stats_iteration(coil_loop *loop, unsigned batch)
     coil__stats_watch *w = loop->stats_watch;
     if (!w)
         return; /* a private slot: nobody can ask */
-    /* The bell before the requests: a request rung after this load makes the watch armed with
-     * this value complete at once, and one rung before it is visible to the loads below. */
-    uint32_t bell = __atomic_load_n(&p->bell, __ATOMIC_ACQUIRE);
+    /* To re-arm, the bell is read before the requests: a request rung after this load makes the
+     * watch armed with this value complete at once, and one rung before it is visible to the
+     * loads below. */
+    bool rearm = COIL_UNLIKELY(!w->armed);
+    uint32_t bell = rearm ? __atomic_load_n(&p->bell, __ATOMIC_ACQUIRE) : 0;
     uint64_t req = __atomic_load_n(&p->dump_req, __ATOMIC_ACQUIRE);
     if (COIL_UNLIKELY(req != p->dump_resp))
         serve_dump(loop, w, req);
     else if (COIL_UNLIKELY(w->answer_fd >= 0) && __atomic_load_n(&p->dump_ack, __ATOMIC_ACQUIRE) == req)
         drop_answer(w, p);
-    if (COIL_UNLIKELY(!w->armed))
+    if (rearm)
         watch_arm(loop, w, bell);
 }

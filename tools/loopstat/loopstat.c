@@ -12,7 +12,13 @@
  *   --timeout SECONDS              how long --tasks waits for each loop (default 5)
  *
  * Exit status 0, or 1 with a one-line message on stderr: no such process, no segment, a segment
- * of another user, a stale segment (left by a process that died), a version mismatch. */
+ * of another user, something else planted at the segment's name (a FIFO, a device, a symbolic
+ * link: opened without blocking and without following, then refused), a stale segment (left by
+ * a process that died), a version mismatch.
+ *
+ * --tasks rings each loop's bell in the segment (a shared futex the loop watches from its ring,
+ * so an idle loop wakes for it at once) and reads the answer from the memfd the loop publishes,
+ * through /proc/<pid>/fd/<n>: no file name in /tmp or anywhere else (see core/stats.h). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
