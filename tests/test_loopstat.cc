@@ -815,8 +815,7 @@ struct TakenResult {
 TakenResult run_with_taken_name(void (*plant)(const std::string &path))
 {
     TakenResult r;
-    char errpath[] = "/tmp/coil-taken-err-XXXXXX";
-    int efd = mkstemp(errpath);
+    int efd = memfd_create("child-stderr", MFD_CLOEXEC);
     int go[2];
     if (efd < 0 || pipe(go))
         return r;
@@ -855,7 +854,6 @@ TakenResult run_with_taken_name(void (*plant)(const std::string &path))
     while ((n = pread(efd, buf, sizeof buf, (off_t)r.err.size())) > 0)
         r.err.append(buf, (size_t)n);
     close(efd);
-    unlink(errpath);
     struct stat lst;
     EXPECT_EQ(0, lstat(path.c_str(), &lst)) << "the planted entry must be left alone";
     unlink(path.c_str());

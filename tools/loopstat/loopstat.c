@@ -116,14 +116,24 @@ typedef struct seg_map {
     coil__stats_seg *s;
 } seg_map;
 
-/* The uid a segment of process pid must belong to: the owner of /proc/<pid> (the process's
- * user), or ours when that cannot be told. */
+/* The uid a segment of process pid must belong to: the process's filesystem uid, which the
+ * kernel gives the files it creates (the Uid: line of /proc/<pid>/status, readable even for a
+ * process that is not dumpable), or ours when that cannot be told. */
 static uid_t expected_owner(long pid)
 {
-    char path[64];
-    struct stat st;
-    snprintf(path, sizeof path, "/proc/%ld", pid);
-    return stat(path, &st) == 0 ? st.st_uid : getuid();
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "re");
+    uid_t uid = getuid();
+    unsigned long r, e, s, fs;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Uid: %lu %lu %lu %lu", &r, &e, &s, &fs) == 4) {
+            uid = (uid_t)fs;
+            break;
+        }
+    if (f)
+        fclose(f);
+    return uid;
 }
 
 /* Open a segment name without following a link and without blocking (a FIFO planted there would
@@ -474,7 +484,7 @@ static bool wait_answer(coil__loop_stats *l, uint64_t want, uint64_t deadline)
 static int print_answer(coil__loop_stats *l, long pid, unsigned long long shard)
 {
     uint64_t resp = __atomic_load_n(&l->dump_resp, __ATOMIC_ACQUIRE);
-    int64_t answer = (int64_t)__atomic_load_n((uint64_t *)&l->dump_fd, __ATOMIC_RELAXED);
+    int64_t answer = __atomic_load_n(&l->dump_fd, __ATOMIC_RELAXED);
     uint64_t ino = __atomic_load_n(&l->dump_ino, __ATOMIC_RELAXED);
     if (answer == -ENOENT)
         return 1;
