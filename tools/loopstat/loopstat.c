@@ -138,7 +138,8 @@ static uid_t expected_owner(long pid)
 
 /* Open a segment name without following a link and without blocking (a FIFO planted there would
  * block a plain open for ever), and check it is a regular file of `owner`. Returns the fd, or -1
- * with *why saying what is wrong (errno kept for a failed open, *why NULL then). */
+ * with *why saying what is wrong with what is there, or NULL when nothing could be opened (errno
+ * says why then). */
 static int open_checked(const char *name, bool writable, uid_t owner, struct stat *st, const char **why)
 {
     *why = NULL;
