@@ -419,7 +419,7 @@ TEST(Loopstat, TaskDumpGoesThroughNoFileAndAFifoAtTheOldTmpPathChangesNothing)
     ASSERT_EQ(0, lstat(old_path.c_str(), &st));
     EXPECT_TRUE(S_ISFIFO(st.st_mode));
     // Nothing else of the child's in /tmp either.
-    std::vector<std::string> left = tmp_entries("coil." + std::to_string(c.pid));
+    std::vector<std::string> left = tmp_entries("coil." + std::to_string(c.pid) + ".");
     EXPECT_EQ(1u, left.size());
     // Had a loop opened the FIFO to write, a reader lets it go, so the child can still stop.
     int unblock = open(old_path.c_str(), O_RDONLY | O_NONBLOCK);
