@@ -157,9 +157,6 @@ void coil__loop_run_once(coil_loop *loop, bool block)
             if (until_running && !coil__loop_has_work(loop))
                 wait = false;
         }
-        /* A loopstat request must be noticed even by a loop with nothing to do. */
-        if (COIL__STATS_ON && timeout > COIL__STATS_MAX_BLOCK_NS)
-            timeout = COIL__STATS_MAX_BLOCK_NS;
     }
     /* About to sleep: a good moment for housekeeping nobody is waiting on. */
     if (wait && timeout >= 1000000 && loop->stacks.nfree > loop->stacks.keep)
