@@ -243,6 +243,93 @@ TEST(Server, ServeForeverReturnsOnCloseAndCancellingItClosesTheServer)
     });
 }
 
+namespace {
+
+// A handler that holds its connection until the test lets it go.
+struct Held {
+    coil_event *go = nullptr;
+    int started = 0, finished = 0;
+};
+
+void held_handler(coil_stream *s, void *arg)
+{
+    (void)s;
+    auto *h = static_cast<Held *>(arg);
+    h->started++;
+    coil_event_wait(h->go);
+    h->finished++;
+}
+
+} // namespace
+
+TEST(Server, CancellingServeForeverClosesTheServerAndWaitsForTheHandlers)
+{
+    coil_test::run([]() -> void * {
+        Held h;
+        EXPECT_EQ(coil_event_new(&h.go), 0);
+        coil_server *srv = nullptr;
+        EXPECT_EQ(coil_start_server(held_handler, &h, "127.0.0.1", 0, nullptr, &srv), 0);
+        int port = coil_server_port(srv);
+        coil_task *f = nullptr;
+        coil_test::spawn(&f, [srv]() -> void * { return (void *)(intptr_t)coil_server_serve_forever(srv); });
+        coil_stream *c = nullptr;
+        EXPECT_EQ(coil_open_connection("127.0.0.1", port, nullptr, &c), 0);
+        EXPECT_TRUE(wait_until([&h] { return h.started == 1; }));
+        coil_task_cancel(f, nullptr);
+        // asyncio 3.12+: the server closes at once, and serve_forever waits for wait_closed.
+        EXPECT_TRUE(wait_until([srv] { return !coil_server_is_serving(srv); }));
+        coil_stream *late = nullptr;
+        EXPECT_EQ(coil_open_connection("127.0.0.1", port, nullptr, &late), -ECONNREFUSED);
+        for (int i = 0; i < 100; i++)
+            coil_sleep(0);
+        EXPECT_FALSE(coil_task_done(f)) << "serve_forever returned while a handler still ran";
+        coil_event_set(h.go);
+        void *r = (void *)1;
+        EXPECT_EQ(coil_task_await(f, &r), 0);
+        EXPECT_EQ((intptr_t)r, -ECANCELED);
+        EXPECT_EQ(h.finished, 1);
+        EXPECT_EQ(coil_server_connection_count(srv), 0u);
+        coil_task_free(f);
+        coil_stream_free(c);
+        coil_server_free(srv);
+        coil_event_free(h.go);
+        return nullptr;
+    });
+}
+
+TEST(Server, ASecondCancelEndsServeForeversWaitForTheHandlers)
+{
+    coil_test::run([]() -> void * {
+        Held h;
+        EXPECT_EQ(coil_event_new(&h.go), 0);
+        coil_server *srv = nullptr;
+        EXPECT_EQ(coil_start_server(held_handler, &h, "127.0.0.1", 0, nullptr, &srv), 0);
+        coil_task *f = nullptr;
+        coil_test::spawn(&f, [srv]() -> void * { return (void *)(intptr_t)coil_server_serve_forever(srv); });
+        coil_stream *c = nullptr;
+        EXPECT_EQ(coil_open_connection("127.0.0.1", coil_server_port(srv), nullptr, &c), 0);
+        EXPECT_TRUE(wait_until([&h] { return h.started == 1; }));
+        coil_task_cancel(f, nullptr);
+        EXPECT_TRUE(wait_until([srv] { return !coil_server_is_serving(srv); }));
+        EXPECT_FALSE(coil_task_done(f));
+        // As asyncio, where the second CancelledError propagates out of wait_closed().
+        coil_task_cancel(f, nullptr);
+        void *r = (void *)1;
+        EXPECT_EQ(coil_task_await(f, &r), 0);
+        EXPECT_EQ((intptr_t)r, -ECANCELED);
+        EXPECT_EQ(h.finished, 0); // the handler still runs: serve_forever did not wait for it
+        EXPECT_EQ(coil_server_connection_count(srv), 1u);
+        coil_task_free(f);
+        coil_event_set(h.go);
+        EXPECT_EQ(coil_server_wait_closed(srv), 0);
+        EXPECT_EQ(h.finished, 1);
+        coil_stream_free(c);
+        coil_server_free(srv);
+        coil_event_free(h.go);
+        return nullptr;
+    });
+}
+
 TEST(Server, BadArgumentsAndBusyPortsAreErrors)
 {
     coil_test::run([]() -> void * {

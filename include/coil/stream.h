@@ -153,7 +153,12 @@ int coil_start_server(coil_conn_handler handler, void *arg, const char *host, in
 /* The same on a Unix stream socket at path (a stale socket file is replaced). */
 int coil_start_unix_server(coil_conn_handler handler, void *arg, const char *path,
                            const coil_server_opts *opts, coil_server **out);
-/* Suspends until the server is closed; cancelling it closes the server (asyncio). 0 or -ECANCELED. */
+/* Suspends until the server is closed; returns 0 then. Cancelling it, as asyncio 3.12+, closes
+ * the server, waits as coil_server_wait_closed (until every connection's task has finished) and
+ * then returns -ECANCELED; a second cancel during that wait ends it at once (-ECANCELED too, the
+ * connections still being served). So to stop promptly, end the connections first
+ * (coil_server_close_clients), or wait on coil_server_wait_closed instead, whose cancellation
+ * returns at once. COIL_ECLOSED if already closed. */
 int coil_server_serve_forever(coil_server *srv);
 /* Stop listening (connections being served go on). Never suspends; idempotent. */
 void coil_server_close(coil_server *srv);
