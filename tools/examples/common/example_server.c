@@ -97,8 +97,11 @@ int example_server_main(const example_server *spec, int argc, char **argv)
             o.host = argv[++i];
         else if (!strcmp(argv[i], "--shards") && i + 1 < argc)
             o.shards = atoi(argv[++i]);
+        else if (spec->option && i + 1 < argc && spec->option(argv[i], argv[i + 1]) == 0)
+            i++;
         else {
-            fprintf(stderr, "usage: %s [--port N] [--host H] [--shards N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--port N] [--host H] [--shards N]%s%s\n", argv[0],
+                    spec->usage ? " " : "", spec->usage ? spec->usage : "");
             return 2;
         }
     }
