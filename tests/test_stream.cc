@@ -62,6 +62,15 @@ bool wait_flag(const bool *flag)
 
 void send_str(int fd, const std::string &s) { ASSERT_EQ(send(fd, s.data(), s.size(), MSG_NOSIGNAL), (ssize_t)s.size()); }
 
+// Wait (bounded) until the stream has received `n` unread bytes. A reader that needs more than
+// that receives them and waits again in the same step, so it is parked once this returns true.
+bool wait_buffered(const coil_stream *s, size_t n)
+{
+    for (int i = 0; i < 100000 && coil_stream_read_buffer_size(s) < n; i++)
+        coil_sleep(0);
+    return coil_stream_read_buffer_size(s) >= n;
+}
+
 } // namespace
 
 TEST(Stream, ReadReturnsWhatArrivedThenZeroAtEof)
@@ -142,9 +151,10 @@ TEST(Stream, ReaduntilReturnsThroughTheSeparatorAcrossReads)
         coil_stream *s = nullptr;
         coil_stream_from_fd(a, nullptr, &s);
         coil_task *peer = nullptr;
-        coil_test::spawn(&peer, [b]() -> void * {
+        coil_test::spawn(&peer, [b, s]() -> void * {
+            // The separator straddles two arrivals: the reader has "one-" and waits for more.
             send_str(b, "one-");
-            coil_sleep(0.01);
+            EXPECT_TRUE(wait_buffered(s, 4));
             send_str(b, "-two--three");
             return nullptr;
         });
@@ -431,7 +441,7 @@ namespace {
 // A server-side stream the test can look at while its handler holds off reading.
 struct Hoard {
     coil_stream *s = nullptr;
-    coil_event *go = nullptr;
+    coil_event *go = nullptr, *finished = nullptr;
     bool ready = false, done = false;
     size_t total = 0, bad_at = SIZE_MAX;
 };
@@ -464,6 +474,7 @@ void hoarding_handler(coil_stream *s, void *arg)
     h->total = at;
     h->s = nullptr;
     h->done = true;
+    coil_event_set(h->finished);
 }
 
 } // namespace
@@ -474,6 +485,7 @@ TEST(Stream, AServerStreamBuffersAboutTwiceItsLimitForAReaderThatHoldsOff)
         const size_t limit = 8192, total = 4u << 20;
         Hoard h;
         EXPECT_EQ(coil_event_new(&h.go), 0);
+        EXPECT_EQ(coil_event_new(&h.finished), 0);
         coil_stream_opts so{};
         so.limit = limit;
         coil_server_opts o{};
@@ -492,7 +504,7 @@ TEST(Stream, AServerStreamBuffersAboutTwiceItsLimitForAReaderThatHoldsOff)
         double until = coil_loop_time(coil_get_running_loop()) + 5;
         while (coil_loop_time(coil_get_running_loop()) < until &&
                !(h.ready && (!coil__stream_reading_ahead(h.s) || coil_stream_read_buffer_size(h.s) > bound)))
-            coil_sleep(0.001);
+            coil_sleep(0);
         EXPECT_TRUE(h.ready);
         if (h.ready) {
             EXPECT_FALSE(coil__stream_reading_ahead(h.s));
@@ -507,15 +519,14 @@ TEST(Stream, AServerStreamBuffersAboutTwiceItsLimitForAReaderThatHoldsOff)
         EXPECT_LT(coil_stream_write_buffer_size(c), total); // the client was not simply stuck
         // Once the handler reads, everything arrives, in order.
         coil_event_set(h.go);
-        until = coil_loop_time(coil_get_running_loop()) + 20;
-        while (!h.done && coil_loop_time(coil_get_running_loop()) < until)
-            coil_sleep(0.001);
+        EXPECT_EQ(coil_event_wait(h.finished), 0);
         EXPECT_TRUE(h.done);
         EXPECT_EQ(h.total, total);
         EXPECT_EQ(h.bad_at, SIZE_MAX);
         coil_stream_free(c);
         coil_server_free(srv);
         coil_event_free(h.go);
+        coil_event_free(h.finished);
         return nullptr;
     }, 30);
 }
@@ -528,8 +539,9 @@ TEST(Stream, PeerResetDuringAReadReturnsEconnreset)
         coil_stream *s = nullptr;
         coil_stream_from_fd(a, nullptr, &s);
         coil_task *peer = nullptr;
-        coil_test::spawn(&peer, [b]() -> void * {
-            coil_sleep(0.02); // let the reader block in its recv first
+        bool reading = false;
+        coil_test::spawn(&peer, [b, &reading]() -> void * {
+            EXPECT_TRUE(wait_flag(&reading)); // the reader is blocked in its recv
             linger lg{1, 0};
             setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
             close(b);
@@ -537,6 +549,7 @@ TEST(Stream, PeerResetDuringAReadReturnsEconnreset)
         });
         char buf[16];
         size_t n;
+        reading = true; // set right before the read, which suspends in the same step
         EXPECT_EQ(coil_stream_read(s, buf, sizeof buf, &n), -ECONNRESET);
         // The error sticks for the read side.
         EXPECT_EQ(coil_stream_read(s, buf, sizeof buf, &n), -ECONNRESET);
@@ -610,16 +623,22 @@ TEST(Stream, SlowReaderKeepsTheWriteBufferNearTheHighWaterMark)
             }
             return nullptr;
         });
-        // The reader never reads: once the kernel's buffers are full the writer must be stuck
-        // in drain for good (no progress over 50 ms), within a bounded time.
-        int stable = 0, last = -1;
-        for (int i = 0; i < 400 && stable < 5; i++) {
-            coil_sleep(0.01);
-            stable = st.blocked && st.writes == last ? stable + 1 : 0;
-            last = st.writes;
-        }
-        EXPECT_EQ(stable, 5) << "the writer never settled in drain";
-        EXPECT_GT(coil_stream_write_buffer_size(s), o.low_water);
+        // The reader never reads: once the kernel's buffers are full (the socket no longer
+        // writable) the writer must be stuck in drain above the low-water mark, within a bound.
+        auto stuck = [&st, a, &o] {
+            pollfd p{ a, POLLOUT, 0 };
+            return st.blocked && poll(&p, 1, 0) == 0 && coil_stream_write_buffer_size(st.s) > o.low_water;
+        };
+        double until = coil_loop_time(coil_get_running_loop()) + 5;
+        while (!stuck() && coil_loop_time(coil_get_running_loop()) < until)
+            coil_sleep(0);
+        EXPECT_TRUE(stuck()) << "the writer never settled in drain";
+        // Stuck for good: more loop turns (sends retried as the kernel allows) change nothing.
+        int writes = st.writes;
+        for (int i = 0; i < 200; i++)
+            coil_sleep(0);
+        EXPECT_EQ(st.writes, writes);
+        EXPECT_TRUE(st.blocked);
         // What the writer holds stays bounded by the high-water mark (plus the one write that
         // crossed it), however long the reader sleeps.
         EXPECT_LE(st.max_buffered, o.high_water + 4096);
@@ -676,7 +695,9 @@ TEST(Stream, WriteAfterThePeerResetReportsTheError)
         linger lg{1, 0};
         setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         close(b);
-        coil_sleep(0.01);
+        pollfd p{ a, POLLIN, 0 }; // the reset has arrived once the socket reports it
+        EXPECT_EQ(poll(&p, 1, 5000), 1);
+        EXPECT_TRUE(p.revents & (POLLERR | POLLHUP)) << p.revents;
         int err = 0;
         std::string chunk(65536, 'x');
         for (int i = 0; i < 100 && !err; i++) {
@@ -983,21 +1004,28 @@ TEST(Stream, CompactTasksReadIntoStackBuffers)
         coil_task_opts to{};
         to.stack_mode = COIL_STACK_COMPACT;
         coil_task *r = nullptr, *other = nullptr;
+        // Steps the tasks wait on (static: a compact task must not point into another's stack).
+        static bool reading, scribbled, read_done;
+        reading = scribbled = read_done = false;
         coil_test::spawn(&r, [s]() -> void * {
             char line[64];
             size_t n;
-            if (coil_stream_readline(s, line, sizeof line, &n) != 0)
-                return nullptr;
-            return new std::string(line, n);
+            reading = true; // set right before the call, which suspends in the same step
+            int err = coil_stream_readline(s, line, sizeof line, &n);
+            read_done = true;
+            return err ? nullptr : new std::string(line, n);
         }, &to);
-        // Another compact task uses the shared stack while r is suspended.
+        // Another compact task uses the shared stack while r is suspended, and stays suspended
+        // itself while r resumes.
         coil_test::spawn(&other, []() -> void * {
             char junk[4096];
             memset(junk, 0x5a, sizeof junk);
-            coil_sleep(0.005);
+            scribbled = true;
+            wait_flag(&read_done);
             return (void *)(uintptr_t)junk[100];
         }, &to);
-        coil_sleep(0.01);
+        EXPECT_TRUE(wait_flag(&reading));
+        EXPECT_TRUE(wait_flag(&scribbled));
         send_str(b, "compact line\n");
         void *res;
         coil_task_await(r, &res);
