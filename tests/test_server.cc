@@ -813,6 +813,7 @@ TEST(Examples, HttpServerRefusesRequestsWhoseFramingCouldBeReadTwoWays)
             { "space before colon", "POST / HTTP/1.1\r\nContent-Length : 27\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n", "400" },
             { "folded line", "GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n", "400" },
             { "bare LF", "GET / HTTP/1.1\r\nX-A: a\nContent-Length: 5\r\n\r\nhello", "400" },
+            { "bare LF in the target", "GET /a\nb HTTP/1.1\r\n\r\n", "400" },
             { "chunked body", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n", "501" },
             { "other coding", "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "501" },
             { "coding and length", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", "400" },

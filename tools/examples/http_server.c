@@ -53,6 +53,9 @@ static int parse_request_line(const char *p, size_t n, const char **method, size
     const char *sp2 = memchr(rest, ' ', n - (size_t)(rest - p));
     if (!sp2 || sp2 == rest)
         return -1;
+    for (const char *c = rest; c < sp2; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f)
+            return -1; /* a control byte (a bare LF, say) in the target */
     size_t vlen = n - (size_t)(sp2 + 1 - p);
     if (vlen != 8 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 || (sp2[8] != '0' && sp2[8] != '1'))
         return -1;
