@@ -52,30 +52,44 @@ static bench_workload *find(const char *name)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: coil-bench WORKLOAD [--n N] [--shards N] [--port N] [--seconds S] [--mode M]\n"
-               "       coil-bench summary [--runs R] [WORKLOAD...]   (each run in its own process; medians)\n"
-               "       coil-bench list\nworkloads:\n");
+    fprintf(f, "usage: coil-bench WORKLOAD [--n N] [--shards N] [--port N] [--seconds S] [--mode M] [--loaded|--hog]\n"
+               "       coil-bench summary [--runs R] [WORKLOAD...]   (each run in its own process; medians;\n"
+               "                                                      every form, the runs alternating)\n"
+               "       coil-bench list\n"
+               "forms: --loaded  one timer armed and one stream read in flight on the loop meanwhile\n"
+               "       --hog     a nice-19 busy thread on every CPU meanwhile\n"
+               "workloads:\n");
     for (bench_workload *w = workloads; w; w = w->next)
-        fprintf(f, "  %-16s %s\n", w->name, w->summary);
+        fprintf(f, "  %-16s %s%s%s\n", w->name, w->summary, w->forms & BENCH_FORM_LOADED ? " [--loaded]" : "",
+                w->forms & BENCH_FORM_HOG ? " [--hog]" : "");
 }
 
 static int run_one(bench_workload *w, const bench_args *a)
 {
     bench_result r;
     memset(&r, 0, sizeof r);
-    long n = a->n ? a->n : w->default_n;
+    long n = a->n ? a->n : (a->loaded || a->hog) && w->form_n ? w->form_n : w->default_n;
     bench_args args = *a;
     args.n = n;
-    int err = w->fn(&args, &n, &r);
+    if ((a->loaded && !(w->forms & BENCH_FORM_LOADED)) || (a->hog && !(w->forms & BENCH_FORM_HOG))) {
+        fprintf(stderr, "coil-bench: %s has no %s form\n", w->name, a->loaded ? "--loaded" : "--hog");
+        return 2;
+    }
+    bench_hog *hog = NULL;
+    int err = a->hog ? bench_hog_start(&hog) : 0;
+    if (!err)
+        err = w->fn(&args, &n, &r);
+    bench_hog_stop(hog);
     if (err) {
         fprintf(stderr, "coil-bench: %s failed: %d (%s)\n", w->name, err, strerror(err < 0 ? -err : err));
         return 1;
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"workload\": \"%s\", \"impl\": \"coil\", \"n\": %ld, \"metric\": \"%s\", \"value\": %.4g, "
-           "\"unit\": \"%s\", \"peak_rss_kb\": %ld%s%s}\n",
-           w->name, n, r.metric, r.value, r.unit, ru.ru_maxrss, r.extra[0] ? ", " : "", r.extra);
+    printf("{\"workload\": \"%s\", \"form\": \"%s\", \"impl\": \"coil\", \"n\": %ld, \"metric\": \"%s\", "
+           "\"value\": %.4g, \"unit\": \"%s\", \"peak_rss_kb\": %ld%s%s}\n",
+           w->name, a->loaded ? "loaded" : a->hog ? "hog" : "quiet", n, r.metric, r.value, r.unit, ru.ru_maxrss,
+           r.extra[0] ? ", " : "", r.extra);
     fflush(stdout);
     return 0;
 }
@@ -124,8 +138,8 @@ static void parse_extras(const char *json, extra_set *x)
     }
 }
 
-static int run_child(const char *self, const char *name, double *value, long *rss, char *unit, size_t unitsz,
-                     extra_set *extras)
+static int run_child(const char *self, const char *name, const char *flag, double *value, long *rss, char *unit,
+                     size_t unitsz, extra_set *extras)
 {
     int pipefd[2];
     if (pipe(pipefd) != 0)
@@ -137,7 +151,7 @@ static int run_child(const char *self, const char *name, double *value, long *rs
         dup2(pipefd[1], STDOUT_FILENO);
         close(pipefd[0]);
         close(pipefd[1]);
-        execl(self, self, name, (char *)NULL);
+        execl(self, self, name, flag, (char *)NULL);
         _exit(127);
     }
     close(pipefd[1]);
@@ -168,11 +182,53 @@ static int run_child(const char *self, const char *name, double *value, long *rs
     return 0;
 }
 
+/* One form of a workload over the summary's runs. */
+typedef struct form_runs {
+    const char *flag;  /* the child's option, NULL for the quiet form */
+    const char *label;
+    int ok;
+    long rss;
+    char unit[32];
+    double vals[32];
+    extra_set extras[32];
+} form_runs;
+
+static double median_of(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return v[n / 2];
+}
+
+static void print_form(const char *name, form_runs *f, double quiet)
+{
+    if (!f->ok) {
+        printf("%-16s %-7s %12s\n", name, f->label, "FAILED");
+        return;
+    }
+    double med = median_of(f->vals, f->ok);
+    char ratio[16] = "";
+    if (f->flag && quiet > 0)
+        snprintf(ratio, sizeof ratio, "%.2fx", med / quiet);
+    printf("%-16s %-7s %12.4g %-8s %8s %12ld", name, f->label, med, f->unit, ratio, f->rss);
+    for (int k = 0; k < f->extras[0].n; k++) {
+        double ev[32];
+        int m = 0;
+        for (int i = 0; i < f->ok; i++)
+            if (f->extras[i].n > k)
+                ev[m++] = f->extras[i].val[k];
+        printf("  %s=%.4g", f->extras[0].key[k], median_of(ev, m));
+    }
+    printf("\n");
+}
+
 static int summary(const char *self, int runs, char **names, int nnames)
 {
-    printf("coil-bench summary: median of %d runs, one process per run\n", runs);
-    printf("%-16s %14s %-10s %12s  %s\n", "workload", "median", "unit", "peak_rss_kb", "other figures (medians)");
+    printf("coil-bench summary: median of %d runs, one process per run; a workload's forms alternate run by run\n",
+           runs);
+    printf("%-16s %-7s %12s %-8s %8s %12s  %s\n", "workload", "form", "median", "unit", "vs quiet", "peak_rss_kb",
+           "other figures (medians)");
     int failed = 0;
+    static form_runs forms[3];
     for (bench_workload *w = workloads; w; w = w->next) {
         if (nnames) {
             int found = 0;
@@ -181,36 +237,30 @@ static int summary(const char *self, int runs, char **names, int nnames)
             if (!found)
                 continue;
         }
-        double vals[32];
-        static extra_set extras[32];
-        long rss = 0;
-        char unit[32] = "";
-        int ok = 0;
-        for (int i = 0; i < runs && i < 32; i++) {
-            long r = 0;
-            if (run_child(self, w->name, &vals[ok], &r, unit, sizeof unit, &extras[ok]) == 0) {
-                ok++;
-                if (r > rss)
-                    rss = r;
+        int nf = 0;
+        forms[nf++] = (form_runs){ .flag = NULL, .label = "quiet" };
+        if (w->forms & BENCH_FORM_LOADED)
+            forms[nf++] = (form_runs){ .flag = "--loaded", .label = "loaded" };
+        if (w->forms & BENCH_FORM_HOG)
+            forms[nf++] = (form_runs){ .flag = "--hog", .label = "hog" };
+        /* Alternating the forms run by run puts each twin in the same minutes as its quiet run,
+         * so a slow spell of the machine shows in both instead of in one. */
+        for (int i = 0; i < runs && i < 32; i++)
+            for (int k = 0; k < nf; k++) {
+                form_runs *f = &forms[k];
+                long r = 0;
+                if (run_child(self, w->name, f->flag, &f->vals[f->ok], &r, f->unit, sizeof f->unit,
+                              &f->extras[f->ok]) == 0) {
+                    f->ok++;
+                    if (r > f->rss)
+                        f->rss = r;
+                }
             }
+        double quiet = forms[0].ok ? median_of(forms[0].vals, forms[0].ok) : 0;
+        for (int k = 0; k < nf; k++) {
+            print_form(w->name, &forms[k], quiet);
+            failed += !forms[k].ok;
         }
-        if (!ok) {
-            printf("%-16s %14s\n", w->name, "FAILED");
-            failed++;
-            continue;
-        }
-        qsort(vals, (size_t)ok, sizeof vals[0], cmp_double);
-        printf("%-16s %14.4g %-10s %12ld", w->name, vals[ok / 2], unit, rss);
-        for (int k = 0; k < extras[0].n; k++) {
-            double ev[32];
-            int m = 0;
-            for (int i = 0; i < ok; i++)
-                if (extras[i].n > k)
-                    ev[m++] = extras[i].val[k];
-            qsort(ev, (size_t)m, sizeof ev[0], cmp_double);
-            printf("  %s=%.4g", extras[0].key[k], ev[m / 2]);
-        }
-        printf("\n");
         fflush(stdout);
     }
     return failed ? 1 : 0;
@@ -245,8 +295,17 @@ int main(int argc, char **argv)
         return 2;
     }
     bench_args a = { 0 };
-    for (int i = 2; i < argc; i += 2) { /* --option value pairs */
+    for (int i = 2; i < argc; i += 2) { /* --option value pairs, and the form flags alone */
         const char *opt = argv[i];
+        if (strcmp(opt, "--loaded") == 0 || strcmp(opt, "--hog") == 0) {
+            *(opt[2] == 'l' ? &a.loaded : &a.hog) = true;
+            if (a.loaded && a.hog) {
+                fprintf(stderr, "coil-bench: one form at a time: --loaded or --hog\n");
+                return 2;
+            }
+            i--;
+            continue;
+        }
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!val) {
             fprintf(stderr, "coil-bench: %s needs a value\n", opt);

@@ -3,6 +3,7 @@
 #ifndef COIL_BENCH_H
 #define COIL_BENCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,7 +20,12 @@ typedef struct bench_args {
     int port;             /* --port, 0 = pick */
     double seconds;       /* --seconds, 0 = default */
     const char *mode;     /* --mode, workload-specific variant */
+    bool loaded;          /* --loaded: the workload's loop has a timer armed and a read in flight */
+    bool hog;             /* --hog: a nice-19 busy thread on every CPU (run_one starts them) */
 } bench_args;
+
+/* The forms a workload has besides the quiet one (WORKLOADS.md, "as servers run it"). */
+enum { BENCH_FORM_LOADED = 1, BENCH_FORM_HOG = 2 };
 
 typedef int (*bench_fn)(const bench_args *args, long *n_out, bench_result *out);
 
@@ -28,6 +34,8 @@ typedef struct bench_workload {
     bench_fn fn;
     long default_n;
     const char *summary;
+    unsigned forms;       /* BENCH_FORM_* it accepts; `summary` runs each beside the quiet form */
+    long form_n;          /* default N in the loaded and hog forms, when smaller; 0 = default_n */
     struct bench_workload *next;
 } bench_workload;
 
@@ -37,8 +45,25 @@ uint64_t bench_now_ns(void);
 void bench_extra(bench_result *out, const char *key, double value);
 void bench_extra_str(bench_result *out, const char *key, const char *value);
 
-#define COIL_BENCH_WORKLOAD(id, fn_, default_n_, summary_)                                   \
-    static bench_workload bench_wl_##id = { #id, fn_, default_n_, summary_, NULL };            \
+/* --loaded: from a task of the workload's loop, before the measured phase, start one task asleep
+ * for 100 s and one waiting in a stream read on a socketpair that never receives; returns once
+ * the loop's counters show the timer armed and the receive in flight. 0, or a negative error.
+ * bench_load_stop, after the measured phase, cancels and awaits both and frees everything: 0, or
+ * -EIO if either had stopped waiting before the cancel. NULL is accepted (no load). */
+typedef struct bench_load bench_load;
+int bench_load_start(bench_load **out);
+int bench_load_stop(bench_load *l);
+
+/* --hog: one busy thread at nice 19 pinned on each CPU of the caller's affinity mask, running
+ * when bench_hog_start returns; bench_hog_stop stops and joins them (NULL accepted). */
+typedef struct bench_hog bench_hog;
+int bench_hog_start(bench_hog **out);
+void bench_hog_stop(bench_hog *h);
+
+#define COIL_BENCH_WORKLOAD_FORMS(id, fn_, default_n_, forms_, form_n_, summary_)                  \
+    static bench_workload bench_wl_##id = { #id, fn_, default_n_, summary_, forms_, form_n_, NULL }; \
     __attribute__((constructor)) static void bench_register_##id(void) { bench_register(&bench_wl_##id); }
+#define COIL_BENCH_WORKLOAD(id, fn_, default_n_, summary_)                                         \
+    COIL_BENCH_WORKLOAD_FORMS(id, fn_, default_n_, 0, 0, summary_)
 
 #endif

@@ -1,6 +1,7 @@
 /* coil-bench: the core workloads: spawn, switch, sleepers (WORKLOADS.md), and sleepers_compact
  * (a million sleeping tasks in compact mode, for the memory-per-suspended-task figure). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@ static void *ret_index(void *arg) { return arg; }
 
 struct spawn_ctx {
     long n;
+    bool loaded;
     uint64_t ns;
 };
 
@@ -25,6 +27,12 @@ static void *spawn_main(void *arg)
     coil_task **ts = malloc((size_t)c->n * sizeof *ts);
     if (!ts)
         return coil_raise(-ENOMEM, "task array");
+    bench_load *load = NULL;
+    int err = c->loaded ? bench_load_start(&load) : 0;
+    if (err) {
+        free(ts);
+        return coil_raise(err, "load");
+    }
     uint64_t t0 = bench_now_ns();
     for (long i = 0; i < c->n; i++)
         if (coil_create_task(&ts[i], ret_index, (void *)(intptr_t)i, NULL) != 0)
@@ -39,6 +47,8 @@ static void *spawn_main(void *arg)
     }
     c->ns = bench_now_ns() - t0;
     free(ts);
+    if ((err = bench_load_stop(load)))
+        return coil_raise(err, "load");
     if (sum != c->n * (c->n - 1) / 2)
         return coil_raise(-EIO, "bad sum %ld", sum);
     return NULL;
@@ -46,7 +56,7 @@ static void *spawn_main(void *arg)
 
 static int spawn(const bench_args *a, long *n, bench_result *out)
 {
-    struct spawn_ctx c = { a->n, 0 };
+    struct spawn_ctx c = { a->n, a->loaded, 0 };
     int err = coil_run(spawn_main, &c, NULL);
     if (err)
         return err;
@@ -56,7 +66,8 @@ static int spawn(const bench_args *a, long *n, bench_result *out)
     out->value = (double)c.ns / (double)a->n;
     return 0;
 }
-COIL_BENCH_WORKLOAD(spawn, spawn, 1000000, "create N tasks, await each in order (ns per task)")
+COIL_BENCH_WORKLOAD_FORMS(spawn, spawn, 1000000, BENCH_FORM_LOADED, 0,
+                          "create N tasks, await each in order (ns per task)")
 
 /* ---- switch: two tasks each yield N times ---- */
 
@@ -70,6 +81,7 @@ static void *yielder(void *arg)
 
 struct switch_ctx {
     long n;
+    bool loaded;
     uint64_t ns;
 };
 
@@ -77,6 +89,10 @@ static void *switch_main(void *arg)
 {
     struct switch_ctx *c = arg;
     coil_task *a, *b;
+    bench_load *load = NULL;
+    int err = c->loaded ? bench_load_start(&load) : 0;
+    if (err)
+        return coil_raise(err, "load");
     uint64_t t0 = bench_now_ns();
     coil_create_task(&a, yielder, (void *)(intptr_t)c->n, NULL);
     coil_create_task(&b, yielder, (void *)(intptr_t)c->n, NULL);
@@ -85,12 +101,13 @@ static void *switch_main(void *arg)
     c->ns = bench_now_ns() - t0;
     coil_task_free(a);
     coil_task_free(b);
-    return NULL;
+    err = bench_load_stop(load);
+    return err ? coil_raise(err, "load") : NULL;
 }
 
 static int switch_(const bench_args *a, long *n, bench_result *out)
 {
-    struct switch_ctx c = { a->n, 0 };
+    struct switch_ctx c = { a->n, a->loaded, 0 };
     int err = coil_run(switch_main, &c, NULL);
     if (err)
         return err;
@@ -100,7 +117,8 @@ static int switch_(const bench_args *a, long *n, bench_result *out)
     out->value = (double)c.ns / (2.0 * (double)a->n);
     return 0;
 }
-COIL_BENCH_WORKLOAD(switch, switch_, 1000000, "two tasks yield N times each (ns per yield)")
+COIL_BENCH_WORKLOAD_FORMS(switch, switch_, 1000000, BENCH_FORM_LOADED, 0,
+                          "two tasks yield N times each (ns per yield)")
 
 /* ---- sleepers: N tasks sleep uniform random 0..1 s (seed 42); gather them all ---- */
 

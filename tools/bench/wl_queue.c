@@ -1,6 +1,7 @@
 /* coil-bench: the queue workload (WORKLOADS.md): one producer task, one consumer task, a queue
  * bounded at 256, N integer items; the consumer checks the sum. Metric: ns per item. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <coil/coil.h>
@@ -9,6 +10,7 @@
 
 struct queue_ctx {
     long n;
+    bool loaded;
     coil_queue *q;
     uint64_t sum;
     uint64_t ns;
@@ -47,6 +49,11 @@ static void *queue_main(void *arg)
     if (err)
         return coil_raise(err, "queue_new");
     coil_task *p, *g;
+    bench_load *load = NULL;
+    if (c->loaded && (err = bench_load_start(&load))) {
+        coil_queue_free(c->q);
+        return coil_raise(err, "load");
+    }
     uint64_t t0 = bench_now_ns();
     if ((err = coil_create_task(&p, producer, c, NULL)) || (err = coil_create_task(&g, consumer, c, NULL)))
         return coil_raise(err, "create_task");
@@ -56,6 +63,9 @@ static void *queue_main(void *arg)
     coil_task_free(p);
     coil_task_free(g);
     coil_queue_free(c->q);
+    int el = bench_load_stop(load);
+    if (el)
+        return coil_raise(el, "load");
     if (ep || eg)
         return coil_raise(ep ? ep : eg, "producer or consumer failed");
     uint64_t want = (uint64_t)c->n * (uint64_t)(c->n + 1) / 2;
@@ -66,7 +76,7 @@ static void *queue_main(void *arg)
 
 static int queue_bench(const bench_args *a, long *n, bench_result *out)
 {
-    struct queue_ctx c = { .n = a->n };
+    struct queue_ctx c = { .n = a->n, .loaded = a->loaded };
     int err = coil_run(queue_main, &c, NULL);
     if (err)
         return err;
@@ -76,4 +86,5 @@ static int queue_bench(const bench_args *a, long *n, bench_result *out)
     out->value = (double)c.ns / (double)a->n;
     return 0;
 }
-COIL_BENCH_WORKLOAD(queue, queue_bench, 1000000, "producer and consumer tasks, queue maxsize 256 (ns per item)")
+COIL_BENCH_WORKLOAD_FORMS(queue, queue_bench, 1000000, BENCH_FORM_LOADED, 0,
+                          "producer and consumer tasks, queue maxsize 256 (ns per item)")

@@ -1,5 +1,6 @@
-/* coil-bench: the shards workloads: threadsafe (run_coroutine_threadsafe from a foreign thread),
- * to_thread (offloads to the default executor), shard_pingpong (cross-shard round trips) and
+/* coil-bench: the shards workloads: threadsafe (run_coroutine_threadsafe from a foreign thread)
+ * and threadsafe_idle (the same to a loop that sleeps whenever its inbox is empty), to_thread
+ * (offloads to the default executor), shard_pingpong (cross-shard round trips) and
  * shard_scaling (the spawn workload on 1..N shards at once). */
 #include <errno.h>
 #include <sched.h>
@@ -27,9 +28,11 @@ static int cmp_u64(const void *a, const void *b)
 struct ts_ctx {
     coil_loop *loop;
     long n, rounds;
+    bool idle;                    /* threadsafe_idle: nothing spins on the loop */
+    uint64_t pause_ns;            /* the producer's pause before each round trip */
     uint64_t submit_ns;           /* submit all, then wait for all */
     uint64_t submit_only_ns;      /* the submitting loop alone */
-    double median_rt_us;
+    double median_rt_us, p99_rt_us;
     int err;
     coil_future *done;            /* set on the loop when the producer has finished */
 };
@@ -49,6 +52,7 @@ static void *ts_producer(void *arg)
     struct ts_ctx *c = arg;
     coil_loop *loop = c->loop;
     const long n = c->n, rounds = c->rounds;
+    const uint64_t pause_ns = c->pause_ns;
     coil_cfuture **cfs = malloc((size_t)n * sizeof *cfs);
     uint64_t *rt = malloc((size_t)rounds * sizeof *rt);
     int err = cfs && rt ? 0 : -ENOMEM;
@@ -74,6 +78,10 @@ static void *ts_producer(void *arg)
     for (long i = 0; i < rounds && !err; i++) {
         coil_cfuture *cf;
         uint64_t a = bench_now_ns();
+        /* A pause on the clock, not a sleep: it lets the loop go to sleep while the producer
+         * keeps its CPU, so the round trip times the loop's wake-up and not the producer's. */
+        for (uint64_t until = a + pause_ns; pause_ns && (a = bench_now_ns()) < until;) {
+        }
         if ((err = coil_run_coroutine_threadsafe(loop, ret_arg, NULL, &cf)))
             break;
         err = coil_cfuture_result(cf, -1, NULL);
@@ -83,6 +91,7 @@ static void *ts_producer(void *arg)
     if (!err) {
         qsort(rt, (size_t)rounds, sizeof *rt, cmp_u64);
         c->median_rt_us = (double)rt[rounds / 2] / 1e3;
+        c->p99_rt_us = (double)rt[rounds * 99 / 100] / 1e3;
         c->submit_only_ns = t_submitted - t0;
         c->submit_ns = t_done - t0;
     }
@@ -123,17 +132,20 @@ static void *ts_main(void *arg)
     if (pthread_create(&th, NULL, ts_producer, c) != 0)
         return coil_raise(-EAGAIN, "thread");
     place_threads(th);
-    /* A spinning waiter keeps the loop awake, as a busy server loop would be. */
-    while (!coil_future_done(c->done))
-        coil_sleep(0);
+    int err = 0;
+    if (c->idle) /* the loop sleeps whenever its inbox is empty, as an idle server's does */
+        err = coil_future_await(c->done, NULL);
+    else /* a spinning waiter keeps the loop awake, as a busy server loop would be */
+        while (!coil_future_done(c->done))
+            coil_sleep(0);
     pthread_join(th, NULL);
     coil_future_free(c->done);
-    return NULL;
+    return err ? coil_raise(err, "waiting for the producer") : NULL;
 }
 
-static int threadsafe(const bench_args *a, long *n, bench_result *out)
+static int threadsafe_run(const bench_args *a, long *n, bench_result *out, bool idle)
 {
-    struct ts_ctx c = { .n = a->n, .rounds = 10000 };
+    struct ts_ctx c = { .n = a->n, .rounds = 10000, .idle = idle, .pause_ns = idle ? 20000 : 0 };
     int err = coil_run(ts_main, &c, NULL);
     if (!err)
         err = c.err;
@@ -144,11 +156,24 @@ static int threadsafe(const bench_args *a, long *n, bench_result *out)
     out->unit = "ns";
     out->value = (double)c.submit_ns / (double)a->n;
     bench_extra(out, "round_trip_median_us", c.median_rt_us);
+    bench_extra(out, "round_trip_p99_us", c.p99_rt_us);
     bench_extra(out, "submit_only_ns", (double)c.submit_only_ns / (double)a->n);
     return 0;
 }
-COIL_BENCH_WORKLOAD(threadsafe, threadsafe, 100000,
-                    "a foreign thread submits N coroutines with run_coroutine_threadsafe, waits all (ns each)")
+
+static int threadsafe(const bench_args *a, long *n, bench_result *out)
+{
+    return threadsafe_run(a, n, out, false);
+}
+COIL_BENCH_WORKLOAD_FORMS(threadsafe, threadsafe, 100000, BENCH_FORM_HOG, 0,
+                          "a foreign thread submits N coroutines with run_coroutine_threadsafe, waits all (ns each)")
+
+static int threadsafe_idle(const bench_args *a, long *n, bench_result *out)
+{
+    return threadsafe_run(a, n, out, true);
+}
+COIL_BENCH_WORKLOAD_FORMS(threadsafe_idle, threadsafe_idle, 100000, BENCH_FORM_HOG, 0,
+                          "threadsafe to a loop asleep when its inbox is empty; round trips 20 us apart (ns each)")
 
 /* ---- to_thread ---- */
 
@@ -202,7 +227,8 @@ static int to_thread(const bench_args *a, long *n, bench_result *out)
     out->value = (double)c.ns / 1e3 / (double)a->n;
     return 0;
 }
-COIL_BENCH_WORKLOAD(to_thread, to_thread, 20000, "N offloads of a trivial function, 64 in flight (us each)")
+COIL_BENCH_WORKLOAD_FORMS(to_thread, to_thread, 20000, BENCH_FORM_HOG, 0,
+                          "N offloads of a trivial function, 64 in flight (us each)")
 
 /* ---- shard_pingpong ---- */
 
@@ -250,8 +276,8 @@ static int shard_pingpong(const bench_args *a, long *n, bench_result *out)
     out->value = (double)c.ns / (double)a->n;
     return 0;
 }
-COIL_BENCH_WORKLOAD(shard_pingpong, shard_pingpong, 1000000,
-                    "a task on shard 0 awaits N coil_submit_to(1) calls in a row (ns per round trip)")
+COIL_BENCH_WORKLOAD_FORMS(shard_pingpong, shard_pingpong, 1000000, BENCH_FORM_HOG, 200000,
+                          "a task on shard 0 awaits N coil_submit_to(1) calls in a row (ns per round trip)")
 
 /* ---- shard_scaling ---- */
 

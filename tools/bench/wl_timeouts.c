@@ -29,6 +29,7 @@ static void *wait_under_timeout(void *arg)
 struct timeouts_ctx {
     long n;
     bool compact;
+    bool loaded;
     uint64_t ns;
 };
 
@@ -47,12 +48,21 @@ static void *timeouts_main(void *arg)
         return coil_raise(-ENOMEM, "arrays");
     }
     coil_task_opts opts = { .stack_mode = c->compact ? COIL_STACK_COMPACT : COIL_STACK_AUTO };
+    bench_load *load = NULL;
+    int err = c->loaded ? bench_load_start(&load) : 0;
+    if (err) {
+        free(ts);
+        free(res);
+        coil_event_free(ev);
+        return coil_raise(err, "load");
+    }
     uint64_t t0 = bench_now_ns();
     for (long i = 0; i < c->n; i++)
         if (coil_create_task(&ts[i], wait_under_timeout, ev, &opts) != 0)
             return coil_raise(-ENOMEM, "create_task %ld", i);
-    int err = coil_gather((coil_future **)ts, (size_t)c->n, false, res);
+    err = coil_gather((coil_future **)ts, (size_t)c->n, false, res);
     c->ns = bench_now_ns() - t0;
+    int el = bench_load_stop(load);
     long timed_out = 0;
     for (long i = 0; i < c->n; i++) {
         timed_out += err == 0 && res[i].value == (void *)1;
@@ -63,6 +73,8 @@ static void *timeouts_main(void *arg)
     coil_event_free(ev);
     if (err)
         return coil_raise(err, "gather");
+    if (el)
+        return coil_raise(el, "load");
     if (timed_out != c->n)
         return coil_raise(-EIO, "only %ld of %ld timed out", timed_out, c->n);
     return NULL;
@@ -72,7 +84,7 @@ static int timeouts(const bench_args *a, long *n, bench_result *out)
 {
     /* Default (AUTO) stacks, as a user gets them; --mode compact forces compact stacks. */
     bool compact = a->mode && strcmp(a->mode, "compact") == 0;
-    struct timeouts_ctx c = { a->n, compact, 0 };
+    struct timeouts_ctx c = { a->n, compact, a->loaded, 0 };
     int err = coil_run(timeouts_main, &c, NULL);
     if (err)
         return err;
@@ -84,5 +96,6 @@ static int timeouts(const bench_args *a, long *n, bench_result *out)
     bench_extra_str(out, "stacks", compact ? "compact" : "auto");
     return 0;
 }
-COIL_BENCH_WORKLOAD(timeouts, timeouts, 100000,
-                    "N tasks wait on a never-set event under a 10 ms timeout scope; main gathers (ns per timed-out wait)")
+COIL_BENCH_WORKLOAD_FORMS(timeouts, timeouts, 100000, BENCH_FORM_LOADED, 0,
+                          "N tasks wait on a never-set event under a 10 ms timeout scope; main gathers "
+                          "(ns per timed-out wait)")
