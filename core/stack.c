@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -178,6 +180,72 @@ static void unmap_stack(coil__stackpool *p, coil__stack *s)
     munmap(map, map_size);
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+#ifndef PIDFD_SELF_THREAD
+#define PIDFD_SELF_THREAD -10000 /* Linux 6.15: the calling thread, whose memory is the process's */
+#endif
+
+/* New stacks are prepared in batches: their guards installed and their top pages (where the
+ * first frames go) populated with one process_madvise call each, instead of a madvise and a page
+ * fault per stack (a first-touch fault costs far more than its share of a batched populate).
+ * Batches start small, so a loop with a few tasks populates a few pages, and double with use. */
+enum { BATCH_FIRST = 8, BATCH_MAX = 128 };
+static _Atomic bool g_no_batches; /* process_madvise refused: prepare stacks one by one */
+
+static _Atomic bool g_no_pidfd_self;
+
+/* madvise over many ranges in one call; before PIDFD_SELF, through a pidfd of our own. */
+static long advise_pages(struct iovec *iov, unsigned n, int advice)
+{
+    if (!atomic_load_explicit(&g_no_pidfd_self, memory_order_relaxed)) {
+        long r = syscall(SYS_process_madvise, PIDFD_SELF_THREAD, iov, (size_t)n, advice, 0u);
+        if (r >= 0 || errno != EBADF)
+            return r;
+        atomic_store_explicit(&g_no_pidfd_self, true, memory_order_relaxed);
+    }
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0u);
+    if (fd < 0)
+        return -1;
+    long r = syscall(SYS_process_madvise, fd, iov, (size_t)n, advice, 0u);
+    int err = errno;
+    close(fd);
+    errno = err;
+    return r;
+}
+
+/* Prepare the slab's next stacks from `carved` on, as many as the batch; leaves sl->prepared
+ * where the guards got to (carve_stack guards any stack past it by itself). */
+static void prepare_batch(coil__stackpool *p, coil__stackslab *sl)
+{
+    if (atomic_load_explicit(&g_no_batches, memory_order_relaxed))
+        return;
+    size_t ps = page_size();
+    unsigned k = p->slab_stacks - sl->carved;
+    if (k > p->batch)
+        k = p->batch;
+    struct iovec guards[BATCH_MAX], tops[BATCH_MAX];
+    for (unsigned i = 0; i < k; i++) {
+        unsigned char *base = sl->map + (size_t)(sl->carved + i) * p->stride;
+        guards[i] = (struct iovec){ base, ps };
+        tops[i] = (struct iovec){ base + p->stride - ps, ps };
+    }
+    long done = advise_pages(guards, k, MADV_GUARD_INSTALL);
+    if (done < 0) {
+        if (errno == EBADF || errno == EINVAL || errno == ENOSYS || errno == EPERM)
+            atomic_store_explicit(&g_no_batches, true, memory_order_relaxed);
+        return;
+    }
+    unsigned guarded = (unsigned)((size_t)done / ps);
+    sl->prepared = sl->carved + guarded;
+    /* Only an optimisation: a page it could not populate is faulted in when first used. */
+    if (guarded)
+        (void)advise_pages(tops, guarded, MADV_POPULATE_WRITE);
+    if (p->batch < BATCH_MAX)
+        p->batch *= 2;
+}
+
 /* Slabs are this big (in whole stacks): fewer, bigger mappings keep the mapping count low, and
  * the address space of a slab costs nothing until its stacks are used. */
 enum { SLAB_BYTES = 32 << 20, SLAB_MIN_STACKS = 8, SLAB_MAX_STACKS = 1024 };
@@ -199,18 +267,24 @@ static coil__stack *carve_stack(coil__stackpool *p)
             p->why = COIL__STACK_NOMEM;
             return NULL;
         }
-        sl->carved = 0;
+        sl->carved = sl->prepared = 0;
         sl->next = p->slabs;
         p->slabs = sl;
     }
     unsigned char *guard = sl->map + sl->carved * p->stride;
     bool regions = guard_regions();
-    if (!take_maps(p, guard_maps(regions)))
-        return NULL;
-    if (!install_guard(guard, regions)) {
-        give_maps(p, guard_maps(regions));
-        p->why = COIL__STACK_NOMEM;
-        return NULL;
+    if (regions && sl->carved == sl->prepared)
+        prepare_batch(p, sl);
+    if (!regions || sl->carved >= sl->prepared) {
+        if (!take_maps(p, guard_maps(regions)))
+            return NULL;
+        if (!install_guard(guard, regions)) {
+            give_maps(p, guard_maps(regions));
+            p->why = COIL__STACK_NOMEM;
+            return NULL;
+        }
+        if (sl->prepared == sl->carved)
+            sl->prepared++;
     }
     sl->carved++;
     p->bytes_mapped += p->stride;
@@ -225,6 +299,7 @@ int coil__stackpool_init(coil__stackpool *p, size_t default_size, size_t compact
     p->keep = keep;
     p->max = max;
     p->stride = round_up(default_size + sizeof(coil__stack), page_size()) + page_size();
+    p->batch = BATCH_FIRST;
     size_t per_slab = SLAB_BYTES / p->stride;
     p->slab_stacks = per_slab < SLAB_MIN_STACKS ? SLAB_MIN_STACKS
                      : per_slab > SLAB_MAX_STACKS ? SLAB_MAX_STACKS
@@ -303,6 +378,8 @@ coil__stack *coil__stack_get(coil__stackpool *p, size_t size)
             p->nfree--;
         } else if (p->ncold) {
             s = p->cold[--p->ncold];
+            /* Its top page went back when it was trimmed: populate it rather than fault it in. */
+            (void)madvise((unsigned char *)s + sizeof *s - page_size(), page_size(), MADV_POPULATE_WRITE);
             s = stack_at((unsigned char *)s + sizeof *s - p->stride, p->stride, true, 0);
             p->bytes_mapped += p->stride;
         } else {

@@ -55,6 +55,7 @@ typedef struct coil__stackslab {
     struct coil__stackslab *next;
     unsigned char *map;
     unsigned carved;
+    unsigned prepared;           /* stacks below this have their guard and their top page already */
 } coil__stackslab;
 
 /* Why the last coil__stack_get failed. */
@@ -82,6 +83,7 @@ typedef struct coil__stackpool {
     size_t cold_cap;
     size_t stride;               /* a slab stack with its guard page */
     unsigned slab_stacks;        /* stacks per slab */
+    unsigned batch;              /* stacks prepared at once next (grows with use) */
     unsigned live, max;          /* dedicated stacks in use, and the loop's cap on them */
     unsigned ncold;
     long maps;                   /* mappings this pool holds against the process's budget */
