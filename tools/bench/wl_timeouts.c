@@ -46,7 +46,7 @@ static void *timeouts_main(void *arg)
         coil_event_free(ev);
         return coil_raise(-ENOMEM, "arrays");
     }
-    coil_task_opts opts = { .stack_mode = c->compact ? COIL_STACK_COMPACT : COIL_STACK_AUTO };
+    coil_task_opts opts = { .stack_mode = c->compact ? COIL_STACK_COMPACT : COIL_STACK_DEFAULT };
     uint64_t t0 = bench_now_ns();
     for (long i = 0; i < c->n; i++)
         if (coil_create_task(&ts[i], wait_under_timeout, ev, &opts) != 0)
