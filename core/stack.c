@@ -334,7 +334,7 @@ void coil__stackpool_destroy(coil__stackpool *p)
 
 bool coil__stack_available(coil__stackpool *p)
 {
-    if (p->max && p->live >= p->max) {
+    if (p->max && p->live - p->unmetered >= p->max) {
         p->why = COIL__STACK_CAP;
         return false;
     }
@@ -368,7 +368,7 @@ void coil__stack_explain(const coil__stackpool *p, char *buf, size_t n)
 coil__stack *coil__stack_get(coil__stackpool *p, size_t size)
 {
     coil__stack *s = NULL;
-    if (p->max && p->live >= p->max) {
+    if (p->max && p->live - p->unmetered >= p->max) {
         p->why = COIL__STACK_CAP;
         return NULL;
     }
@@ -391,6 +391,23 @@ coil__stack *coil__stack_get(coil__stackpool *p, size_t size)
     if (s)
         p->live++;
     return s;
+}
+
+coil__stack *coil__stack_get_unmetered(coil__stackpool *p, size_t size)
+{
+    unsigned max = p->max;
+    p->max = 0;
+    coil__stack *s = coil__stack_get(p, size);
+    p->max = max;
+    if (s)
+        p->unmetered++;
+    return s;
+}
+
+void coil__stack_put_unmetered(coil__stackpool *p, coil__stack *s)
+{
+    p->unmetered--;
+    coil__stack_put(p, s);
 }
 
 void coil__stack_put(coil__stackpool *p, coil__stack *s)
@@ -589,7 +606,9 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
         put_str("': it ran past the guard page of its ");
         put_num(s->size);
         put_str("-byte stack");
-        put_str(shared ? " (the loop's shared compact stack)" : "");
+        put_str(shared                                   ? " (the loop's shared compact stack)"
+                : (t->tflags & COIL__TF_CHECKED) ? " (debug mode's own stack for a compact task)"
+                                                 : "");
         put_str("; give it a bigger stack with coil_task_opts.stack_size\n");
         signal(SIGABRT, SIG_DFL);
         abort();

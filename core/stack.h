@@ -85,6 +85,7 @@ typedef struct coil__stackpool {
     unsigned slab_stacks;        /* stacks per slab */
     unsigned batch;              /* stacks prepared at once next (grows with use) */
     unsigned live, max;          /* dedicated stacks in use, and the loop's cap on them */
+    unsigned unmetered;          /* of `live`, debug mode's stacks for compact tasks: not capped */
     unsigned ncold;
     long maps;                   /* mappings this pool holds against the process's budget */
     int why;                     /* COIL__STACK_*: why the last get failed */
@@ -107,6 +108,10 @@ void coil__stackpool_destroy(coil__stackpool *p);
  * reached or mmap fails (p->why says which; coil__stack_explain words it). */
 coil__stack *coil__stack_get(coil__stackpool *p, size_t size);
 void coil__stack_put(coil__stackpool *p, coil__stack *s);
+/* The same for debug mode's stacks of compact tasks, which the loop's max_stacks does not count
+ * (debug mode must not change which tasks get a stack). */
+coil__stack *coil__stack_get_unmetered(coil__stackpool *p, size_t size);
+void coil__stack_put_unmetered(coil__stackpool *p, coil__stack *s);
 /* Give back the pages of up to `max` free stacks beyond the pool's keep; true if more remain. */
 bool coil__stackpool_trim(coil__stackpool *p, unsigned max);
 /* Can another dedicated stack be had without exceeding the cap or the mapping budget? Sets

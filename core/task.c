@@ -154,7 +154,7 @@ static bool start(coil_loop *loop, coil_task *t)
         /* Debug mode checks the compact rule: the task runs on a stack of its own, as big as the
          * shared one, and every suspension is checked (see resume). Without one it runs compact. */
         coil__task_ext *x = coil__task_ext_get(t);
-        coil__stack *own = x ? coil__stack_get(&loop->stacks, loop->stacks.shared->size) : NULL;
+        coil__stack *own = x ? coil__stack_get_unmetered(&loop->stacks, loop->stacks.shared->size) : NULL;
         if (own) {
             t->stack = own;
             x->check_copy = NULL;
@@ -367,7 +367,7 @@ static void release_stack(coil_loop *loop, coil_task *t)
     if (t->tflags & COIL__TF_CHECKED) {
         coil__savebuf_free(&loop->stacks, t->ext->check_copy);
         t->ext->check_copy = NULL;
-        coil__stack_put(&loop->stacks, t->stack);
+        coil__stack_put_unmetered(&loop->stacks, t->stack);
         t->stack = NULL;
     } else if (t->tflags & COIL__TF_COMPACT) {
         coil__savebuf_free(&loop->stacks, t->save);

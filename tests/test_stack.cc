@@ -278,6 +278,15 @@ struct CapState {
 };
 CapState *g_cap;
 
+// The main task of the cap tests is compact: what the waiters share must not live on its stack
+// (debug mode poisons a suspended compact task's stack, as another compact task would reuse it).
+CapState &fresh_cap_state()
+{
+    static CapState st;
+    st = CapState();
+    return st;
+}
+
 void *cap_waiter(void *arg)
 {
     g_cap->frames[reinterpret_cast<uintptr_t>(__builtin_frame_address(0))]++;
@@ -305,7 +314,7 @@ TEST(Stack, DedicatedTaskPastTheLoopsMaxStacksIsENostack)
     coil_loop_opts lo = cap_loop_opts(COIL_STACK_COMPACT);
     coil_test::run(
         []() -> void * {
-            CapState st;
+            CapState &st = fresh_cap_state();
             g_cap = &st;
             EXPECT_EQ(coil_future_new(&st.gate), 0);
             coil_task_opts ded{};
@@ -346,7 +355,7 @@ TEST(Stack, DedicatedTaskThatFindsNoStackWhenItStartsFailsWithENostack)
     coil_loop_opts lo = cap_loop_opts(COIL_STACK_COMPACT);
     coil_test::run(
         []() -> void * {
-            CapState st;
+            CapState &st = fresh_cap_state();
             g_cap = &st;
             EXPECT_EQ(coil_future_new(&st.gate), 0);
             coil_task_opts ded{};
@@ -378,7 +387,7 @@ TEST(Stack, DefaultTasksPastTheLoopsCapFailWithENostackAndNeverRunCompact)
     coil_loop_opts lo = cap_loop_opts(COIL_STACK_DEFAULT);
     coil_test::run(
         []() -> void * {
-            CapState st;
+            CapState &st = fresh_cap_state();
             g_cap = &st;
             EXPECT_EQ(coil_future_new(&st.gate), 0);
             const int n = 10;
@@ -734,25 +743,30 @@ TEST(StackDebug, CompactTasksThatKeepTheRuleRaiseNoReport)
 
 TEST(StackHandOver, ShortTasksStartOnTheStackTheirPredecessorLeft)
 {
-    // Runs in every build, sanitizers included: they must see this path too.
-    coil_test::run([]() -> void * {
-        coil_loop *loop = coil_get_running_loop();
-        uint64_t before = coil__loop_stack_handovers(loop);
-        const int n = 100;
-        coil_task *ts[n];
-        for (int i = 0; i < n; i++)
-            EXPECT_EQ(coil_create_task(&ts[i], [](void *a) -> void * { return a; }, as_ptr(i), nullptr), 0);
-        long sum = 0;
-        for (int i = 0; i < n; i++) {
-            void *r = nullptr;
-            EXPECT_EQ(coil_task_await(ts[i], &r), 0);
-            sum += as_int(r);
-            coil_task_free(ts[i]);
-        }
-        EXPECT_EQ(sum, n * (n - 1) / 2);
-        EXPECT_GE(coil__loop_stack_handovers(loop) - before, static_cast<uint64_t>(n - 1));
-        return nullptr;
-    });
+    // Runs in every build, sanitizers included: they must see this path too. Debug mode times
+    // every step, which keeps finishing on the scheduler: it stays off here.
+    coil_loop_opts lo{};
+    lo.debug = -1;
+    coil_test::run(
+        []() -> void * {
+            coil_loop *loop = coil_get_running_loop();
+            uint64_t before = coil__loop_stack_handovers(loop);
+            const int n = 100;
+            coil_task *ts[n];
+            for (int i = 0; i < n; i++)
+                EXPECT_EQ(coil_create_task(&ts[i], [](void *a) -> void * { return a; }, as_ptr(i), nullptr), 0);
+            long sum = 0;
+            for (int i = 0; i < n; i++) {
+                void *r = nullptr;
+                EXPECT_EQ(coil_task_await(ts[i], &r), 0);
+                sum += as_int(r);
+                coil_task_free(ts[i]);
+            }
+            EXPECT_EQ(sum, n * (n - 1) / 2);
+            EXPECT_GE(coil__loop_stack_handovers(loop) - before, static_cast<uint64_t>(n - 1));
+            return nullptr;
+        },
+        10.0, nullptr, &lo);
 }
 
 // ---- loop threads' alternate signal stacks ----

@@ -38,8 +38,9 @@ typedef struct coil_future coil_future;
  *            resumes; an I/O buffer on a compact task's stack is bounced through a runtime-owned
  *            buffer), but user code must keep it too: never hand another task a pointer to a
  *            local of a compact task that outlives the next await. Debug mode runs compact tasks
- *            on stacks of their own and reports, naming the task, any write into one while it
- *            was suspended.
+ *            on stacks of their own, overwritten with 0xA5 bytes while suspended (so a read
+ *            through such a pointer sees garbage, as it may without debug mode), and reports,
+ *            naming the task, any write into one while it was suspended.
  * AUTO:      the former name of DEFAULT; it never runs a task compact. */
 typedef enum coil_stack_mode {
     COIL_STACK_DEFAULT = 0,
