@@ -599,7 +599,7 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
     unsigned char *addr = si->si_addr;
     bool shared = t && (t->tflags & (COIL__TF_COMPACT | COIL__TF_CHECKED)) == COIL__TF_COMPACT;
     coil__stack *s = !t ? NULL : shared ? loop->stacks.shared : t->stack;
-    /* g_page is set: a loop found it before any task ran (and pthread_once is no signal's). */
+    /* g_page is set (a loop found it before any task ran); pthread_once is not async-signal-safe. */
     if (s && addr >= s->map && addr < s->map + g_page * 2) {
         put_str("coil: stack overflow in task '");
         put_str(t->ext && t->ext->name ? t->ext->name : "(unnamed)");

@@ -22,7 +22,7 @@
  * another task's completion path), keeps wait-list nodes inside the task object, and bounces I/O
  * buffers that live on a compact task's stack through runtime-owned memory. Debug mode runs
  * compact tasks on stacks of their own and checks that nothing wrote into them while they were
- * suspended (coil__stack_check). */
+ * suspended (coil__stack_check_suspend and _resume). */
 #ifndef COIL_CORE_STACK_H
 #define COIL_CORE_STACK_H
 
