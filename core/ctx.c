@@ -6,6 +6,10 @@
 
 void coil__ctx_trampoline(void);
 
+#if defined(COIL__ASAN)
+__thread coil__fiber *coil__fiber_leaving;
+#endif
+
 void *coil__ctx_make(void *top, void (*entry)(void *, void *), void *a, void *b)
 {
     uintptr_t t = (uintptr_t)top & ~(uintptr_t)15;

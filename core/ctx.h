@@ -46,6 +46,27 @@ typedef struct coil__fiber {
 #include <sanitizer/tsan_interface.h>
 #endif
 
+#if defined(COIL__ASAN)
+/* The context this thread is switching away from. A task's stack is known from the start; the
+ * scheduler's is whatever stack called the loop, which ASan reports to the context that lands
+ * after the scheduler's first switch of a run: that context records it in the scheduler's
+ * fiber, and nothing else is ever overwritten (a context landing does not know who left, so
+ * what ASan reports must never go into the lander's own record). */
+extern __thread coil__fiber *coil__fiber_leaving;
+
+static inline void coil__fiber_landed(void *fake)
+{
+    const void *bottom = NULL;
+    size_t size = 0;
+    __sanitizer_finish_switch_fiber(fake, &bottom, &size);
+    coil__fiber *left = coil__fiber_leaving;
+    if (left && !left->bottom) {
+        left->bottom = bottom;
+        left->size = size;
+    }
+}
+#endif
+
 /* Switch from the current context to `to`. `from_dying` means the current context never runs
  * again (a finished task), so ASan may drop its fake stack. */
 static inline void coil__fiber_switch(void **save_sp, void *to_sp, coil__fiber *from, const coil__fiber *to,
@@ -59,20 +80,20 @@ static inline void coil__fiber_switch(void **save_sp, void *to_sp, coil__fiber *
 #endif
 #if defined(COIL__ASAN)
     void *fake = NULL;
+    coil__fiber_leaving = from;
     __sanitizer_start_switch_fiber(from_dying ? NULL : &fake, to->bottom, to->size);
     coil__ctx_switch(save_sp, to_sp);
-    __sanitizer_finish_switch_fiber(fake, &from->bottom, &from->size);
+    coil__fiber_landed(fake);
 #else
     coil__ctx_switch(save_sp, to_sp);
 #endif
 }
 
 /* First thing a fresh context does. */
-static inline void coil__fiber_started(coil__fiber *from)
+static inline void coil__fiber_started(void)
 {
-    (void)from;
 #if defined(COIL__ASAN)
-    __sanitizer_finish_switch_fiber(NULL, &from->bottom, &from->size);
+    coil__fiber_landed(NULL);
 #endif
 }
 

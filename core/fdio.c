@@ -29,7 +29,9 @@ static const coil__wait_ops io_wait = { "io", io_cancel, false };
  * this one is suspended, so the kernel must not be given it. */
 bool coil__on_shared_stack(coil_loop *loop, const void *p, size_t n)
 {
-    const coil__stack *s = loop->stacks.shared;
+    /* Debug mode runs a compact task on a stack of its own and holds it to the same rule. */
+    const coil_task *t = loop->current;
+    const coil__stack *s = t && (t->tflags & COIL__TF_CHECKED) ? t->stack : loop->stacks.shared;
     const unsigned char *lo = coil__stack_bottom(s), *hi = coil__stack_top(s);
     const unsigned char *b = p;
     return b < hi && b + n > lo;

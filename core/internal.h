@@ -125,7 +125,7 @@ enum {
     COIL__TF_COMPACT = 1 << 1,     /* runs on the loop's shared stack */
     COIL__TF_EAGER = 1 << 2,
     COIL__TF_CANCELLING = 1 << 3,  /* inside coil_task_cancel: an await cycle must not recurse */
-    COIL__TF_DEDICATED_RESERVED = 1 << 4,
+    COIL__TF_CHECKED = 1 << 4,     /* debug mode: a compact task on a stack of its own, checked */
     COIL__TF_STARTED = 1 << 5,
     /* Runs a concurrent future's coroutine (shards/threadsafe.c). Entered even when cancelled
      * before its first step, since only its body can settle the future; the body takes the
@@ -188,6 +188,7 @@ struct coil__task_ext {
     const char *file;             /* where it was created */
     int line;
     size_t stack_size;            /* requested at creation; 0 = the loop's default */
+    coil__savebuf *check_copy;    /* debug mode: a checked compact task's frames while suspended */
 };
 
 /* ---- exceptions ---- */

@@ -43,10 +43,14 @@ int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts)
         free(loop);
         return err;
     }
-    size_t stack = opts->stack_size ? opts->stack_size : 256 * 1024;
+    if ((unsigned)opts->stack_mode > COIL_STACK_COMPACT) {
+        coil__uring_exit(&loop->io);
+        free(loop);
+        return -EINVAL;
+    }
+    size_t stack = opts->stack_size ? opts->stack_size : COIL__DEFAULT_STACK_SIZE;
     size_t compact = opts->compact_stack_size ? opts->compact_stack_size : 256 * 1024;
     err = coil__stackpool_init(&loop->stacks, stack, compact, opts->max_stacks,
-                               opts->auto_dedicated ? opts->auto_dedicated : 256,
                                opts->pool_keep ? opts->pool_keep : 1024);
     if (err) {
         coil__uring_exit(&loop->io);
@@ -59,7 +63,7 @@ int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts)
     coil__pool_init(&loop->handle_pool, sizeof(coil__handle));
     coil__pool_init(&loop->future_pool, sizeof(coil_future));
     coil__pool_init(&loop->donecb_pool, sizeof(coil__donecb));
-    loop->default_mode = opts->stack_mode;
+    loop->default_mode = opts->stack_mode == COIL_STACK_COMPACT ? COIL_STACK_COMPACT : COIL_STACK_DEDICATED;
     loop->debug = opts->debug > 0 || (opts->debug == 0 && env_debug());
     loop->slow_callback_duration = opts->slow_callback_duration > 0 ? opts->slow_callback_duration : 0.1;
     loop->thread = pthread_self();

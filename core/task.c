@@ -36,6 +36,18 @@ const char *coil__task_name(coil_task *t)
 
 static void run_eagerly(coil_loop *loop, coil_task *t);
 
+/* No stack could be had: say why once on stderr when it is the process's limit (the user did not
+ * set it and may not know of it), and return the reason for the task's exception. */
+static const char *no_stack_reason(coil_loop *loop, char *buf, size_t n)
+{
+    coil__stack_explain(&loop->stacks, buf, n);
+    if (loop->stacks.why == COIL__STACK_MAPS && !loop->stacks.told) {
+        loop->stacks.told = true;
+        fprintf(stderr, "coil: no stack for a new task: %s\n", buf);
+    }
+    return buf;
+}
+
 static inline __attribute__((always_inline)) int create_task(coil_loop *loop, coil_task **out, coil_task_fn fn,
                                                              void *arg, const coil_task_opts *opts,
                                                              const char *file, int line)
@@ -46,8 +58,13 @@ static inline __attribute__((always_inline)) int create_task(coil_loop *loop, co
     if (loop->closed)
         return COIL_ECLOSED;
     coil_stack_mode mode = opts && opts->stack_mode ? opts->stack_mode : loop->default_mode;
-    if (mode == COIL_STACK_DEDICATED && !coil__stack_available(&loop->stacks))
+    if (COIL_UNLIKELY((unsigned)mode > COIL_STACK_COMPACT))
+        return -EINVAL;
+    if (mode != COIL_STACK_COMPACT && !coil__stack_available(&loop->stacks)) {
+        char why[384];
+        no_stack_reason(loop, why, sizeof why);
         return COIL_ENOSTACK;
+    }
     coil_task *t = coil__pool_get(&loop->task_pool);
     if (!t)
         return -ENOMEM;
@@ -64,8 +81,6 @@ static inline __attribute__((always_inline)) int create_task(coil_loop *loop, co
     t->cancel_requests = 0;
     t->tstate = COIL__T_NEW;
     t->tflags = mode == COIL_STACK_COMPACT ? COIL__TF_COMPACT : 0;
-    if (mode == COIL_STACK_DEDICATED)
-        t->tflags |= COIL__TF_DEDICATED_RESERVED;
     if ((opts && (opts->name || opts->stack_size)) || loop->debug) {
         coil__task_ext *x = coil__task_ext_get(t);
         if (!x || (opts && opts->name && !(x->name = strdup(opts->name)))) {
@@ -122,27 +137,32 @@ static bool start(coil_loop *loop, coil_task *t)
     }
     void *top;
     if (!(t->tflags & COIL__TF_COMPACT)) {
-        size_t want = t->ext ? t->ext->stack_size : 0;
-        bool is_auto = !(t->tflags & COIL__TF_DEDICATED_RESERVED) && want == 0;
-        if (is_auto && loop->stacks.live >= loop->stacks.auto_max && !loop->stacks.free)
-            t->stack = NULL; /* AUTO past its soft cap: compact, see coil_stack_mode */
-        else
-            t->stack = coil__stack_get(&loop->stacks, want);
-        if (!t->stack && is_auto)
-            t->tflags |= COIL__TF_COMPACT;
-        else if (!t->stack) {
+        t->stack = coil__stack_get(&loop->stacks, t->ext ? t->ext->stack_size : 0);
+        if (!t->stack) {
+            /* Never a silent switch to compact mode: the task may share pointers to its locals. */
             coil__task_ext *x = coil__task_ext_get(t);
-            if (x)
-                x->exc = coil__exception_new(COIL_ENOSTACK, coil__task_name(t),
-                                             "no stack could be mapped for the task (the loop's cap on "
-                                             "dedicated stacks was reached, or mmap failed)");
+            if (x) {
+                char why[384], msg[448];
+                snprintf(msg, sizeof msg, "no stack for the task: %s", no_stack_reason(loop, why, sizeof why));
+                x->exc = coil__exception_new(COIL_ENOSTACK, coil__task_name(t), msg);
+            }
             t->aw.result = NULL;
             t->tstate = COIL__T_FINISHED;
             return false;
         }
+    } else if (COIL_UNLIKELY(loop->debug)) {
+        /* Debug mode checks the compact rule: the task runs on a stack of its own, as big as the
+         * shared one, and every suspension is checked (see resume). Without one it runs compact. */
+        coil__task_ext *x = coil__task_ext_get(t);
+        coil__stack *own = x ? coil__stack_get_unmetered(&loop->stacks, loop->stacks.shared->size) : NULL;
+        if (own) {
+            t->stack = own;
+            x->check_copy = NULL;
+            t->tflags |= COIL__TF_CHECKED;
+        }
     }
     coil__stack *s;
-    if (t->tflags & COIL__TF_COMPACT) {
+    if ((t->tflags & (COIL__TF_COMPACT | COIL__TF_CHECKED)) == COIL__TF_COMPACT) {
         s = loop->stacks.shared;
         t->save = NULL;
         coil_task *owner = loop->stacks.shared_owner;
@@ -165,7 +185,7 @@ static bool start(coil_loop *loop, coil_task *t)
 static void swap_in(coil_loop *loop, coil_task *t)
 {
     coil_task *owner = loop->stacks.shared_owner;
-    if (owner == t)
+    if (owner == t || (t->tflags & COIL__TF_CHECKED))
         return;
     void *top = coil__stack_top(loop->stacks.shared);
     if (owner)
@@ -176,11 +196,30 @@ static void swap_in(coil_loop *loop, coil_task *t)
 
 static void finish(coil_loop *loop, coil_task *t);
 
+/* Debug mode, before a checked compact task runs again: had anything written into its stack while
+ * it was suspended? Compact mode would have lost that write (and let it land in another task's
+ * frames): report it, naming the task, and put the frames back as compact mode would. */
+static void check_resume(coil_loop *loop, coil_task *t)
+{
+    size_t off = coil__stack_check_resume(t->ext->check_copy, coil__stack_top(t->stack));
+    if (!off)
+        return;
+    char msg[320];
+    snprintf(msg, sizeof msg,
+             "something wrote into the stack of a suspended COIL_STACK_COMPACT task (%zu bytes below its "
+             "top): nothing may point into a suspended compact task's stack, and without debug mode the "
+             "write would be lost; give the task a dedicated stack (the default)",
+             off);
+    coil__loop_report(loop, msg, 0, NULL, t, NULL);
+}
+
 /* Switch from the scheduler into t. Tasks may hand over to each other directly (switch_out), so
  * the one that switches back to the scheduler need not be t: return that one, or NULL if it
  * finished (its completion is handled here, on the scheduler's stack, which can free its stack). */
 static coil_task *resume(coil_loop *loop, coil_task *t)
 {
+    if (COIL_UNLIKELY(t->tflags & COIL__TF_CHECKED) && t->ext->check_copy)
+        check_resume(loop, t);
     t->tstate = COIL__T_RUNNING;
     loop->current = t;
     if (COIL_UNLIKELY(loop->timing))
@@ -198,6 +237,9 @@ static coil_task *resume(coil_loop *loop, coil_task *t)
         finish(loop, back);
         return NULL;
     }
+    /* A checked compact task never hands over directly (next_direct), so it comes back here. */
+    if (COIL_UNLIKELY(back->tflags & COIL__TF_CHECKED))
+        coil__stack_check_suspend(&loop->stacks, &back->ext->check_copy, back->sp, coil__stack_top(back->stack));
     return back;
 }
 
@@ -244,15 +286,6 @@ static void run_eagerly(coil_loop *loop, coil_task *t)
 
 static coil_task *batch_head_task(coil_loop *loop);
 
-#if defined(COIL_SANITIZE_BUILD)
-/* The sanitizers' fiber bookkeeping expects a switch per task. */
-static coil_task *next_on_this_stack(coil_loop *loop, coil_task *done)
-{
-    (void)loop;
-    (void)done;
-    return NULL;
-}
-#else
 /* Can finishing t run here, on t's own stack, instead of on the scheduler's? Only if it cannot
  * call back into user code: no exception to report, and nobody waiting but tasks (woken by a
  * push on the ready queue). */
@@ -287,14 +320,13 @@ static coil_task *next_on_this_stack(coil_loop *loop, coil_task *done)
     loop->batch = next->aw.h.next;
     return next;
 }
-#endif
 
 static _Noreturn void task_main(void *task, void *fn)
 {
     coil_task *t = task;
     coil_loop *loop = t->loop;
 #if defined(COIL_SANITIZE_BUILD)
-    coil__fiber_started(&loop->sched_fiber);
+    coil__fiber_started();
 #endif
     for (;;) {
         void *result = ((coil_task_fn)fn)(t->aw.result);
@@ -305,6 +337,13 @@ static _Noreturn void task_main(void *task, void *fn)
             break;
         next->stack = t->stack;
         t->stack = NULL;
+        loop->stacks.handovers++;
+#if defined(COIL_SANITIZE_BUILD)
+        /* No switch: the next task goes on in this context, so it takes over its fiber (and
+         * the finished one no longer has one to destroy). */
+        next->fiber = t->fiber;
+        t->fiber.tsan = NULL;
+#endif
         loop->current = NULL; /* as on the scheduler: finishing is not part of any task's step */
         finish(loop, t);
         t = next;
@@ -321,9 +360,16 @@ static _Noreturn void task_main(void *task, void *fn)
     __builtin_unreachable();
 }
 
+uint64_t coil__loop_stack_handovers(const struct coil_loop *loop) { return loop->stacks.handovers; }
+
 static void release_stack(coil_loop *loop, coil_task *t)
 {
-    if (t->tflags & COIL__TF_COMPACT) {
+    if (t->tflags & COIL__TF_CHECKED) {
+        coil__savebuf_free(&loop->stacks, t->ext->check_copy);
+        t->ext->check_copy = NULL;
+        coil__stack_put_unmetered(&loop->stacks, t->stack);
+        t->stack = NULL;
+    } else if (t->tflags & COIL__TF_COMPACT) {
         coil__savebuf_free(&loop->stacks, t->save);
         t->save = NULL;
         if (loop->stacks.shared_owner == t)

@@ -68,7 +68,7 @@ TEST(TaskChain, TheAwaiterWokenByTheFirstTaskStillRunsAfterTheRestOfTheBatch)
     });
 }
 
-constexpr size_t kDeep = 200 * 1024; // most of a 256 KiB default stack
+constexpr size_t kDeep = 120 * 1024; // most of a 128 KiB default stack
 
 __attribute__((noinline)) void *use_most_of_the_stack(void *arg)
 {

@@ -18,34 +18,46 @@ typedef struct coil_task coil_task;
 typedef struct coil_future coil_future;
 
 /* How a task gets its stack.
- * DEDICATED: its own mmap'd stack with a guard page, from the loop's pool.
- * COMPACT:   runs on the loop's shared stack; while suspended, only the part of the stack it
- *            uses is kept, copied aside (a few hundred bytes for a typical task). This is the
- *            mode for hundreds of thousands of mostly-sleeping tasks. The rule it imposes: while
- *            a compact task is suspended, nothing may point into its stack. coil keeps that rule
- *            itself (results are written to out-parameters only after the task resumes; an I/O
- *            buffer on a compact task's stack is bounced through a runtime-owned buffer), but
- *            user code must keep it too: never hand another task a pointer to a local of a
- *            compact task that outlives the next await.
- * AUTO:      DEDICATED while fewer than coil_loop_opts.auto_dedicated (default 256) dedicated
- *            stacks are in use, COMPACT after that. A new dedicated stack costs a guard page and
- *            a first-touch page fault (~2.7 us and 4 KiB here), a compact suspension a copy of
- *            the few hundred bytes in use (~0.1 us): the hot few hundred tasks keep real stacks,
- *            a burst of a hundred thousand does not pay a page each. A task that hands pointers
- *            to its locals to other tasks across awaits must ask for DEDICATED explicitly. */
+ * DEFAULT:   the loop's mode (coil_loop_opts.stack_mode), which is DEDICATED unless the loop was
+ *            created with COMPACT.
+ * DEDICATED: its own stack with a guard page, from the loop's pool. A pointer into a suspended
+ *            task's stack stays valid, however many tasks are alive: pass &local to another task
+ *            and await it, as ordinary C does. Stacks are page-granular: a sleeping task costs
+ *            the pages it touched (typically one) plus its share of the page tables. When no more
+ *            stacks can be had (the loop's max_stacks, or the process's vm.max_map_count on a
+ *            kernel without guard regions), creating or starting the task fails with
+ *            COIL_ENOSTACK and a message; it never changes mode behind the caller's back.
+ * COMPACT:   UNSAFE FOR POINTERS INTO THE TASK'S STACK; only when asked for by name. Compact tasks
+ *            run on the loop's one shared stack; while one is suspended, only the part of the
+ *            stack it uses is kept, copied aside (a few hundred bytes for a typical task): the
+ *            mode for millions of mostly-sleeping tasks that keep their state to themselves.
+ *            The rule: while a compact task is suspended, nothing may point into its stack; its
+ *            addresses belong to whichever compact task runs next, so a write through such a
+ *            pointer is lost (or lands in another task's frames) and a read sees garbage. coil
+ *            keeps the rule itself (results are written to out-parameters only after the task
+ *            resumes; an I/O buffer on a compact task's stack is bounced through a runtime-owned
+ *            buffer), but user code must keep it too: never hand another task a pointer to a
+ *            local of a compact task that outlives the next await. Debug mode runs compact tasks
+ *            on stacks of their own, overwritten with 0xA5 bytes while suspended (so a read
+ *            through such a pointer sees garbage, as it may without debug mode), and reports,
+ *            naming the task, any write into one while it was suspended.
+ * AUTO:      the former name of DEFAULT; it never runs a task compact. */
 typedef enum coil_stack_mode {
-    COIL_STACK_AUTO = 0,
+    COIL_STACK_DEFAULT = 0,
+    COIL_STACK_AUTO = COIL_STACK_DEFAULT,
     COIL_STACK_DEDICATED = 1,
     COIL_STACK_COMPACT = 2,
 } coil_stack_mode;
 
 typedef struct coil_loop_opts {
     unsigned ring_entries;        /* io_uring SQ size; 0 = 256 */
-    size_t stack_size;            /* default task stack; 0 = 256 KiB (only touched pages cost RSS) */
-    coil_stack_mode stack_mode;   /* default for tasks that do not choose */
+    size_t stack_size;            /* default task stack; 0 = 128 KiB (touched pages cost RSS, and
+                                   * every 4 KiB of it 8 bytes of page tables) */
+    coil_stack_mode stack_mode;   /* for tasks that do not choose: DEFAULT (= DEDICATED) or
+                                   * COMPACT (see its rule); anything else is -EINVAL */
     size_t compact_stack_size;    /* the shared stack compact tasks run on; 0 = 256 KiB */
-    unsigned max_stacks;          /* dedicated stacks alive at once; 0 = from vm.max_map_count */
-    unsigned auto_dedicated;      /* AUTO tasks get dedicated stacks below this many; 0 = 256 */
+    unsigned max_stacks;          /* dedicated stacks alive at once; 0 = no cap but the process's
+                                   * mappings (vm.max_map_count) */
     unsigned pool_keep;           /* free stacks kept warm for reuse (the rest give their pages
                                    * back when the loop is idle); 0 = 1024 */
     int debug;                    /* debug mode; -1 = off even if COIL_DEBUG=1, 0 = from env */
@@ -53,7 +65,7 @@ typedef struct coil_loop_opts {
 } coil_loop_opts;
 
 /* Create a loop for the calling thread (it does not become the thread's loop until set or run).
- * Returns 0, -ENOMEM, or COIL_ENOURING with a message on stderr saying why io_uring could not be
+ * Returns 0, -ENOMEM, -EINVAL (an unknown stack_mode), or COIL_ENOURING with a message on stderr saying why io_uring could not be
  * set up and what to do. */
 int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts);
 /* The loop running on this thread, or NULL. Thread-safe (reads a thread-local). */

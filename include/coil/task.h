@@ -35,15 +35,18 @@ typedef void *(*coil_task_fn)(void *arg);
 typedef struct coil_task_opts {
     const char *name;           /* copied; NULL = "Task-<n>" */
     size_t stack_size;          /* 0 = the loop's default */
-    coil_stack_mode stack_mode; /* AUTO = the loop's default */
+    coil_stack_mode stack_mode; /* DEFAULT = the loop's mode; COMPACT only if the task keeps its
+                                 * rule (see coil_stack_mode) */
     bool eager;                 /* 3.12 eager start: run now, up to the first suspension */
 } coil_task_opts;
 
 /* Create a task on the running loop (or, outside one, on this thread's event loop) and
  * schedule it. With opts->eager and a running loop, the task runs synchronously up to its first
  * suspension before this returns; one that finishes never enters the ready queue.
- * Returns 0, -ENOMEM, COIL_ENOSTACK (a DEDICATED task when no more stacks may be mapped),
- * -EINVAL (no fn, no loop), COIL_ECLOSED. Does not suspend the caller (eager start runs the new
+ * Returns 0, -ENOMEM, COIL_ENOSTACK (a dedicated task when no more stacks may be had: the loop's
+ * max_stacks, or the process's mappings; the task then fails with COIL_ENOSTACK and a message if
+ * the stacks run out between its creation and its first run), -EINVAL (no fn, no loop, an
+ * unknown stack_mode), COIL_ECLOSED. Does not suspend the caller (eager start runs the new
  * task in between, as asyncio does). Create through the macro so debug mode knows where. */
 int coil__create_task_at(coil_task **out, coil_task_fn fn, void *arg, const coil_task_opts *opts,
                          const char *file, int line);

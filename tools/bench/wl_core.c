@@ -1,5 +1,6 @@
-/* coil-bench: the core workloads: spawn, switch, sleepers (WORKLOADS.md), and sleepers_compact
- * (a million sleeping tasks in compact mode, for the memory-per-suspended-task figure). */
+/* coil-bench: the core workloads: spawn, switch, sleepers (WORKLOADS.md, in the default stack
+ * mode), and sleepers_compact (a million sleeping tasks in compact mode). Both report the memory a
+ * suspended task costs: resident pages plus page tables. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -144,19 +145,25 @@ struct sleepers_ctx {
     long n;
     coil_stack_mode mode;
     uint64_t ns;
-    long rss_mid_kb;
+    long rss_mid_kb, pte_mid_kb;
 };
 
-static long rss_now_kb(void)
+/* Resident memory and page tables (which a stack per task adds to), in KiB. */
+static void mem_now_kb(long *rss, long *pte)
 {
-    FILE *f = fopen("/proc/self/statm", "re");
-    long pages = 0, rss = 0;
-    if (f) {
-        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
-            rss = 0;
-        fclose(f);
+    *rss = *pte = 0;
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f)
+        return;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        long v;
+        if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
+            *rss = v;
+        else if (sscanf(line, "VmPTE: %ld kB", &v) == 1)
+            *pte = v;
     }
-    return rss * 4;
+    fclose(f);
 }
 
 static void *sleepers_main(void *arg)
@@ -175,7 +182,7 @@ static void *sleepers_main(void *arg)
         if (coil_create_task(&ts[i], sleeper, &delays[i], &o) != 0)
             return coil_raise(-ENOMEM, "create_task %ld", i);
     coil_sleep(0.25); /* everyone is asleep by now: measure what a suspended task costs */
-    c->rss_mid_kb = rss_now_kb();
+    mem_now_kb(&c->rss_mid_kb, &c->pte_mid_kb);
     int failed = 0;
     for (long i = 0; i < c->n; i++) {
         failed |= coil_task_await(ts[i], NULL) != 0;
@@ -189,8 +196,9 @@ static void *sleepers_main(void *arg)
 
 static int sleepers_run(const bench_args *a, long *n, bench_result *out, coil_stack_mode mode)
 {
-    long base = rss_now_kb();
-    struct sleepers_ctx c = { a->n, mode, 0, 0 };
+    long base_rss, base_pte;
+    mem_now_kb(&base_rss, &base_pte);
+    struct sleepers_ctx c = { a->n, mode, 0, 0, 0 };
     if (a->mode && strcmp(a->mode, "compact") == 0)
         c.mode = COIL_STACK_COMPACT;
     int err = coil_run(sleepers_main, &c, NULL);
@@ -200,20 +208,24 @@ static int sleepers_run(const bench_args *a, long *n, bench_result *out, coil_st
     out->metric = "wall_s";
     out->unit = "s";
     out->value = (double)c.ns / 1e9;
-    bench_extra(out, "rss_bytes_per_task", (double)(c.rss_mid_kb - base) * 1024.0 / (double)a->n);
-    bench_extra_str(out, "stack_mode", c.mode == COIL_STACK_COMPACT ? "compact" : "auto");
+    double rss = (double)(c.rss_mid_kb - base_rss) * 1024.0 / (double)a->n;
+    double pte = (double)(c.pte_mid_kb - base_pte) * 1024.0 / (double)a->n;
+    bench_extra(out, "rss_bytes_per_task", rss + pte);
+    bench_extra(out, "pte_bytes_per_task", pte);
+    bench_extra_str(out, "stack_mode", c.mode == COIL_STACK_COMPACT ? "compact" : "default");
     return 0;
 }
 
 static int sleepers(const bench_args *a, long *n, bench_result *out)
 {
-    return sleepers_run(a, n, out, COIL_STACK_AUTO);
+    return sleepers_run(a, n, out, COIL_STACK_DEFAULT);
 }
-COIL_BENCH_WORKLOAD(sleepers, sleepers, 100000, "N tasks sleep random 0..1 s, gathered (wall s, RSS per task)")
+COIL_BENCH_WORKLOAD(sleepers, sleepers, 100000,
+                    "N tasks (default stacks) sleep random 0..1 s, gathered (wall s, RSS+page tables per task)")
 
 static int sleepers_compact(const bench_args *a, long *n, bench_result *out)
 {
     return sleepers_run(a, n, out, COIL_STACK_COMPACT);
 }
 COIL_BENCH_WORKLOAD(sleepers_compact, sleepers_compact, 1000000,
-                    "sleepers with 1,000,000 compact-mode tasks (wall s, RSS per suspended task)")
+                    "sleepers with 1,000,000 compact-mode tasks (wall s, RSS+page tables per task)")

@@ -47,7 +47,7 @@ static void *timeouts_main(void *arg)
         coil_event_free(ev);
         return coil_raise(-ENOMEM, "arrays");
     }
-    coil_task_opts opts = { .stack_mode = c->compact ? COIL_STACK_COMPACT : COIL_STACK_AUTO };
+    coil_task_opts opts = { .stack_mode = c->compact ? COIL_STACK_COMPACT : COIL_STACK_DEFAULT };
     bench_load *load = NULL;
     int err = c->loaded ? bench_load_start(&load) : 0;
     if (err) {
