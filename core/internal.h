@@ -208,7 +208,7 @@ coil_exception *coil__exception_group(const char *message, coil_exception **chil
 void coil__exception_free(coil_exception *e);
 
 /* ---- callback handles ---- */
-enum { COIL__H_CANCELLED = 1, COIL__H_TIMER = 2 };
+enum { COIL__H_CANCELLED = 1, COIL__H_TIMER = 2, COIL__H_RUNNING = 4 };
 typedef struct coil__handle {
     coil__rq rq;                  /* flags: COIL__H_* */
     uint64_t gen;                 /* changes on reuse; coil_handle values compare it */

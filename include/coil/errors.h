@@ -22,6 +22,7 @@ enum {
     COIL_ECLOSED       = -1004, /* the loop (or object) is closed */
     COIL_ERUNNING      = -1005, /* the loop is already running */
     COIL_ENOTHING      = -1006, /* run_until_complete with nothing that could ever wake the loop */
+    COIL_ESTOPPED      = -1007, /* the loop was stopped before the awaited future completed */
     COIL_EQUEUEFULL    = -1010, /* asyncio.QueueFull */
     COIL_EQUEUEEMPTY   = -1011, /* asyncio.QueueEmpty */
     COIL_EQUEUESHUTDOWN = -1012, /* asyncio.QueueShutDown (3.13) */
