@@ -62,12 +62,18 @@ char *coil_sockaddr_format(const struct sockaddr *addr, socklen_t len, char *buf
 /* The port of an IPv4/IPv6 address (host order), or -1. */
 int coil_sockaddr_port(const struct sockaddr *addr);
 
+/* Lookups by name run on one process-wide pool of at most this many threads (started on
+ * demand, gone when idle); more lookups than that wait their turn in FIFO order. */
+#define COIL_RESOLVE_THREADS 16
+
 /* getaddrinfo(3) without blocking the loop (asyncio's loop.getaddrinfo): a numeric host is
- * resolved at once, any other name on a private helper thread while the task waits. `port` may
- * be NULL, `hints` NULL (= AF_UNSPEC, SOCK_STREAM). Suspends. 0 with *res (free it with
- * freeaddrinfo), COIL_ENONAME (EAI_NONAME, EAI_SERVICE, EAI_NODATA), COIL_ERESOLVE (other EAI_*
- * errors), a negated errno for EAI_SYSTEM, -ENOMEM, -ECANCELED (the lookup finishes in the
- * background and is discarded). */
+ * resolved at once, any other name on the resolver's thread pool (COIL_RESOLVE_THREADS) while
+ * the task waits. `port` may be NULL, `hints` NULL (= AF_UNSPEC, SOCK_STREAM). Suspends. 0 with
+ * *res (free it with freeaddrinfo), COIL_ENONAME (EAI_NONAME, EAI_SERVICE, EAI_NODATA),
+ * COIL_ERESOLVE (other EAI_* errors), a negated errno for EAI_SYSTEM, -ENOMEM, -EAGAIN (no
+ * thread could be started and none runs), -ECANCELED (a lookup still queued is dropped; one
+ * already running finishes in the background and is discarded). Thread-safe in the sense that
+ * tasks of any number of loops may resolve at once. */
 int coil_getaddrinfo(const char *host, const char *port, const struct addrinfo *hints, struct addrinfo **res);
 
 /* ---- UDP endpoint (asyncio's create_datagram_endpoint, without protocol callbacks) ---- */
