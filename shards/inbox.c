@@ -255,8 +255,10 @@ static void unlink_lane(coil__inbox *ib, coil__lane *prev, coil__lane *lane)
 {
     if (!prev) {
         coil__lane *head = lane;
-        if (atomic_compare_exchange_strong_explicit(&ib->lanes, &head, lane->next, memory_order_relaxed,
-                                                    memory_order_relaxed))
+        /* Acquire (C11 wants the success order at least as strong as the failure's): on failure
+         * we follow the new head's links, which its producer set before its release CAS. */
+        if (atomic_compare_exchange_strong_explicit(&ib->lanes, &head, lane->next, memory_order_acquire,
+                                                    memory_order_acquire))
             return;
         for (prev = head; prev->next != lane; prev = prev->next)
             ;
@@ -392,6 +394,7 @@ static void src_after_block(coil_loop *loop, coil__loop_source *s)
 }
 
 static void inbox_close(coil_loop *loop, coil__loop_closer *c);
+static bool posters_busy(const coil__inbox *ib);
 
 static void register_inbox(coil__inbox *ib)
 {
@@ -436,8 +439,19 @@ static void inbox_close(coil_loop *loop, coil__loop_closer *c)
         coil__executor_shutdown_wait(ib->default_executor, ib);
     while (ib->expect || ib->ovf_head)
         coil__inbox_wait(ib, 10 * 1000 * 1000);
-    while (drain(ib, 0))
-        ;
+    /* Run what is left, and let every post whose message we saw finish with the inbox: each
+     * drain is followed by a look at the posters, and we stop only after a look that found none
+     * busy and a drain after it that found nothing new. Draining meanwhile also lets a poster
+     * that waits for room in a full ring go on. */
+    for (;;) {
+        bool ran = false;
+        while (drain(ib, 0))
+            ran = true;
+        if (posters_busy(ib))
+            sched_yield();
+        else if (!ran)
+            break;
+    }
     if (ib->registered)
         coil__loop_remove_source(ib->loop, &ib->src);
     coil__lane *next;
@@ -509,6 +523,79 @@ coil__inbox *coil__inbox_here(void)
     return ib;
 }
 
+/* ---- posts in flight ----
+ *
+ * A post publishes its message, then still reads the inbox (after_push, send_wake). By then the
+ * loop may have run the message (asyncio's call_soon_threadsafe(loop.stop)), returned and begun
+ * to close. So every thread that posts has a record naming the inbox it is posting to, set
+ * before the push and cleared (release) once it is done with the inbox; the closer waits until
+ * no record names its inbox (acquire) before it frees anything. The record is the thread's own
+ * line: two plain stores per post, no locked instruction. Any message the closer has seen was
+ * pushed after its poster's record named the inbox (the push's release orders the two), so the
+ * closer's look at the records cannot miss a post whose message it ran. */
+typedef struct poster {
+    _Atomic(coil__inbox *) target; /* the inbox this thread is posting to now, or NULL */
+    struct poster *next, **pprev;  /* every thread's record, under posters_mu */
+} poster;
+
+static pthread_mutex_t posters_mu = PTHREAD_MUTEX_INITIALIZER;
+static poster *posters;
+static COIL__TLS poster tls_poster;
+static COIL__TLS bool tls_poster_listed;
+static pthread_key_t poster_key;
+static pthread_once_t poster_once = PTHREAD_ONCE_INIT;
+
+static void poster_thread_exit(void *rec)
+{
+    poster *p = rec;
+    pthread_mutex_lock(&posters_mu);
+    *p->pprev = p->next;
+    if (p->next)
+        p->next->pprev = p->pprev;
+    pthread_mutex_unlock(&posters_mu);
+    tls_poster_listed = false; /* a post from a later destructor lists it again */
+}
+
+static void poster_key_init(void) { pthread_key_create(&poster_key, poster_thread_exit); }
+
+static __attribute__((noinline)) void poster_list(void)
+{
+    poster *p = &tls_poster;
+    pthread_once(&poster_once, poster_key_init);
+    pthread_setspecific(poster_key, p); /* its destructor takes the record off the list */
+    pthread_mutex_lock(&posters_mu);
+    p->next = posters;
+    p->pprev = &posters;
+    if (posters)
+        posters->pprev = &p->next;
+    posters = p;
+    pthread_mutex_unlock(&posters_mu);
+    tls_poster_listed = true;
+}
+
+/* This thread is about to post to ib (before it reads anything of ib). Release, like the clear:
+ * a closer reading this value must also see the clear of an earlier post to another inbox. */
+static inline void posting_to(coil__inbox *ib)
+{
+    if (COIL_UNLIKELY(!tls_poster_listed))
+        poster_list();
+    atomic_store_explicit(&tls_poster.target, ib, memory_order_release);
+}
+
+/* ...and is done with it: the closer may free it from now on. */
+static inline void posted(void) { atomic_store_explicit(&tls_poster.target, NULL, memory_order_release); }
+
+/* Some thread is between posting_to(ib) and posted(). */
+static bool posters_busy(const coil__inbox *ib)
+{
+    bool busy = false;
+    pthread_mutex_lock(&posters_mu);
+    for (const poster *p = posters; p && !busy; p = p->next)
+        busy = atomic_load_explicit(&p->target, memory_order_acquire) == ib;
+    pthread_mutex_unlock(&posters_mu);
+    return busy;
+}
+
 /* ---- posting ---- */
 
 /* The producer's half of the handshake (see src_before_block and asym). The exchange also
@@ -534,12 +621,16 @@ static void ovf_flush(coil__inbox *self)
 {
     coil__ovf *o;
     while ((o = self->ovf_head)) {
-        if (push(o->to, o->m.fn, o->m.a, o->m.b) != 0)
+        posting_to(o->to);
+        if (push(o->to, o->m.fn, o->m.a, o->m.b) != 0) {
+            posted();
             return; /* still full: keep order, try again next iteration */
+        }
         self->ovf_head = o->next;
         if (!self->ovf_head)
             self->ovf_tail = &self->ovf_head;
         after_push(o->to);
+        posted();
         free(o);
     }
 }
@@ -550,13 +641,14 @@ int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, v
     coil__inbox *self = me ? (coil__inbox *)__atomic_load_n(&me->inbox, __ATOMIC_ACQUIRE) : NULL;
     if (self && self->ovf_head)
         return -EAGAIN; /* older messages of ours still wait: keep our order */
+    posting_to(ib);
     int err = push(ib, fn, a, b);
-    if (err)
-        return err;
-    if (me)
+    if (!err)
+        after_push(ib);
+    posted();
+    if (!err && me)
         COIL__STAT_ADD(me, msgs_out, 1);
-    after_push(ib);
-    return 0;
+    return err;
 }
 
 int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
@@ -565,13 +657,16 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
     coil__inbox *self = me ? (coil__inbox *)__atomic_load_n(&me->inbox, __ATOMIC_ACQUIRE) : NULL;
     if (me && !self)
         self = coil__inbox_here();
+    posting_to(ib);
     if (COIL_LIKELY(!self || !self->ovf_head) && push(ib, fn, a, b) == 0) {
+        after_push(ib);
+        posted();
         if (me)
             COIL__STAT_ADD(me, msgs_out, 1);
-        after_push(ib);
         return 0;
     }
     if (self) {
+        posted(); /* our own loop's overflow list: nothing more of ib is read here */
         /* A loop must never block on another loop's ring: that is how two loops deadlock. */
         coil__ovf *o = malloc(sizeof *o);
         if (!o)
@@ -606,6 +701,7 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
         }
     }
     after_push(ib);
+    posted();
     return 0;
 }
 
