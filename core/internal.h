@@ -205,6 +205,9 @@ struct coil_exception {
 coil_exception *coil__exception_new(int code, const char *task_name, const char *msg);
 coil_exception *coil__exception_newv(int code, const char *task_name, const char *fmt, va_list ap);
 coil_exception *coil__exception_group(const char *message, coil_exception **children, size_t n);
+/* Complete a pending plain future with e (taken over; -ECANCELED ends it cancelled). Loop
+ * thread. Returns 0, or COIL_EINVALSTATE if f is already done (e is then freed). */
+int coil__future_fail(coil_future *f, coil_exception *e);
 void coil__exception_free(coil_exception *e);
 
 /* ---- callback handles ---- */
@@ -358,6 +361,9 @@ struct coil_loop {
 #define COIL__TLS __thread __attribute__((tls_model("initial-exec")))
 extern COIL__TLS coil_loop *coil__tls_running;
 extern COIL__TLS coil_loop *coil__tls_loop;
+/* Set by an executor's worker while it runs a job's function: where coil_raise outside a task
+ * records the exception (the job's slot), so the awaiting task receives it. */
+extern COIL__TLS coil_exception **coil__tls_worker_exc;
 
 uint64_t coil__now_ns(void);
 void coil__loop_update_time(coil_loop *loop);

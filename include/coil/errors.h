@@ -59,8 +59,11 @@ const coil_exception *coil_exception_child(const coil_exception *e, size_t i);
  * running task and returns NULL, so a task ends with `return coil_raise(-EIO, "read %s", path);`.
  * A task that returns with an exception recorded has failed; awaiting it returns `code`. Raising
  * -ECANCELED ends the task cancelled (the message defaults to the cancel request's message).
- * Raising again replaces the earlier exception. Outside a task it does nothing and returns NULL.
- * `code` must be negative; 0 or a positive value is recorded as -EINVAL. */
+ * Raising again replaces the earlier exception. In a function run by an executor
+ * (coil_to_thread, coil_run_in_executor, coil_run_in_executor_future) on its worker thread, it
+ * records the exception on that call instead, for the awaiting task (see executor.h). Anywhere
+ * else outside a task it does nothing and returns NULL. `code` must be negative; 0 or a positive
+ * value is recorded as -EINVAL. */
 void *coil_raise(int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
