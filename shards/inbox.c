@@ -224,6 +224,13 @@ static bool asym_fence(void)
 
 static void ovf_flush(coil__inbox *self);
 
+/* The loop's reference, or an overflow message's (see ovf_flush): the last frees the struct. */
+static void inbox_unref(coil__inbox *ib)
+{
+    if (atomic_fetch_sub_explicit(&ib->refs, 1, memory_order_acq_rel) == 1)
+        free(ib);
+}
+
 /* Producers that found no room (in the ring or their lane) sleep on space_seq: after a pop,
  * wake them. As in Dekker's algorithm, our pop (a store of a head) and a producer's "I wait"
  * each come before the other side's check, and both checks are read-modify-writes of
@@ -442,7 +449,10 @@ static void inbox_close(coil_loop *loop, coil__loop_closer *c)
     /* Run what is left, and let every post whose message we saw finish with the inbox: each
      * drain is followed by a look at the posters, and we stop only after a look that found none
      * busy and a drain after it that found nothing new. Draining meanwhile also lets a poster
-     * that waits for room in a full ring go on. */
+     * that waits for room in a full ring go on. Other loops' overflow lists are flushed on their
+     * own schedule, so those messages are dropped instead (see ovf_flush). */
+    atomic_store_explicit(&ib->dead, true, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
     for (;;) {
         bool ran = false;
         while (drain(ib, 0))
@@ -461,7 +471,8 @@ static void inbox_close(coil_loop *loop, coil__loop_closer *c)
         coil__lane_unref(l);
     }
     coil__mpsc_free(ib->ring);
-    free(ib);
+    ib->ring = NULL;
+    inbox_unref(ib);
 }
 
 static coil__inbox *inbox_new(coil_loop *loop)
@@ -489,6 +500,8 @@ static coil__inbox *inbox_new(coil_loop *loop)
     coil__ilink_init(&ib->cf_waiters);
     /* Not listening yet: the first producer sends a wake-up, whose CQE hooks us in. */
     atomic_init(&ib->asleep, 1);
+    atomic_init(&ib->refs, 1);
+    atomic_init(&ib->dead, false);
     return ib;
 }
 
@@ -617,20 +630,31 @@ static int push(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
     return l ? coil__lane_push(l, fn, a, b) : coil__mpsc_push(ib->ring, fn, a, b);
 }
 
+/* Our loop's messages that found their target full. The target may have closed since (its
+ * close cannot wait for our loop to flush): each message holds a reference that keeps the
+ * target's struct, and its `dead` flag, readable. */
 static void ovf_flush(coil__inbox *self)
 {
     coil__ovf *o;
     while ((o = self->ovf_head)) {
-        posting_to(o->to);
-        if (push(o->to, o->m.fn, o->m.a, o->m.b) != 0) {
+        coil__inbox *to = o->to;
+        posting_to(to);
+        /* Against inbox_close's store of `dead` and its look at the posters (both sides fence):
+         * either it sees us posting and waits for us, or we see it dead and drop the message,
+         * which a closed loop could never run. */
+        atomic_thread_fence(memory_order_seq_cst);
+        bool dead = atomic_load_explicit(&to->dead, memory_order_relaxed);
+        if (!dead && push(to, o->m.fn, o->m.a, o->m.b) != 0) {
             posted();
             return; /* still full: keep order, try again next iteration */
         }
         self->ovf_head = o->next;
         if (!self->ovf_head)
             self->ovf_tail = &self->ovf_head;
-        after_push(o->to);
+        if (!dead)
+            after_push(to);
         posted();
+        inbox_unref(to);
         free(o);
     }
 }
@@ -666,11 +690,15 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
         return 0;
     }
     if (self) {
-        posted(); /* our own loop's overflow list: nothing more of ib is read here */
         /* A loop must never block on another loop's ring: that is how two loops deadlock. */
         coil__ovf *o = malloc(sizeof *o);
-        if (!o)
+        if (!o) {
+            posted();
             return -ENOMEM;
+        }
+        /* Taken while we still count as posting, so a close that waits for us sees it. */
+        atomic_fetch_add_explicit(&ib->refs, 1, memory_order_relaxed);
+        posted();
         o->next = NULL;
         o->to = ib;
         o->m = (coil__msg){ fn, a, b };

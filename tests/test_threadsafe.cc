@@ -264,3 +264,47 @@ TEST(Threadsafe, StopPostedFromAnotherLoopThenCloseNeverFreesTheInboxUnderThePos
 {
     stop_from_another_thread_then_close(true, 100);
 }
+
+// A loop whose post found the target's ring full keeps the message in its own overflow list and
+// returns 0; the target may close before that list is flushed. The flush must then find out
+// that the target is gone, not push into its freed ring.
+TEST(Threadsafe, OverflowFromAnotherLoopOutlivesTheTargetsClose)
+{
+    coil_loop *target = nullptr;
+    ASSERT_EQ(coil_new_event_loop(&target, nullptr), 0);
+    static std::atomic<int> ran;
+    ran = 0;
+    std::atomic<bool> posted{false}, closed{false};
+    enum { N = 5000 }; // more than the target's ring holds: the rest overflows
+    std::thread sender([&] {
+        struct Ctx {
+            coil_loop *target;
+            std::atomic<bool> *posted, *closed;
+        } ctx{ target, &posted, &closed };
+        EXPECT_EQ(coil_run(
+                      [](void *arg) -> void * {
+                          auto *c = static_cast<Ctx *>(arg);
+                          for (int i = 0; i < N; i++)
+                              EXPECT_EQ(coil_loop_call_soon_threadsafe(c->target, [](void *) { ran++; return 0; },
+                                                                       nullptr),
+                                        0);
+                          *c->posted = true;
+                          auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+                          while (!c->closed->load() && std::chrono::steady_clock::now() < end)
+                              coil_sleep(0);
+                          // Each iteration tries to flush the overflow into the closed target.
+                          for (int i = 0; i < 100; i++)
+                              coil_sleep(0);
+                          return nullptr;
+                      },
+                      &ctx, nullptr),
+                  0);
+    });
+    while (!posted.load())
+        std::this_thread::yield();
+    EXPECT_EQ(coil_loop_close(target), 0); // runs what reached its ring
+    closed = true;
+    sender.join();
+    EXPECT_GE(ran.load(), 1);
+    EXPECT_LT(ran.load(), N) << "the overflow never reached the closed loop";
+}
