@@ -379,8 +379,8 @@ TEST(Sock, ManyConcurrentNameLookupsAllSucceedOnABoundedNumberOfThreads)
                     return (void *)(intptr_t)e;
                 });
             coil_sleep(0);
-            // Every tenth, while most are still queued.
-            for (int i = 0; i < N; i += 10)
+            // The last tenth, still queued behind the others.
+            for (int i = N - N / 10; i < N; i++)
                 coil_task_cancel(ts[i], nullptr);
             for (int i = 0; i < N; i++) {
                 void *r = nullptr;
@@ -397,7 +397,11 @@ TEST(Sock, ManyConcurrentNameLookupsAllSucceedOnABoundedNumberOfThreads)
     EXPECT_EQ(other, 0);
     EXPECT_EQ(ok + cancelled, N);
     EXPECT_GE(ok, N - N / 10);
+#if !defined(__SANITIZE_THREAD__)
+    // Under ThreadSanitizer the instrumented loop is so much slower than getaddrinfo (libc is not
+    // instrumented) that the pool may finish every lookup before the cancels land.
     EXPECT_GT(cancelled, 0) << "queued lookups can be cancelled";
+#endif
     // The kernel may add an io_uring worker or two to the count; a thread per lookup would not fit.
     EXPECT_LE(peak.load() - base, COIL_RESOLVE_THREADS + 1 + 4) << "peak " << peak.load() << ", base " << base;
 }
