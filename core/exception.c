@@ -18,6 +18,7 @@ static const struct {
     { COIL_ECLOSED, "COIL_ECLOSED", "closed" },
     { COIL_ERUNNING, "COIL_ERUNNING", "the loop is already running" },
     { COIL_ENOTHING, "COIL_ENOTHING", "nothing left that could complete the awaited future" },
+    { COIL_ESTOPPED, "COIL_ESTOPPED", "the loop was stopped before the awaited future completed" },
     { COIL_EQUEUEFULL, "COIL_EQUEUEFULL", "queue full" },
     { COIL_EQUEUEEMPTY, "COIL_EQUEUEEMPTY", "queue empty" },
     { COIL_EQUEUESHUTDOWN, "COIL_EQUEUESHUTDOWN", "queue shut down" },

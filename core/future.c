@@ -279,6 +279,16 @@ int coil_future_set_exception(coil_future *f, int code, const char *fmt, ...)
     return settle(f, code == -ECANCELED ? COIL__CANCELLED : COIL__FAILED);
 }
 
+int coil__future_fail(coil_future *f, coil_exception *e)
+{
+    if (f->aw.h.state != COIL__PENDING) {
+        coil__exception_free(e);
+        return COIL_EINVALSTATE;
+    }
+    f->exc = e;
+    return settle(f, e->code == -ECANCELED ? COIL__CANCELLED : COIL__FAILED);
+}
+
 int coil_future_cancel(coil_future *f, const char *msg)
 {
     if (!f)

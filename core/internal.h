@@ -206,10 +206,13 @@ struct coil_exception {
 coil_exception *coil__exception_new(int code, const char *task_name, const char *msg);
 coil_exception *coil__exception_newv(int code, const char *task_name, const char *fmt, va_list ap);
 coil_exception *coil__exception_group(const char *message, coil_exception **children, size_t n);
+/* Complete a pending plain future with e (taken over; -ECANCELED ends it cancelled). Loop
+ * thread. Returns 0, or COIL_EINVALSTATE if f is already done (e is then freed). */
+int coil__future_fail(coil_future *f, coil_exception *e);
 void coil__exception_free(coil_exception *e);
 
 /* ---- callback handles ---- */
-enum { COIL__H_CANCELLED = 1, COIL__H_TIMER = 2 };
+enum { COIL__H_CANCELLED = 1, COIL__H_TIMER = 2, COIL__H_RUNNING = 4 };
 typedef struct coil__handle {
     coil__rq rq;                  /* flags: COIL__H_* */
     uint64_t gen;                 /* changes on reuse; coil_handle values compare it */
@@ -360,6 +363,9 @@ struct coil_loop {
 #define COIL__TLS __thread __attribute__((tls_model("initial-exec")))
 extern COIL__TLS coil_loop *coil__tls_running;
 extern COIL__TLS coil_loop *coil__tls_loop;
+/* Set by an executor's worker while it runs a job's function: where coil_raise outside a task
+ * records the exception (the job's slot), so the awaiting task receives it. */
+extern COIL__TLS coil_exception **coil__tls_worker_exc;
 
 uint64_t coil__now_ns(void);
 void coil__loop_update_time(coil_loop *loop);

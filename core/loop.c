@@ -92,6 +92,7 @@ int coil_set_event_loop(coil_loop *loop)
 static void run_handle(coil_loop *loop, coil__handle *h)
 {
     if (!(h->rq.flags & COIL__H_CANCELLED)) {
+        h->rq.flags |= COIL__H_RUNNING; /* no longer pending: cancelling it now does nothing */
         int r = h->cb(h->arg);
         if (r < 0) {
             coil_handle hv = { h, h->gen };
@@ -255,8 +256,11 @@ int coil_loop_run_forever(coil_loop *loop)
     int err = enter(loop, &prev);
     if (err)
         return err;
-    while (!loop->stopping)
+    /* A stop() that came before the run still gets one iteration, as in asyncio: what is ready
+     * runs and I/O is polled without blocking (run_once never blocks once stopping is set). */
+    do
         coil__loop_run_once(loop, true);
+    while (!loop->stopping);
     leave(loop, prev);
     return 0;
 }
@@ -282,18 +286,22 @@ int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **resul
     aw->h.refs++;
     if (aw->h.state == COIL__PENDING && coil__aw_add_done(aw, stop_when_done, loop) == 0) {
         until_running = true;
-        while (!loop->stopping) {
+        /* As run_forever: a stop() from before the run still gets one iteration. */
+        do {
             if (!coil__loop_has_work(loop))
                 break;
             coil__loop_run_once(loop, true);
-        }
+        } while (!loop->stopping);
         until_running = false;
         if (aw->h.state == COIL__PENDING)
             coil__aw_remove_done(aw, stop_when_done, loop);
     }
+    /* Still pending: either someone called stop() (our own stop_when_done only runs once the
+     * future is done) or nothing is left that could complete it. */
+    bool stopped = loop->stopping;
     /* A stop() that raced with completion must not leak into the next run. */
     leave(loop, prev);
-    int r = aw->h.state == COIL__PENDING ? COIL_ENOTHING : coil__aw_outcome(aw, result);
+    int r = aw->h.state != COIL__PENDING ? coil__aw_outcome(aw, result) : stopped ? COIL_ESTOPPED : COIL_ENOTHING;
     coil__aw_unref(loop, aw);
     return r;
 }
@@ -492,7 +500,7 @@ static coil__handle *live_handle(const coil_handle *hv)
 int coil_handle_cancel(coil_handle *hv)
 {
     coil__handle *h = live_handle(hv);
-    if (!h || (h->rq.flags & COIL__H_CANCELLED))
+    if (!h || (h->rq.flags & (COIL__H_CANCELLED | COIL__H_RUNNING)))
         return 0;
     h->rq.flags |= COIL__H_CANCELLED;
     hv->gen |= 1;

@@ -1,9 +1,13 @@
 /* coil core: getaddrinfo without blocking the loop.
  *
- * A numeric address resolves at once. A name goes to a short-lived helper thread (core may not
- * use the shards executor); the task waits on an eventfd read through the ring, so waiting costs
- * nothing and cancels like any read. The request is shared by the task and the thread and freed
- * by whichever lets go last, so a cancelled lookup finishes in the background and is dropped. */
+ * A numeric address resolves at once. A name goes to the resolver's own pool: at most
+ * COIL_RESOLVE_THREADS threads for the whole process, started as lookups queue up and gone after
+ * a while without work, so a burst of lookups cannot start a thread each. The pool is core's
+ * own rather than a loop's executor (shards/): a lookup may outlive the loop that started it by
+ * a DNS timeout, and no loop's close should wait for it. The task waits on an eventfd read
+ * through the ring, so waiting costs nothing and cancels like any read. The request is shared by
+ * the task and the pool and freed by whichever lets go last: a cancelled lookup still queued is
+ * skipped, one already running finishes in the background and is dropped. */
 #include <errno.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -11,13 +15,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "net_internal.h"
 
 typedef struct gai_req {
+    struct gai_req *next; /* in the pool's queue */
     atomic_int refs;
     atomic_int done;
+    atomic_int abandoned; /* the task let go: skip the lookup if it has not started */
     int efd;
     int rc, sys_errno;
     char *host, *port;
@@ -59,9 +66,12 @@ static void req_put(gai_req *r)
     free(r);
 }
 
-static void *resolver(void *arg)
+static void resolve_one(gai_req *r)
 {
-    gai_req *r = arg;
+    if (atomic_load_explicit(&r->abandoned, memory_order_acquire)) {
+        req_put(r);
+        return;
+    }
     struct addrinfo *res = NULL;
     int rc = getaddrinfo(r->host, r->port, &r->hints, &res);
     r->rc = rc;
@@ -72,7 +82,98 @@ static void *resolver(void *arg)
     ssize_t w = write(r->efd, &one, sizeof one);
     (void)w; /* an eventfd write of 1 cannot fail short of overflow */
     req_put(r);
+}
+
+/* ---- the pool ---- */
+
+/* How long an idle pool thread waits for more work before it exits. */
+enum { IDLE_EXIT_S = 5 };
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    gai_req *head, **tail;
+    unsigned threads, idle;
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &pool.head, 0, 0 };
+
+static void *pool_thread(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&pool.mu);
+    for (;;) {
+        gai_req *r = pool.head;
+        if (!r) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += IDLE_EXIT_S;
+            pool.idle++;
+            int e = 0;
+            while (!pool.head && e != ETIMEDOUT)
+                e = pthread_cond_timedwait(&pool.cv, &pool.mu, &until);
+            pool.idle--;
+            if (!pool.head)
+                break;
+            continue;
+        }
+        pool.head = r->next;
+        if (!pool.head)
+            pool.tail = &pool.head;
+        pthread_mutex_unlock(&pool.mu);
+        resolve_one(r);
+        pthread_mutex_lock(&pool.mu);
+    }
+    pool.threads--;
+    pthread_mutex_unlock(&pool.mu);
     return NULL;
+}
+
+/* A child of fork() has none of the pool's threads: start from an empty pool there (what was
+ * queued belonged to the parent's tasks). */
+static void pool_after_fork(void)
+{
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.cv, NULL);
+    pool.head = NULL;
+    pool.tail = &pool.head;
+    pool.threads = pool.idle = 0;
+}
+
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
+
+/* Queue r; start a thread if none is idle and the bound allows. 0, or a negated errno when no
+ * thread runs to take it (r is then not queued). */
+static int pool_submit(gai_req *r)
+{
+    int err = 0;
+    pthread_once(&pool_once, pool_init);
+    pthread_mutex_lock(&pool.mu);
+    r->next = NULL;
+    *pool.tail = r;
+    pool.tail = &r->next;
+    if (pool.idle) {
+        pthread_cond_signal(&pool.cv);
+    } else if (pool.threads < COIL_RESOLVE_THREADS) {
+        pthread_attr_t attr;
+        pthread_t th;
+        err = pthread_attr_init(&attr);
+        if (!err) {
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            err = pthread_create(&th, &attr, pool_thread, NULL);
+            pthread_attr_destroy(&attr);
+        }
+        if (!err)
+            pool.threads++;
+        else if (pool.threads)
+            err = 0; /* a running thread will take it */
+    }
+    if (err) {
+        /* r is the only entry: nothing runs, so nothing else can be queued. */
+        pool.head = NULL;
+        pool.tail = &pool.head;
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return -err;
 }
 
 static int finish(int rc, int sys_errno, struct addrinfo *res, struct addrinfo **out)
@@ -106,16 +207,12 @@ static int on_thread(coil_task *t, const char *host, const char *port, const str
     }
     atomic_init(&r->refs, 2);
     atomic_init(&r->done, 0);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t th;
-    int e = pthread_create(&th, &attr, resolver, r);
-    pthread_attr_destroy(&attr);
+    atomic_init(&r->abandoned, 0);
+    int e = pool_submit(r);
     if (e) {
         atomic_store(&r->refs, 1);
         req_put(r);
-        return -e;
+        return e;
     }
     struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
     int res;
@@ -126,8 +223,10 @@ static int on_thread(coil_task *t, const char *host, const char *port, const str
         res = coil__io_submit_wait(t, sqe);
     }
     int err;
-    if (res == -ECANCELED || res < 0)
+    if (res < 0) {
         err = res; /* a finished lookup nobody waits for is freed with the request */
+        atomic_store_explicit(&r->abandoned, 1, memory_order_release);
+    }
     else if (atomic_load_explicit(&r->done, memory_order_acquire)) {
         err = finish(r->rc, r->sys_errno, r->res, out);
         if (err == 0)

@@ -90,10 +90,11 @@ int coil_runner_run(coil_runner *r, coil_task_fn fn, void *arg, void **result)
         coil_loop_remove_signal_handler(loop, SIGINT);
     if (err == -ECANCELED && r->interrupts > 0)
         err = -EINTR; /* asyncio raises KeyboardInterrupt here */
-    if (err == COIL_ENOTHING) {
-        /* The main task waits on something nothing will ever complete: end it rather than leak. */
+    /* The main task is still pending: end it rather than leak, saying why. */
+    if (err == COIL_ENOTHING)
         coil_task_cancel(r->main, "nothing left that could wake the main task");
-    }
+    else if (err == COIL_ESTOPPED)
+        coil_task_cancel(r->main, "the loop was stopped before the main task finished");
     coil_task_free(r->main);
     r->main = NULL;
     coil__tls_loop = prev_set;

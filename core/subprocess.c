@@ -349,7 +349,10 @@ int coil_subprocess_send_signal(coil_subprocess *p, int sig)
 {
     if (!p)
         return -EINVAL;
-    if (p->exited)
+    /* The kernel delivers a signal to a zombie without complaint (pidfd_send_signal too), so
+     * reap first: a child that has exited is gone (asyncio polls before signalling as well).
+     * The status stays in the object for a later wait. */
+    if (reap(p, false))
         return -ESRCH;
     return pidfd_signal(p->pidfd, sig) < 0 ? -errno : 0;
 }

@@ -672,16 +672,38 @@ void coil__task_destroy_pending(coil_loop *loop, coil_task *t)
 
 /* ---- raising ---- */
 
-static void *raise_v(int code, void *payload, void (*dtor)(void *), const char *fmt, va_list ap)
+COIL__TLS coil_exception **coil__tls_worker_exc;
+
+/* coil_raise in an executor's worker: the exception goes to the job, and from there to whoever
+ * awaits it. */
+static void *raise_in_worker(int code, void *payload, void (*dtor)(void *), const char *fmt, va_list ap)
 {
-    coil_task *t = coil__running_task();
-    if (!t) {
+    coil_exception *e = coil__exception_newv(code, NULL, fmt, ap);
+    if (!e) {
         if (dtor)
             dtor(payload);
         return NULL;
     }
+    e->payload = payload;
+    e->dtor = dtor;
+    if (*coil__tls_worker_exc)
+        coil__exception_free(*coil__tls_worker_exc);
+    *coil__tls_worker_exc = e;
+    return NULL;
+}
+
+static void *raise_v(int code, void *payload, void (*dtor)(void *), const char *fmt, va_list ap)
+{
     if (code >= 0)
         code = -EINVAL;
+    coil_task *t = coil__running_task();
+    if (!t) {
+        if (coil__tls_worker_exc)
+            return raise_in_worker(code, payload, dtor, fmt, ap);
+        if (dtor)
+            dtor(payload);
+        return NULL;
+    }
     coil__task_ext *x = coil__task_ext_get(t);
     if (!x) {
         if (dtor)

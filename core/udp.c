@@ -9,9 +9,58 @@
 
 #include "net_internal.h"
 
+/* Operations in flight are counted by the tasks that run them: close cancels each one's
+ * request (as a stream's close cancels its reader) and the last to return closes the fd and
+ * frees the endpoint, so neither goes while the kernel may still name them. */
 struct coil_udp {
     int fd;
+    bool closing;
+    unsigned nops, cap;
+    coil_task **ops; /* the tasks with an operation on this endpoint */
 };
+
+static void destroy(coil_udp *u)
+{
+    close(u->fd);
+    free(u->ops);
+    free(u);
+}
+
+static int op_begin(coil_udp *u, coil_task **out)
+{
+    coil_task *t = coil__running_task();
+    if (!t)
+        return COIL_ENOTASK;
+    if (u->closing)
+        return COIL_ECLOSED;
+    if (u->nops == u->cap) {
+        unsigned cap = u->cap ? 2 * u->cap : 2;
+        coil_task **ops = realloc(u->ops, cap * sizeof *ops);
+        if (!ops)
+            return -ENOMEM;
+        u->ops = ops;
+        u->cap = cap;
+    }
+    u->ops[u->nops++] = t;
+    *out = t;
+    return 0;
+}
+
+/* The operation has returned err. cancels: the task's cancel requests when it began. */
+static int op_end(coil_udp *u, coil_task *t, uint16_t cancels, int err)
+{
+    for (unsigned i = 0; i < u->nops; i++)
+        if (u->ops[i] == t) {
+            u->ops[i] = u->ops[--u->nops];
+            break;
+        }
+    if (!u->closing)
+        return err;
+    if (!u->nops)
+        destroy(u);
+    /* Our close cut it short, unless the task itself was cancelled meanwhile. */
+    return err == -ECANCELED && t->cancel_requests != cancels ? err : COIL_ECLOSED;
+}
 
 static int resolve(const char *host, int port, int family, bool passive, struct addrinfo **res)
 {
@@ -64,7 +113,7 @@ int coil_udp_open(const coil_udp_opts *o, coil_udp **out)
             close(fd);
         return err;
     }
-    u->fd = fd;
+    *u = (coil_udp){ .fd = fd };
     *out = u;
     return 0;
 }
@@ -73,8 +122,14 @@ int coil_udp_sendto(coil_udp *u, const void *buf, size_t len, const struct socka
 {
     if (!u)
         return -EINVAL;
-    size_t n;
-    int err = coil_sock_sendto(u->fd, buf, len, 0, addr, addrlen, &n);
+    coil_task *t;
+    int err = op_begin(u, &t);
+    if (err)
+        return err;
+    uint16_t cancels = t->cancel_requests;
+    size_t n = 0;
+    err = coil_sock_sendto(u->fd, buf, len, 0, addr, addrlen, &n);
+    err = op_end(u, t, cancels, err);
     return err ? err : n == len ? 0 : -EMSGSIZE;
 }
 
@@ -82,7 +137,13 @@ int coil_udp_recvfrom(coil_udp *u, void *buf, size_t len, size_t *n, coil_sockad
 {
     if (!u)
         return -EINVAL;
-    return coil_sock_recvfrom(u->fd, buf, len, 0, from, n);
+    coil_task *t;
+    int err = op_begin(u, &t);
+    if (err)
+        return err;
+    uint16_t cancels = t->cancel_requests;
+    err = coil_sock_recvfrom(u->fd, buf, len, 0, from, n);
+    return op_end(u, t, cancels, err);
 }
 
 int coil_udp_sockname(coil_udp *u, coil_sockaddr *out)
@@ -97,8 +158,19 @@ int coil_udp_fd(const coil_udp *u) { return u ? u->fd : -1; }
 
 void coil_udp_close(coil_udp *u)
 {
-    if (!u)
+    if (!u || u->closing)
         return;
-    close(u->fd);
-    free(u);
+    u->closing = true;
+    if (!u->nops) {
+        destroy(u);
+        return;
+    }
+    for (unsigned i = 0; i < u->nops; i++) {
+        coil_task *t = u->ops[i];
+        struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)t | COIL__UD_TASK, 0);
+            io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
+        }
+    }
 }

@@ -2,7 +2,9 @@
  *
  * Jobs wait in a mutex-guarded FIFO; workers are started on demand up to the cap. A finished
  * job travels back to the loop of the task that submitted it as an inbox message; the waiting
- * task reads the result from the job record (heap, never its own stack) after it resumes. */
+ * task reads the result from the job record (heap, never its own stack) after it resumes, or the
+ * job settles its future. A function that calls coil_raise fails the job: while it runs, the
+ * worker points core's coil__tls_worker_exc at the job's exception slot. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -17,6 +19,8 @@ typedef struct job {
     coil_task_fn fn;
     void *arg;
     void *result;
+    coil_exception *exc;          /* what the function raised (coil_raise in the worker), or NULL */
+    coil_future *fut;             /* coil_run_in_executor_future: the future to settle (one ref) */
     void (*dtor)(void *);
     coil__inbox *ib;              /* where the completion goes */
     coil_task *waiter;
@@ -105,7 +109,9 @@ static void *worker(void *arg)
         ex->queued--;
         atomic_store_explicit(&ex->queued_pub, ex->queued, memory_order_relaxed);
         pthread_mutex_unlock(&ex->mu);
+        coil__tls_worker_exc = &j->exc;
         j->result = j->fn(j->arg);
+        coil__tls_worker_exc = NULL;
         coil__inbox_post(j->ib, job_done, j, NULL);
         pthread_mutex_lock(&ex->mu);
         if (--ex->active == 0)
@@ -225,6 +231,34 @@ int coil_loop_set_default_executor(coil_loop *loop, coil_executor *ex)
 
 /* ---- waiting for a job, in a task ---- */
 
+/* The function's result goes to its destructor, and what it raised is freed. */
+static void drop_outcome(job *j)
+{
+    if (j->dtor)
+        j->dtor(j->result);
+    coil__exception_free(j->exc);
+    j->exc = NULL;
+}
+
+/* coil_run_in_executor_future: the job's outcome becomes the future's, unless the future was
+ * cancelled (or the loop is closing), which drops it. */
+static void settle_future(job *j, coil__inbox *ib)
+{
+    coil_future *f = j->fut;
+    if (ib->closing || f->aw.h.state != COIL__PENDING) {
+        drop_outcome(j);
+    } else if (j->exc) {
+        coil__future_fail(f, j->exc);
+        j->exc = NULL;
+        if (j->dtor)
+            j->dtor(j->result);
+    } else {
+        coil_future_set_result(f, j->result);
+    }
+    coil__aw_unref(ib->loop, &f->aw);
+    free(j);
+}
+
 static void job_done(void *a, void *b)
 {
     (void)b;
@@ -239,9 +273,13 @@ static void job_done(void *a, void *b)
         executor_destroy(j->ex);
         j->ex = NULL;
     }
+    if (j->fut) {
+        settle_future(j, ib);
+        return;
+    }
     if (j->abandoned || ib->closing) {
-        if (j->dtor)
-            j->dtor(j->result);
+        /* Nobody awaits it (asyncio drops the outcome of a cancelled wrapped future too). */
+        drop_outcome(j);
         free(j);
         return;
     }
@@ -285,6 +323,14 @@ static int await_job(coil_task *t, job *j, uint64_t timeout_ns, void **result)
     int r = coil__task_suspend(&job_ops, j);
     if (r)
         return r;
+    if (j->exc) {
+        /* The function raised: its code is the call's; the message stays with the future form
+         * (coil_run_in_executor_future), where the awaiter can read it. */
+        r = j->exc->code;
+        drop_outcome(j);
+        free(j);
+        return r;
+    }
     if (result)
         *result = j->result;
     free(j);
@@ -331,6 +377,52 @@ int coil_run_in_executor(coil_executor *ex, coil_task_fn fn, void *arg, void (*r
 int coil_to_thread(coil_task_fn fn, void *arg, void **result)
 {
     return coil_run_in_executor(NULL, fn, arg, NULL, result);
+}
+
+int coil_run_in_executor_future(coil_executor *ex, coil_task_fn fn, void *arg, void (*result_dtor)(void *),
+                                coil_future **out)
+{
+    if (!fn || !out)
+        return -EINVAL;
+    coil_loop *loop = coil__tls_running ? coil__tls_running : coil__tls_loop;
+    if (!loop)
+        return -EINVAL;
+    COIL__LOOP_THREAD_CHECK(loop, "coil_run_in_executor_future");
+    if (loop->closed)
+        return COIL_ECLOSED;
+    coil__inbox *ib = coil__inbox_of(loop);
+    if (!ib)
+        return -ENOMEM;
+    int err = 0;
+    if (!ex && !(ex = coil__default_executor(ib, &err)))
+        return err ? err : -ENOMEM;
+    coil_future *f;
+    if ((err = coil_loop_create_future(loop, &f)))
+        return err;
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        coil_future_free(f);
+        return -ENOMEM;
+    }
+    j->fn = fn;
+    j->arg = arg;
+    j->dtor = result_dtor;
+    j->ib = ib;
+    j->fut = f;
+    f->aw.h.refs++; /* the job's: the future outlives a handle freed before the job is done */
+    unsigned queued;
+    if ((err = submit(ex, j, &queued))) {
+        f->aw.h.refs--;
+        coil_future_free(f);
+        free(j);
+        return err;
+    }
+    COIL__STAT_SET(loop, executor_queue, queued);
+    COIL__STAT_ADD(loop, executor_busy, 1);
+    j->counted = true;
+    coil__inbox_expect(ib, +1); /* job_done takes it back */
+    *out = f;
+    return 0;
 }
 
 /* ---- shutting the default executor down from a task ---- */

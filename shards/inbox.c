@@ -224,6 +224,13 @@ static bool asym_fence(void)
 
 static void ovf_flush(coil__inbox *self);
 
+/* The loop's reference, or an overflow message's (see ovf_flush): the last frees the struct. */
+static void inbox_unref(coil__inbox *ib)
+{
+    if (atomic_fetch_sub_explicit(&ib->refs, 1, memory_order_acq_rel) == 1)
+        free(ib);
+}
+
 /* Producers that found no room (in the ring or their lane) sleep on space_seq: after a pop,
  * wake them. As in Dekker's algorithm, our pop (a store of a head) and a producer's "I wait"
  * each come before the other side's check, and both checks are read-modify-writes of
@@ -255,8 +262,10 @@ static void unlink_lane(coil__inbox *ib, coil__lane *prev, coil__lane *lane)
 {
     if (!prev) {
         coil__lane *head = lane;
-        if (atomic_compare_exchange_strong_explicit(&ib->lanes, &head, lane->next, memory_order_relaxed,
-                                                    memory_order_relaxed))
+        /* Acquire (C11 wants the success order at least as strong as the failure's): on failure
+         * we follow the new head's links, which its producer set before its release CAS. */
+        if (atomic_compare_exchange_strong_explicit(&ib->lanes, &head, lane->next, memory_order_acquire,
+                                                    memory_order_acquire))
             return;
         for (prev = head; prev->next != lane; prev = prev->next)
             ;
@@ -392,6 +401,7 @@ static void src_after_block(coil_loop *loop, coil__loop_source *s)
 }
 
 static void inbox_close(coil_loop *loop, coil__loop_closer *c);
+static bool posters_busy(const coil__inbox *ib);
 
 static void register_inbox(coil__inbox *ib)
 {
@@ -436,8 +446,22 @@ static void inbox_close(coil_loop *loop, coil__loop_closer *c)
         coil__executor_shutdown_wait(ib->default_executor, ib);
     while (ib->expect || ib->ovf_head)
         coil__inbox_wait(ib, 10 * 1000 * 1000);
-    while (drain(ib, 0))
-        ;
+    /* Run what is left, and let every post whose message we saw finish with the inbox: each
+     * drain is followed by a look at the posters, and we stop only after a look that found none
+     * busy and a drain after it that found nothing new. Draining meanwhile also lets a poster
+     * that waits for room in a full ring go on. Other loops' overflow lists are flushed on their
+     * own schedule, so those messages are dropped instead (see ovf_flush). */
+    atomic_store_explicit(&ib->dead, true, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    for (;;) {
+        bool ran = false;
+        while (drain(ib, 0))
+            ran = true;
+        if (posters_busy(ib))
+            sched_yield();
+        else if (!ran)
+            break;
+    }
     if (ib->registered)
         coil__loop_remove_source(ib->loop, &ib->src);
     coil__lane *next;
@@ -447,7 +471,8 @@ static void inbox_close(coil_loop *loop, coil__loop_closer *c)
         coil__lane_unref(l);
     }
     coil__mpsc_free(ib->ring);
-    free(ib);
+    ib->ring = NULL;
+    inbox_unref(ib);
 }
 
 static coil__inbox *inbox_new(coil_loop *loop)
@@ -475,6 +500,8 @@ static coil__inbox *inbox_new(coil_loop *loop)
     coil__ilink_init(&ib->cf_waiters);
     /* Not listening yet: the first producer sends a wake-up, whose CQE hooks us in. */
     atomic_init(&ib->asleep, 1);
+    atomic_init(&ib->refs, 1);
+    atomic_init(&ib->dead, false);
     return ib;
 }
 
@@ -509,6 +536,79 @@ coil__inbox *coil__inbox_here(void)
     return ib;
 }
 
+/* ---- posts in flight ----
+ *
+ * A post publishes its message, then still reads the inbox (after_push, send_wake). By then the
+ * loop may have run the message (asyncio's call_soon_threadsafe(loop.stop)), returned and begun
+ * to close. So every thread that posts has a record naming the inbox it is posting to, set
+ * before the push and cleared (release) once it is done with the inbox; the closer waits until
+ * no record names its inbox (acquire) before it frees anything. The record is the thread's own
+ * line: two plain stores per post, no locked instruction. Any message the closer has seen was
+ * pushed after its poster's record named the inbox (the push's release orders the two), so the
+ * closer's look at the records cannot miss a post whose message it ran. */
+typedef struct poster {
+    _Atomic(coil__inbox *) target; /* the inbox this thread is posting to now, or NULL */
+    struct poster *next, **pprev;  /* every thread's record, under posters_mu */
+} poster;
+
+static pthread_mutex_t posters_mu = PTHREAD_MUTEX_INITIALIZER;
+static poster *posters;
+static COIL__TLS poster tls_poster;
+static COIL__TLS bool tls_poster_listed;
+static pthread_key_t poster_key;
+static pthread_once_t poster_once = PTHREAD_ONCE_INIT;
+
+static void poster_thread_exit(void *rec)
+{
+    poster *p = rec;
+    pthread_mutex_lock(&posters_mu);
+    *p->pprev = p->next;
+    if (p->next)
+        p->next->pprev = p->pprev;
+    pthread_mutex_unlock(&posters_mu);
+    tls_poster_listed = false; /* a post from a later destructor lists it again */
+}
+
+static void poster_key_init(void) { pthread_key_create(&poster_key, poster_thread_exit); }
+
+static __attribute__((noinline)) void poster_list(void)
+{
+    poster *p = &tls_poster;
+    pthread_once(&poster_once, poster_key_init);
+    pthread_setspecific(poster_key, p); /* its destructor takes the record off the list */
+    pthread_mutex_lock(&posters_mu);
+    p->next = posters;
+    p->pprev = &posters;
+    if (posters)
+        posters->pprev = &p->next;
+    posters = p;
+    pthread_mutex_unlock(&posters_mu);
+    tls_poster_listed = true;
+}
+
+/* This thread is about to post to ib (before it reads anything of ib). Release, like the clear:
+ * a closer reading this value must also see the clear of an earlier post to another inbox. */
+static inline void posting_to(coil__inbox *ib)
+{
+    if (COIL_UNLIKELY(!tls_poster_listed))
+        poster_list();
+    atomic_store_explicit(&tls_poster.target, ib, memory_order_release);
+}
+
+/* ...and is done with it: the closer may free it from now on. */
+static inline void posted(void) { atomic_store_explicit(&tls_poster.target, NULL, memory_order_release); }
+
+/* Some thread is between posting_to(ib) and posted(). */
+static bool posters_busy(const coil__inbox *ib)
+{
+    bool busy = false;
+    pthread_mutex_lock(&posters_mu);
+    for (const poster *p = posters; p && !busy; p = p->next)
+        busy = atomic_load_explicit(&p->target, memory_order_acquire) == ib;
+    pthread_mutex_unlock(&posters_mu);
+    return busy;
+}
+
 /* ---- posting ---- */
 
 /* The producer's half of the handshake (see src_before_block and asym). The exchange also
@@ -530,16 +630,31 @@ static int push(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
     return l ? coil__lane_push(l, fn, a, b) : coil__mpsc_push(ib->ring, fn, a, b);
 }
 
+/* Our loop's messages that found their target full. The target may have closed since (its
+ * close cannot wait for our loop to flush): each message holds a reference that keeps the
+ * target's struct, and its `dead` flag, readable. */
 static void ovf_flush(coil__inbox *self)
 {
     coil__ovf *o;
     while ((o = self->ovf_head)) {
-        if (push(o->to, o->m.fn, o->m.a, o->m.b) != 0)
+        coil__inbox *to = o->to;
+        posting_to(to);
+        /* Against inbox_close's store of `dead` and its look at the posters (both sides fence):
+         * either it sees us posting and waits for us, or we see it dead and drop the message,
+         * which a closed loop could never run. */
+        atomic_thread_fence(memory_order_seq_cst);
+        bool dead = atomic_load_explicit(&to->dead, memory_order_relaxed);
+        if (!dead && push(to, o->m.fn, o->m.a, o->m.b) != 0) {
+            posted();
             return; /* still full: keep order, try again next iteration */
+        }
         self->ovf_head = o->next;
         if (!self->ovf_head)
             self->ovf_tail = &self->ovf_head;
-        after_push(o->to);
+        if (!dead)
+            after_push(to);
+        posted();
+        inbox_unref(to);
         free(o);
     }
 }
@@ -550,13 +665,14 @@ int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, v
     coil__inbox *self = me ? (coil__inbox *)__atomic_load_n(&me->inbox, __ATOMIC_ACQUIRE) : NULL;
     if (self && self->ovf_head)
         return -EAGAIN; /* older messages of ours still wait: keep our order */
+    posting_to(ib);
     int err = push(ib, fn, a, b);
-    if (err)
-        return err;
-    if (me)
+    if (!err)
+        after_push(ib);
+    posted();
+    if (!err && me)
         COIL__STAT_ADD(me, msgs_out, 1);
-    after_push(ib);
-    return 0;
+    return err;
 }
 
 int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
@@ -565,17 +681,24 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
     coil__inbox *self = me ? (coil__inbox *)__atomic_load_n(&me->inbox, __ATOMIC_ACQUIRE) : NULL;
     if (me && !self)
         self = coil__inbox_here();
+    posting_to(ib);
     if (COIL_LIKELY(!self || !self->ovf_head) && push(ib, fn, a, b) == 0) {
+        after_push(ib);
+        posted();
         if (me)
             COIL__STAT_ADD(me, msgs_out, 1);
-        after_push(ib);
         return 0;
     }
     if (self) {
         /* A loop must never block on another loop's ring: that is how two loops deadlock. */
         coil__ovf *o = malloc(sizeof *o);
-        if (!o)
+        if (!o) {
+            posted();
             return -ENOMEM;
+        }
+        /* Taken while we still count as posting, so a close that waits for us sees it. */
+        atomic_fetch_add_explicit(&ib->refs, 1, memory_order_relaxed);
+        posted();
         o->next = NULL;
         o->to = ib;
         o->m = (coil__msg){ fn, a, b };
@@ -606,6 +729,7 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
         }
     }
     after_push(ib);
+    posted();
     return 0;
 }
 

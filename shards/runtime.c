@@ -373,6 +373,8 @@ int coil_runtime_run(coil_runtime *rt, coil_task_fn fn, void *arg, void **result
         err = coil_loop_run_until_complete(loop, coil_task_future(main), result);
         if (err == COIL_ENOTHING)
             coil_task_cancel(main, "nothing left that could wake the main task");
+        else if (err == COIL_ESTOPPED)
+            coil_task_cancel(main, "the loop was stopped before the main task finished");
         coil_task_free(main);
     }
     leave_shard0(&sv);

@@ -101,6 +101,10 @@ typedef struct coil__inbox {
     _Atomic uint64_t wakes_sent;  /* by producers that cleared it (on the line they just wrote) */
     _Alignas(64) _Atomic uint32_t space_seq; /* bumped (and futex-woken) after a drain when producers wait */
     _Atomic uint32_t space_waiters;
+    /* The struct outlives the loop's close while other loops' overflow lists still name it: one
+     * reference for the loop, one per such message. `dead` (set at close) tells their flush. */
+    _Atomic uint32_t refs;
+    _Atomic bool dead;
 
     /* loop thread only */
     _Alignas(64) bool registered; /* source and closer hooked into the loop */

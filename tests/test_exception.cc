@@ -354,7 +354,7 @@ TEST(Exception, ErrNameNamesErrnoCodesBeyondTheCommonFew)
 TEST(Exception, ErrNameAndStrerrorNameEveryCoilCode)
 {
     const int codes[] = {COIL_EINVALSTATE, COIL_ENOTASK,      COIL_EAWAITSELF,    COIL_EWRONGLOOP,
-                         COIL_ECLOSED,     COIL_ERUNNING,     COIL_ENOTHING,      COIL_EQUEUEFULL,
+                         COIL_ECLOSED,     COIL_ERUNNING,     COIL_ENOTHING,      COIL_ESTOPPED, COIL_EQUEUEFULL,
                          COIL_EQUEUEEMPTY, COIL_EQUEUESHUTDOWN, COIL_EINCOMPLETE, COIL_ELIMITOVERRUN,
                          COIL_EBROKENBARRIER, COIL_EGROUP,    COIL_ENOURING,      COIL_ENOSTACK};
     std::set<std::string> names, texts;

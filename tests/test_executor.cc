@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <dirent.h>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -258,4 +259,184 @@ TEST(Executor, OutsideATaskIsEnotask)
     EXPECT_EQ(coil_to_thread(thread_id, nullptr, nullptr), COIL_ENOTASK);
     EXPECT_EQ(coil_shutdown_default_executor(1), COIL_ENOTASK);
     EXPECT_EQ(coil_run_in_executor(nullptr, nullptr, nullptr, nullptr, nullptr), -EINVAL);
+}
+
+// ---- failing in a worker: coil_raise on the worker thread reaches the awaiter ----
+
+namespace {
+
+void *raise_eio(void *arg)
+{
+    return coil_raise(-EIO, "disk %s failed", static_cast<const char *>(arg));
+}
+
+std::atomic<int> payloads_freed{ 0 };
+
+void *raise_with_payload(void *)
+{
+    coil_raise(-EPERM, "first");
+    // Raising again replaces the first exception, as in a task.
+    return coil_raise_payload(-EACCES, new int(7), [](void *p) {
+        delete static_cast<int *>(p);
+        payloads_freed++;
+    }, "no access to %d", 7);
+}
+
+} // namespace
+
+TEST(Executor, AFunctionThatRaisesFailsToThreadWithItsCode)
+{
+    coil_test::run([]() -> void * {
+        void *r = (void *)0x1;
+        EXPECT_EQ(coil_to_thread(raise_eio, (void *)"sda", &r), -EIO);
+        EXPECT_EQ(r, (void *)0x1) << "no result on failure";
+        coil_executor *ex = nullptr;
+        EXPECT_EQ(coil_executor_new(&ex, 1), 0);
+        payloads_freed = 0;
+        EXPECT_EQ(coil_run_in_executor(ex, raise_with_payload, nullptr, nullptr, &r), -EACCES);
+        EXPECT_EQ(payloads_freed.load(), 1);
+        // A later call on the same worker thread starts clean.
+        EXPECT_EQ(coil_run_in_executor(ex, thread_id, nullptr, nullptr, &r), 0);
+        coil_executor_free(ex);
+        return nullptr;
+    });
+}
+
+TEST(Executor, RunInExecutorFutureDeliversCodeMessageAndPayload)
+{
+    coil_test::run([]() -> void * {
+        coil_future *f = nullptr;
+        EXPECT_EQ(coil_run_in_executor_future(nullptr, raise_eio, (void *)"sdb", nullptr, &f), 0);
+        void *r = nullptr;
+        EXPECT_EQ(coil_future_await(f, &r), -EIO);
+        const coil_exception *e = coil_future_exception(f);
+        EXPECT_NE(e, nullptr);
+        if (e) {
+            EXPECT_EQ(coil_exception_code(e), -EIO);
+            EXPECT_STREQ(coil_exception_message(e), "disk sdb failed");
+        }
+        coil_future_free(f);
+
+        payloads_freed = 0;
+        EXPECT_EQ(coil_run_in_executor_future(nullptr, raise_with_payload, nullptr, nullptr, &f), 0);
+        EXPECT_EQ(coil_future_await(f, nullptr), -EACCES);
+        e = coil_future_exception(f);
+        EXPECT_TRUE(e && *static_cast<int *>(coil_exception_payload(e)) == 7);
+        EXPECT_STREQ(e ? coil_exception_message(e) : "", "no access to 7");
+        EXPECT_EQ(payloads_freed.load(), 0) << "the future owns the payload";
+        coil_future_free(f);
+        EXPECT_EQ(payloads_freed.load(), 1);
+
+        // A function that succeeds: the future has its result.
+        EXPECT_EQ(coil_run_in_executor_future(nullptr, thread_id, nullptr, nullptr, &f), 0);
+        EXPECT_EQ(coil_future_await(f, &r), 0);
+        EXPECT_NE((uintptr_t)r, (uintptr_t)pthread_self());
+        coil_future_free(f);
+        return nullptr;
+    });
+}
+
+TEST(Executor, AWorkerFailureNobodyRetrievesGoesToTheExceptionHandler)
+{
+    coil_test::run([]() -> void * {
+        coil_loop *loop = coil_get_running_loop();
+        static int code;
+        static std::string msg, context;
+        code = 0;
+        msg.clear();
+        context.clear();
+        coil_loop_set_exception_handler(
+            loop,
+            [](coil_loop *, const coil_exc_context *ctx, void *) {
+                code = ctx->code;
+                context = ctx->message ? ctx->message : "";
+                msg = ctx->exception ? coil_exception_message(ctx->exception) : "";
+            },
+            nullptr);
+        coil_future *f = nullptr;
+        EXPECT_EQ(coil_run_in_executor_future(nullptr, raise_eio, (void *)"sdc", nullptr, &f), 0);
+        // Wait for it to be done without retrieving it.
+        EXPECT_TRUE(await_until([f] { return coil_future_done(f); }));
+        coil_future_free(f);
+        EXPECT_EQ(code, -EIO);
+        EXPECT_EQ(msg, "disk sdc failed");
+        EXPECT_EQ(context, "Future exception was never retrieved");
+        coil_loop_set_exception_handler(loop, nullptr, nullptr);
+        return nullptr;
+    });
+}
+
+TEST(Executor, AWorkerFailurePassedOnByATaskReachesACfutureUser)
+{
+    // run_coroutine_threadsafe from a plain thread; the task awaits a function that raises and
+    // passes its exception on: the thread sees the code, and the message reaches the handler
+    // when the thread lets go of the cfuture without retrieving it.
+    coil_test::run([]() -> void * {
+        coil_loop *loop = coil_get_running_loop();
+        static std::string msg;
+        msg.clear();
+        coil_loop_set_exception_handler(
+            loop,
+            [](coil_loop *, const coil_exc_context *ctx, void *) { msg = ctx->message ? ctx->message : ""; },
+            nullptr);
+        auto task = [](void *) -> void * {
+            coil_future *f = nullptr;
+            if (coil_run_in_executor_future(nullptr, raise_eio, (void *)"sdd", nullptr, &f) != 0)
+                return coil_raise(-ENOMEM, "could not start");
+            int rc = coil_future_await(f, nullptr);
+            const coil_exception *e = coil_future_exception(f);
+            void *r = rc ? coil_raise(rc, "%s", e ? coil_exception_message(e) : "?") : nullptr;
+            coil_future_free(f);
+            return r;
+        };
+        int rc = 0;
+        std::thread th([&] {
+            coil_cfuture *cf = nullptr;
+            EXPECT_EQ(coil_run_coroutine_threadsafe(loop, task, nullptr, &cf), 0);
+            rc = coil_cfuture_result(cf, 10.0, nullptr);
+            coil_cfuture *cf2 = nullptr;
+            EXPECT_EQ(coil_run_coroutine_threadsafe(loop, task, nullptr, &cf2), 0);
+            while (!coil_cfuture_done(cf2))
+                std::this_thread::yield();
+            coil_cfuture_free(cf2); // never retrieved
+            coil_cfuture_free(cf);
+        });
+        EXPECT_TRUE(await_until([] { return !msg.empty(); }, 10.0));
+        th.join();
+        EXPECT_EQ(rc, -EIO);
+        EXPECT_NE(msg.find("disk sdd failed"), std::string::npos) << msg;
+        coil_loop_set_exception_handler(loop, nullptr, nullptr);
+        return nullptr;
+    });
+}
+
+TEST(Executor, AFailureOfACallWhoseAwaiterWasCancelledIsDroppedWithItsPayload)
+{
+    coil_test::run([]() -> void * {
+        static Gate g;
+        g.entered = 0;
+        g.open = 0;
+        g.finished = 0;
+        payloads_freed = 0;
+        coil_task *t = nullptr;
+        coil_test::spawn(&t, []() -> void * {
+            return (void *)(intptr_t)coil_to_thread(
+                [](void *) -> void * {
+                    g.entered++;
+                    while (!g.open.load())
+                        std::this_thread::yield();
+                    return raise_with_payload(nullptr);
+                },
+                nullptr, nullptr);
+        });
+        EXPECT_TRUE(await_until([] { return g.entered.load() == 1; }));
+        coil_task_cancel(t, nullptr);
+        void *r = nullptr;
+        coil_task_await(t, &r);
+        EXPECT_EQ((intptr_t)r, -ECANCELED);
+        coil_task_free(t);
+        g.open = 1;
+        EXPECT_TRUE(await_until([] { return payloads_freed.load() == 1; }));
+        return nullptr;
+    });
 }

@@ -190,6 +190,39 @@ TEST_F(LoopTest, HandleCancelReturnsOneThenZeroAndTheCallbackNeverRuns)
     EXPECT_TRUE(coil_handle_cancelled(&ht));
 }
 
+TEST_F(LoopTest, CancelFromInsideItsOwnRunningCallbackReturnsZero)
+{
+    // loop.h: 1 only if the callback was pending. Running, it is no longer pending.
+    coil_handle hs{}, ht{};
+    int soon_rc = -1, later_rc = -1;
+    bool soon_cancelled = true, later_cancelled = true;
+    ASSERT_EQ(soon(
+                  [&] {
+                      soon_rc = coil_handle_cancel(&hs);
+                      soon_cancelled = coil_handle_cancelled(&hs);
+                      return 0;
+                  },
+                  &hs),
+              0);
+    ASSERT_EQ(later(
+                  0.001,
+                  [&] {
+                      later_rc = coil_handle_cancel(&ht);
+                      later_cancelled = coil_handle_cancelled(&ht);
+                      coil_loop_stop(loop);
+                      return 0;
+                  },
+                  &ht),
+              0);
+    ASSERT_EQ(run_forever_guarded(), 0);
+    EXPECT_EQ(soon_rc, 0);
+    EXPECT_EQ(later_rc, 0);
+    EXPECT_FALSE(soon_cancelled);
+    EXPECT_FALSE(later_cancelled);
+    EXPECT_EQ(coil_handle_cancel(&hs), 0);
+    EXPECT_EQ(coil_handle_cancel(&ht), 0);
+}
+
 TEST_F(LoopTest, CancelAfterTheCallbackRanReturnsZeroAndIsSafe)
 {
     int ran = 0;

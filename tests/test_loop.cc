@@ -276,6 +276,62 @@ TEST_F(LoopTest, StopBeforeRunForeverIsNotRememberedAcrossRuns)
     EXPECT_EQ(ran, 1);
 }
 
+TEST_F(LoopTest, StopBeforeRunForeverRunsExactlyOneIterationThenReturns)
+{
+    // asyncio: stop() on a loop that is not running makes the next run_forever() run the
+    // callbacks already scheduled (and poll I/O without blocking) once, then return.
+    std::vector<int> log;
+    ASSERT_EQ(soon([this, &log] {
+                  log.push_back(1);
+                  soon([&log] {
+                      log.push_back(3);
+                      return 0;
+                  });
+                  return 0;
+              }),
+              0);
+    ASSERT_EQ(soon([&log] {
+                  log.push_back(2);
+                  return 0;
+              }),
+              0);
+    coil_loop_stop(loop);
+    EXPECT_EQ(coil_loop_run_forever(loop), 0);
+    EXPECT_EQ(log, (std::vector<int>{1, 2})) << "the scheduled batch runs, what it schedules waits";
+    EXPECT_FALSE(coil_loop_is_running(loop));
+    // The stop was used up: the next run goes until its own stop.
+    coil_loop_stop(loop);
+    EXPECT_EQ(coil_loop_run_forever(loop), 0);
+    EXPECT_EQ(log, (std::vector<int>{1, 2, 3}));
+}
+
+TEST_F(LoopTest, StopBeforeRunUntilCompleteRunsOneIterationThenReturnsEstopped)
+{
+    coil_future *f = nullptr, *g = nullptr;
+    ASSERT_EQ(coil_loop_create_future(loop, &f), 0);
+    ASSERT_EQ(coil_loop_create_future(loop, &g), 0);
+    int ran = 0;
+    ASSERT_EQ(soon([&ran] {
+                  ran++;
+                  return 0;
+              }),
+              0);
+    coil_loop_stop(loop);
+    EXPECT_EQ(coil_loop_run_until_complete(loop, f, nullptr), COIL_ESTOPPED);
+    EXPECT_EQ(ran, 1);
+    EXPECT_FALSE(coil_future_done(f));
+    // Stopped while running, from a callback, with the future still pending.
+    ASSERT_EQ(soon([this] {
+                  coil_loop_stop(loop);
+                  return 0;
+              }),
+              0);
+    EXPECT_EQ(coil_loop_run_until_complete(loop, g, nullptr), COIL_ESTOPPED);
+    EXPECT_STREQ(coil_err_name(COIL_ESTOPPED), "COIL_ESTOPPED");
+    coil_future_free(f);
+    coil_future_free(g);
+}
+
 TEST_F(LoopTest, RunUntilCompleteReturnsTheResultOfAFutureSetFromACallback)
 {
     coil_future *f = nullptr;

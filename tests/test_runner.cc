@@ -230,6 +230,22 @@ TEST(Runner, RunWhoseMainTaskWaitsForeverReturnsEnothingInsteadOfHanging)
     coil_runner_close(r);
 }
 
+TEST(Runner, StopInsideRunSaysTheLoopWasStoppedNotThatNothingWasLeft)
+{
+    // asyncio.Runner.run: RuntimeError('Event loop stopped before Future completed.').
+    coil_runner *r = new_runner();
+    EXPECT_EQ(coil_runner_run(
+                  r, [](void *) -> void * {
+                      coil_loop_stop(coil_get_running_loop());
+                      int rc = coil_sleep(30);
+                      return coil_raise(rc ? rc : -EIO, "sleep returned");
+                  },
+                  nullptr, nullptr),
+              COIL_ESTOPPED);
+    coil_runner_close(r);
+    EXPECT_STREQ(coil_strerror(COIL_ESTOPPED), "the loop was stopped before the awaited future completed");
+}
+
 // ---- SIGINT ----
 
 struct SigState {

@@ -379,6 +379,32 @@ TEST(Subprocess, WaitOnAnAlreadyExitedChildReturnsAtOnce)
     });
 }
 
+TEST(Subprocess, SignallingAnExitedChildNotYetWaitedForIsEsrchAndKeepsItsStatus)
+{
+    // The kernel accepts a signal for a zombie; subprocess.h (and asyncio, which polls first)
+    // say a child that has exited is gone: -ESRCH, and the exit status stays for wait().
+    coil_test::run([]() -> void * {
+        int (*const senders[])(coil_subprocess *) = {
+            [](coil_subprocess *p) { return coil_subprocess_send_signal(p, SIGTERM); },
+            coil_subprocess_terminate,
+            coil_subprocess_kill,
+        };
+        for (auto send : senders) {
+            coil_subprocess *p = exec({ "/bin/sh", "-c", "exit 3" });
+            siginfo_t si{};
+            EXPECT_EQ(waitid(P_PID, (id_t)coil_subprocess_pid(p), &si, WEXITED | WNOWAIT), 0);
+            EXPECT_EQ(send(p), -ESRCH);
+            EXPECT_EQ(send(p), -ESRCH) << "and again";
+            int rc = 0;
+            EXPECT_EQ(coil_subprocess_returncode(p, &rc), 0);
+            EXPECT_EQ(rc, 3);
+            EXPECT_EQ(wait_rc(p), 3);
+            coil_subprocess_free(p);
+        }
+        return nullptr;
+    });
+}
+
 TEST(Subprocess, SeveralTasksMayWaitForTheSameChild)
 {
     coil_test::run([]() -> void * {

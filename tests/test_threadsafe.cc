@@ -192,3 +192,119 @@ TEST(Threadsafe, ABusyLoopWithoutIoHearsAThreadsFirstMessage)
         return nullptr;
     });
 }
+
+// asyncio's "stop a loop from another thread": loop.call_soon_threadsafe(loop.stop), then the
+// loop's thread closes the loop while the poster may still be returning from the post. The post
+// publishes the message before it is done with the inbox, so close must not free the inbox
+// under it. Run under ThreadSanitizer (which sees the free race the post's last reads) and ASan.
+namespace {
+
+struct StopRound {
+    coil_loop *loop = nullptr;
+    std::atomic<bool> go{false};
+    bool warmed = false;
+};
+
+int spin_until_stopped(void *arg)
+{
+    auto *r = static_cast<StopRound *>(arg);
+    if (!r->warmed) {
+        // Hook the inbox into the loop from its own thread, so the poster's message is seen
+        // without a wake-up (the loop never sleeps: the poster's last reads race the close).
+        r->warmed = true;
+        EXPECT_EQ(coil_loop_call_soon_threadsafe(r->loop, [](void *) { return 0; }, nullptr), 0);
+        r->go = true;
+    }
+    return coil_loop_call_soon(r->loop, spin_until_stopped, r, nullptr);
+}
+
+int stop_loop_cb(void *arg)
+{
+    coil_loop_stop(static_cast<coil_loop *>(arg));
+    return 0;
+}
+
+void stop_from_another_thread_then_close(bool poster_runs_a_loop, int rounds)
+{
+    for (int round = 0; round < rounds; round++) {
+        StopRound r;
+        ASSERT_EQ(coil_new_event_loop(&r.loop, nullptr), 0);
+        std::thread th([&r, poster_runs_a_loop] {
+            while (!r.go.load())
+                std::this_thread::yield();
+            if (!poster_runs_a_loop) {
+                EXPECT_EQ(coil_loop_call_soon_threadsafe(r.loop, stop_loop_cb, r.loop), 0);
+                return;
+            }
+            // From a task of another loop: the post goes through the target's shared ring.
+            EXPECT_EQ(coil_run(
+                          [](void *arg) -> void * {
+                              auto *rr = static_cast<StopRound *>(arg);
+                              EXPECT_EQ(coil_loop_call_soon_threadsafe(rr->loop, stop_loop_cb, rr->loop), 0);
+                              return nullptr;
+                          },
+                          &r, nullptr),
+                      0);
+        });
+        ASSERT_EQ(coil_loop_call_soon(r.loop, spin_until_stopped, &r, nullptr), 0);
+        EXPECT_EQ(coil_loop_run_forever(r.loop), 0);
+        EXPECT_EQ(coil_loop_close(r.loop), 0);
+        th.join();
+    }
+}
+
+} // namespace
+
+TEST(Threadsafe, StopPostedFromAThreadThenCloseNeverFreesTheInboxUnderThePoster)
+{
+    stop_from_another_thread_then_close(false, 300);
+}
+
+TEST(Threadsafe, StopPostedFromAnotherLoopThenCloseNeverFreesTheInboxUnderThePoster)
+{
+    stop_from_another_thread_then_close(true, 100);
+}
+
+// A loop whose post found the target's ring full keeps the message in its own overflow list and
+// returns 0; the target may close before that list is flushed. The flush must then find out
+// that the target is gone, not push into its freed ring.
+TEST(Threadsafe, OverflowFromAnotherLoopOutlivesTheTargetsClose)
+{
+    coil_loop *target = nullptr;
+    ASSERT_EQ(coil_new_event_loop(&target, nullptr), 0);
+    static std::atomic<int> ran;
+    ran = 0;
+    std::atomic<bool> posted{false}, closed{false};
+    enum { N = 5000 }; // more than the target's ring holds: the rest overflows
+    std::thread sender([&] {
+        struct Ctx {
+            coil_loop *target;
+            std::atomic<bool> *posted, *closed;
+        } ctx{ target, &posted, &closed };
+        EXPECT_EQ(coil_run(
+                      [](void *arg) -> void * {
+                          auto *c = static_cast<Ctx *>(arg);
+                          for (int i = 0; i < N; i++)
+                              EXPECT_EQ(coil_loop_call_soon_threadsafe(c->target, [](void *) { ran++; return 0; },
+                                                                       nullptr),
+                                        0);
+                          *c->posted = true;
+                          auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+                          while (!c->closed->load() && std::chrono::steady_clock::now() < end)
+                              coil_sleep(0);
+                          // Each iteration tries to flush the overflow into the closed target.
+                          for (int i = 0; i < 100; i++)
+                              coil_sleep(0);
+                          return nullptr;
+                      },
+                      &ctx, nullptr),
+                  0);
+    });
+    while (!posted.load())
+        std::this_thread::yield();
+    EXPECT_EQ(coil_loop_close(target), 0); // runs what reached its ring
+    closed = true;
+    sender.join();
+    EXPECT_GE(ran.load(), 1);
+    EXPECT_LT(ran.load(), N) << "the overflow never reached the closed loop";
+}

@@ -75,6 +75,72 @@ TEST(Udp, RecvfromIsCancellable)
     });
 }
 
+TEST(Udp, CloseWakesAWaitingRecvfromWithEclosedAndFreesOnlyAfterIt)
+{
+    // As a stream's close: the task suspended in recvfrom hears COIL_ECLOSED instead of hanging,
+    // and the endpoint outlives the operation the kernel still holds.
+    coil_test::run([]() -> void * {
+        coil_udp_opts o{};
+        o.local_host = "127.0.0.1";
+        for (int round = 0; round < 20; round++) {
+            coil_udp *u = nullptr;
+            EXPECT_EQ(coil_udp_open(&o, &u), 0);
+            static int started;
+            started = 0;
+            coil_task *readers[2] = {};
+            for (auto &t : readers)
+                coil_test::spawn(&t, [u]() -> void * {
+                    char buf[16];
+                    size_t n;
+                    started++;
+                    return (void *)(intptr_t)coil_udp_recvfrom(u, buf, sizeof buf, &n, nullptr);
+                });
+            for (int i = 0; i < 1000 && started < 2; i++)
+                coil_sleep(0);
+            EXPECT_EQ(started, 2);
+            coil_udp_close(u);
+            for (auto t : readers) {
+                void *r = nullptr;
+                coil_future *f = coil_task_future(t);
+                int rc = coil_wait_for(f, 5.0, &r);
+                EXPECT_EQ(rc, 0) << coil_strerror(rc) << ": the reader was not woken by close";
+                EXPECT_EQ((intptr_t)r, COIL_ECLOSED);
+                coil_task_free(t);
+            }
+        }
+        return nullptr;
+    });
+}
+
+TEST(Udp, ReaderCancelledWhileTheEndpointClosesSeesEcanceled)
+{
+    coil_test::run([]() -> void * {
+        coil_udp_opts o{};
+        o.local_host = "127.0.0.1";
+        coil_udp *u = nullptr;
+        EXPECT_EQ(coil_udp_open(&o, &u), 0);
+        static bool started;
+        started = false;
+        coil_task *t = nullptr;
+        coil_test::spawn(&t, [u]() -> void * {
+            char buf[16];
+            size_t n;
+            started = true;
+            return (void *)(intptr_t)coil_udp_recvfrom(u, buf, sizeof buf, &n, nullptr);
+        });
+        for (int i = 0; i < 1000 && !started; i++)
+            coil_sleep(0);
+        coil_task_cancel(t, nullptr);
+        coil_udp_close(u);
+        void *r = nullptr;
+        coil_future *f = coil_task_future(t);
+        EXPECT_EQ(coil_wait_for(f, 5.0, &r), 0);
+        EXPECT_EQ((intptr_t)r, -ECANCELED);
+        coil_task_free(t);
+        return nullptr;
+    });
+}
+
 TEST(Udp, OpenNeedsAnAddress)
 {
     coil_test::run([]() -> void * {

@@ -22,6 +22,7 @@ enum {
     COIL_ECLOSED       = -1004, /* the loop (or object) is closed */
     COIL_ERUNNING      = -1005, /* the loop is already running */
     COIL_ENOTHING      = -1006, /* run_until_complete with nothing that could ever wake the loop */
+    COIL_ESTOPPED      = -1007, /* the loop was stopped before the awaited future completed */
     COIL_EQUEUEFULL    = -1010, /* asyncio.QueueFull */
     COIL_EQUEUEEMPTY   = -1011, /* asyncio.QueueEmpty */
     COIL_EQUEUESHUTDOWN = -1012, /* asyncio.QueueShutDown (3.13) */
@@ -58,8 +59,11 @@ const coil_exception *coil_exception_child(const coil_exception *e, size_t i);
  * running task and returns NULL, so a task ends with `return coil_raise(-EIO, "read %s", path);`.
  * A task that returns with an exception recorded has failed; awaiting it returns `code`. Raising
  * -ECANCELED ends the task cancelled (the message defaults to the cancel request's message).
- * Raising again replaces the earlier exception. Outside a task it does nothing and returns NULL.
- * `code` must be negative; 0 or a positive value is recorded as -EINVAL. */
+ * Raising again replaces the earlier exception. In a function run by an executor
+ * (coil_to_thread, coil_run_in_executor, coil_run_in_executor_future) on its worker thread, it
+ * records the exception on that call instead, for the awaiting task (see executor.h). Anywhere
+ * else outside a task it does nothing and returns NULL. `code` must be negative; 0 or a positive
+ * value is recorded as -EINVAL. */
 void *coil_raise(int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))

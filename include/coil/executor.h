@@ -6,6 +6,18 @@
  * its result is then discarded, through the destructor given, if any. Nothing leaks: a loop
  * that closes first waits for such functions to return.
  *
+ * A function fails the way a task does: `return coil_raise(code, fmt, ...)` (or
+ * coil_raise_payload) on the worker thread records an exception on the call, and the function's
+ * return value is then discarded (through the destructor given, if any). The awaiting task
+ * receives the code from coil_run_in_executor / coil_to_thread, and the code, message and
+ * payload through the future of coil_run_in_executor_future (asyncio re-raises the function's
+ * exception in the awaiting task). A failure nobody retrieves from that future goes to the loop's
+ * exception handler when the future is freed ("Future exception was never retrieved"), and a
+ * task that passes it on (`return coil_raise(rc, "%s", coil_exception_message(e))`) hands code
+ * and message to whoever awaits that task, a coil_cfuture of coil_run_coroutine_threadsafe
+ * included. Raising -ECANCELED ends the call (or its future) cancelled. The outcome of a call
+ * whose awaiter gave up (cancelled) is dropped, as asyncio drops it.
+ *
  * Every loop has a default executor, created on first use with min(32, CPUs + 4) threads
  * (threads are started on demand), and shut down when the loop closes (so coil_runner_close and
  * coil_runtime_free shut it down too).
@@ -34,13 +46,23 @@ unsigned coil_executor_threads(coil_executor *ex);
 
 /* Run fn(arg) on a thread of `ex` (NULL: the running loop's default executor) and suspend the
  * calling task until it returns. Returns 0 with *result (may be NULL) set to what fn returned,
- * -ECANCELED if the task was cancelled (fn still completes; its result goes to result_dtor, if
- * not NULL), COIL_ECLOSED if the executor was shut down, -ENOMEM, -EAGAIN if no thread could be
- * started, COIL_ENOTASK outside a task. Loop thread only. */
+ * the code fn raised with coil_raise (*result untouched; see above), -ECANCELED if the task was
+ * cancelled (fn still completes; its result goes to result_dtor, if not NULL), COIL_ECLOSED if
+ * the executor was shut down, -ENOMEM, -EAGAIN if no thread could be started, COIL_ENOTASK
+ * outside a task. Loop thread only. */
 int coil_run_in_executor(coil_executor *ex, coil_task_fn fn, void *arg, void (*result_dtor)(void *),
                          void **result);
 /* coil_run_in_executor on the default executor, with no destructor (asyncio.to_thread). */
 int coil_to_thread(coil_task_fn fn, void *arg, void **result);
+/* asyncio's loop.run_in_executor proper: start fn(arg) on `ex` (NULL: the default executor of
+ * the running loop, or of this thread's loop) and return at once, with *out a future of that
+ * loop that completes with fn's result, or fails with what fn raised (coil_future_exception
+ * gives code, message and payload). Awaiting it from a task that is then cancelled cancels it;
+ * fn still runs to its end, and its outcome is dropped (result through result_dtor). Free it with
+ * coil_future_free. Never suspends. Returns 0, -EINVAL (no fn, no out, no loop), COIL_ECLOSED,
+ * -ENOMEM, -EAGAIN. Loop thread only. */
+int coil_run_in_executor_future(coil_executor *ex, coil_task_fn fn, void *arg, void (*result_dtor)(void *),
+                                coil_future **out);
 
 /* Make `ex` the running (or this thread's) loop's default executor; the loop owns it from then
  * on (it is shut down and freed with the loop). Fails with COIL_EINVALSTATE if a default

@@ -75,13 +75,19 @@ coil_loop *coil_get_event_loop(void);
 /* Make `loop` this thread's loop (NULL clears). COIL_EWRONGLOOP if it belongs to another thread. */
 int coil_set_event_loop(coil_loop *loop);
 
-/* Run until coil_loop_stop(). Returns 0, COIL_ERUNNING, COIL_ECLOSED or COIL_EWRONGLOOP. */
+/* Run until coil_loop_stop(). If stop() was called while the loop was not running, this runs
+ * exactly one iteration (the callbacks already scheduled, I/O polled without blocking) and
+ * returns, as asyncio does: `stop(); run_forever()` runs a loop once. Returns 0, COIL_ERUNNING,
+ * COIL_ECLOSED or COIL_EWRONGLOOP. */
 int coil_loop_run_forever(coil_loop *loop);
 /* Run until `fut` (a future, or a task through coil_task_future) is done; returns what awaiting
- * it returns (0 with *result, its error code, or -ECANCELED). COIL_ENOTHING if the loop runs out
- * of anything that could complete it (no ready work, no timer, no I/O, no wake-up source). */
+ * it returns (0 with *result, its error code, or -ECANCELED). COIL_ESTOPPED if coil_loop_stop()
+ * ended the run first (asyncio raises RuntimeError('Event loop stopped before Future
+ * completed.')); the future stays pending. COIL_ENOTHING if the loop runs out of anything that
+ * could complete it (no ready work, no timer, no I/O, no wake-up source). */
 int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **result);
-/* Ask a running loop to stop after the current iteration (before running new ready work). */
+/* Ask a running loop to stop after the current iteration (before running new ready work). On a
+ * loop that is not running, the next run stops after its first iteration. Loop thread only. */
 void coil_loop_stop(coil_loop *loop);
 bool coil_loop_is_running(const coil_loop *loop);
 bool coil_loop_is_closed(const coil_loop *loop);
@@ -112,7 +118,9 @@ int coil_loop_call_soon(coil_loop *loop, coil_callback_fn cb, void *arg, coil_ha
  * due at the same time run in the order they were scheduled; a timer never fires early. */
 int coil_loop_call_later(coil_loop *loop, double delay, coil_callback_fn cb, void *arg, coil_handle *h);
 int coil_loop_call_at(coil_loop *loop, double when, coil_callback_fn cb, void *arg, coil_handle *h);
-/* Cancel a scheduled callback. Returns 1 if it was pending and is now cancelled, 0 otherwise. */
+/* Cancel a scheduled callback. Returns 1 if it was pending and is now cancelled, 0 otherwise
+ * (already run, already cancelled, or running now: called from inside its own callback it does
+ * nothing). */
 int coil_handle_cancel(coil_handle *h);
 bool coil_handle_cancelled(const coil_handle *h);
 /* The loop time a timer handle is scheduled for; -1 for call_soon handles or stale handles. */

@@ -62,12 +62,18 @@ char *coil_sockaddr_format(const struct sockaddr *addr, socklen_t len, char *buf
 /* The port of an IPv4/IPv6 address (host order), or -1. */
 int coil_sockaddr_port(const struct sockaddr *addr);
 
+/* Lookups by name run on one process-wide pool of at most this many threads (started on
+ * demand, gone when idle); more lookups than that wait their turn in FIFO order. */
+#define COIL_RESOLVE_THREADS 16
+
 /* getaddrinfo(3) without blocking the loop (asyncio's loop.getaddrinfo): a numeric host is
- * resolved at once, any other name on a private helper thread while the task waits. `port` may
- * be NULL, `hints` NULL (= AF_UNSPEC, SOCK_STREAM). Suspends. 0 with *res (free it with
- * freeaddrinfo), COIL_ENONAME (EAI_NONAME, EAI_SERVICE, EAI_NODATA), COIL_ERESOLVE (other EAI_*
- * errors), a negated errno for EAI_SYSTEM, -ENOMEM, -ECANCELED (the lookup finishes in the
- * background and is discarded). */
+ * resolved at once, any other name on the resolver's thread pool (COIL_RESOLVE_THREADS) while
+ * the task waits. `port` may be NULL, `hints` NULL (= AF_UNSPEC, SOCK_STREAM). Suspends. 0 with
+ * *res (free it with freeaddrinfo), COIL_ENONAME (EAI_NONAME, EAI_SERVICE, EAI_NODATA),
+ * COIL_ERESOLVE (other EAI_* errors), a negated errno for EAI_SYSTEM, -ENOMEM, -EAGAIN (no
+ * thread could be started and none runs), -ECANCELED (a lookup still queued is dropped; one
+ * already running finishes in the background and is discarded). Thread-safe in the sense that
+ * tasks of any number of loops may resolve at once. */
 int coil_getaddrinfo(const char *host, const char *port, const struct addrinfo *hints, struct addrinfo **res);
 
 /* ---- UDP endpoint (asyncio's create_datagram_endpoint, without protocol callbacks) ---- */
@@ -87,15 +93,21 @@ typedef struct coil_udp_opts {
 /* Open a datagram socket as opts says. Suspends while names resolve. 0 with *out, a resolver
  * error, or a negated errno (-EINVAL if neither a local nor a remote address is given). */
 int coil_udp_open(const coil_udp_opts *opts, coil_udp **out);
-/* Send one datagram (addr NULL for a connected endpoint). Suspends until queued. */
+/* Send one datagram (addr NULL for a connected endpoint). Suspends until queued. Returns 0,
+ * -EMSGSIZE if only part went, a negated errno, -ECANCELED, COIL_ENOTASK, or COIL_ECLOSED if
+ * the endpoint was closed meanwhile. Any number of tasks may send and receive at once. */
 int coil_udp_sendto(coil_udp *u, const void *buf, size_t len, const struct sockaddr *addr, socklen_t addrlen);
-/* Receive one datagram; *n is its (possibly truncated) length; from may be NULL. Suspends. */
+/* Receive one datagram; *n is its (possibly truncated) length; from may be NULL. Suspends.
+ * Returns 0, a negated errno, -ECANCELED, COIL_ENOTASK, or COIL_ECLOSED if the endpoint was
+ * closed meanwhile (closing wakes it, as closing a stream wakes its reader). */
 int coil_udp_recvfrom(coil_udp *u, void *buf, size_t len, size_t *n, coil_sockaddr *from);
 /* The bound address; the fd (owned by the endpoint). Never suspend. */
 int coil_udp_sockname(coil_udp *u, coil_sockaddr *out);
 int coil_udp_fd(const coil_udp *u);
-/* Close the socket and free the endpoint. Operations still waiting on it must have finished
- * (cancel their tasks first). Never suspends. */
+/* Close the endpoint; `u` must not be used after. Operations still waiting on it end with
+ * COIL_ECLOSED (a task cancelled meanwhile sees -ECANCELED); the socket is closed and the
+ * memory freed once the last of them has returned, so the kernel never holds a closed fd
+ * number or freed memory. Never suspends. Loop thread only. */
 void coil_udp_close(coil_udp *u);
 
 #ifdef __cplusplus

@@ -25,7 +25,10 @@ int coil_runner_new(coil_runner **out, const coil_runner_opts *opts);
  * has finished restores the previous disposition and re-raises (asyncio's KeyboardInterrupt).
  * The previous SIGINT handling is restored on return.
  * Returns 0 with *result, the task's error code, -EINTR if SIGINT cancelled it,
- * COIL_ERUNNING if called from a running loop, COIL_ECLOSED after close. */
+ * COIL_ESTOPPED if coil_loop_stop() ended the run before the main task finished (asyncio's
+ * RuntimeError('Event loop stopped before Future completed.')), COIL_ENOTHING if nothing is left
+ * that could wake the main task (the main task is then cancelled in either case, with a message
+ * saying which), COIL_ERUNNING if called from a running loop, COIL_ECLOSED after close. */
 int coil_runner_run(coil_runner *r, coil_task_fn fn, void *arg, void **result);
 /* The runner's loop, created if need be (NULL if it could not be). */
 coil_loop *coil_runner_get_loop(coil_runner *r);

@@ -81,7 +81,9 @@ int coil_subprocess_wait(coil_subprocess *p, int *returncode);
 int coil_subprocess_returncode(coil_subprocess *p, int *returncode);
 
 /* Send a signal. 0, -ESRCH once the child has exited (asyncio's ProcessLookupError), -EINVAL.
- * Never suspends. terminate is SIGTERM, kill is SIGKILL. */
+ * A child that has exited but was not waited for yet is reaped first (without blocking), so it
+ * is not signalled and its status stays for coil_subprocess_wait/_returncode. Never suspends.
+ * terminate is SIGTERM, kill is SIGKILL. */
 int coil_subprocess_send_signal(coil_subprocess *p, int sig);
 int coil_subprocess_terminate(coil_subprocess *p);
 int coil_subprocess_kill(coil_subprocess *p);

@@ -10,8 +10,13 @@
  * the message in its own loop's overflow list, flushed every iteration (a loop never blocks on
  * another loop). The *_nowait variants return -EAGAIN instead.
  *
- * Lifetime: the target loop must outlive the call (as in asyncio, the caller keeps the loop
- * alive; a runtime's shards live until coil_runtime_free).
+ * Lifetime: the target loop must not be closed before the call begins (as in asyncio, the
+ * caller keeps the loop alive; a runtime's shards live until coil_runtime_free). Once the call
+ * has begun, the loop may run the message, stop and close while the call is still returning:
+ * asyncio's `call_soon_threadsafe(loop.stop)` followed by the loop's thread closing the loop is
+ * safe (the close waits for posts still touching the inbox). A message a loop's thread queued in
+ * its overflow list for a loop that closes before the flush is dropped, as a callback still
+ * scheduled on a closing loop is.
  */
 #ifndef COIL_THREADSAFE_H
 #define COIL_THREADSAFE_H
