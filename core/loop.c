@@ -116,9 +116,12 @@ void coil__loop_dispatch(coil_loop *loop, coil__rq *n)
     }
 }
 
+/* A loop another thread has reached (its inbox exists) can be woken from outside at any time:
+ * that thread may post, as asyncio's call_soon_threadsafe idiom does while the loop waits for it. */
 bool coil__loop_has_work(const coil_loop *loop)
 {
-    if (loop->rq_head || !coil__timers_empty(&loop->timers) || loop->io.inflight || loop->io.unsubmitted)
+    if (loop->rq_head || !coil__timers_empty(&loop->timers) || loop->io.inflight || loop->io.unsubmitted ||
+        __atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE))
         return true;
     for (const coil__loop_source *s = loop->sources; s; s = s->next)
         if (s->can_wake)
@@ -157,9 +160,6 @@ void coil__loop_run_once(coil_loop *loop, bool block)
             if (until_running && !coil__loop_has_work(loop))
                 wait = false;
         }
-        /* A loopstat request must be noticed even by a loop with nothing to do. */
-        if (COIL__STATS_ON && timeout > COIL__STATS_MAX_BLOCK_NS)
-            timeout = COIL__STATS_MAX_BLOCK_NS;
     }
     /* About to sleep: a good moment for housekeeping nobody is waiting on. */
     if (wait && timeout >= 1000000 && loop->stacks.nfree > loop->stacks.keep)
@@ -169,8 +169,11 @@ void coil__loop_run_once(coil_loop *loop, bool block)
             wait = false;
     /* With nothing in flight a CQE can still come: another thread's wake-up (MSG_RING), which
      * also hooks in an inbox that thread created. Where the kernel flags pending completions,
-     * looking costs two loads, so a busy loop looks every iteration. */
-    if (wait || loop->io.inflight || loop->io.unsubmitted || (loop->io.flags & IORING_SETUP_TASKRUN_FLAG)) {
+     * looking costs two loads, so a busy loop looks every iteration; where it does not, a loop
+     * whose inbox exists but is not hooked in yet (no source) still looks until its wake-up
+     * arrives. */
+    if (wait || loop->io.inflight || loop->io.unsubmitted || (loop->io.flags & IORING_SETUP_TASKRUN_FLAG) ||
+        (!loop->sources && __atomic_load_n(&loop->inbox, __ATOMIC_RELAXED))) {
         uint64_t t0 = wait ? coil__now_ns() : 0;
         coil__uring_poll(loop, wait, timeout);
         if (wait)

@@ -33,6 +33,7 @@ TEST(Wakeup, ForeignThreadWakesASleepingLoop)
 {
     coil_test::run([]() -> void * {
         coil_loop *loop = coil_get_running_loop();
+        reachable_from_threads(loop);
         coil_future *f;
         coil_future_new(&f);
         uint64_t before = xstats(loop).wakeups_from_threads;
@@ -169,8 +170,9 @@ TEST(Wakeup, StressEveryMessageDeliveredAndBusyTargetCostsNoWakeups)
     coil_test::run(
         [&s]() -> void * {
             s.loop = coil_get_running_loop();
+            reachable_from_threads(s.loop);
             coil_future_new(&s.done);
-                uint64_t wake0 = xstats(s.loop).wakeups_from_threads;
+            uint64_t wake0 = xstats(s.loop).wakeups_from_threads;
             uint64_t in0 = xstats(s.loop).msgs_in;
             std::thread producer([&s] {
                 long sent = 0;
