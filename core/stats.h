@@ -11,8 +11,8 @@
  * stale, which is all a monitor needs.
  *
  * The task-dump handshake: loopstat increments dump_req; the loop notices it (one relaxed load,
- * once per scheduler iteration and before it blocks; a blocked loop wakes at least once a second
- * while a segment exists), writes its task list and call graph to /tmp/coil.<pid>.<shard>.tasks
+ * once per scheduler iteration and before it blocks; a blocked loop sleeps until something real
+ * happens, so a request has to wake it by an event of its own), writes its task list and call graph to /tmp/coil.<pid>.<shard>.tasks
  * (0600), then stores dump_resp = dump_req. loopstat waits for that with a timeout.
  *
  * Built with -DCOIL_STATS=OFF (compile definition COIL_STATS_DISABLED), every update compiles to
@@ -111,8 +111,6 @@ void coil__stats_publish_tasks(struct coil_loop *loop);
 void coil__stats_iteration(struct coil_loop *loop, unsigned batch);
 /* The loop is about to block / came back: busy and wait accounting. */
 void coil__stats_block(struct coil_loop *loop, uint64_t t0, uint64_t t1);
-/* Longest time the loop may block before it must look at its slot again. */
-#define COIL__STATS_MAX_BLOCK_NS 1000000000ull
 /* Serve a dump request (stats.c calls it; callgraph.c implements the dump). */
 int coil__stats_dump_tasks(struct coil_loop *loop, const char *path);
 /* The segment's shm name for a pid ("/coil.<pid>"). Inline, like the next one, so that
