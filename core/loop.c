@@ -251,16 +251,24 @@ static void leave(coil_loop *loop, coil_loop *prev)
     coil__tls_running = prev;
 }
 
+/* The ring's hard failure that ended this run (see coil__uring_poll), or 0; taken once. */
+static int take_ring_error(coil_loop *loop)
+{
+    int err = loop->io.err;
+    loop->io.err = 0;
+    return err;
+}
+
 int coil_loop_run_forever(coil_loop *loop)
 {
     coil_loop *prev;
     int err = enter(loop, &prev);
     if (err)
         return err;
-    while (!loop->stopping)
+    while (!loop->stopping && !loop->io.err)
         coil__loop_run_once(loop, true);
     leave(loop, prev);
-    return 0;
+    return take_ring_error(loop);
 }
 
 
@@ -284,7 +292,7 @@ int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **resul
     aw->h.refs++;
     if (aw->h.state == COIL__PENDING && coil__aw_add_done(aw, stop_when_done, loop) == 0) {
         until_running = true;
-        while (!loop->stopping) {
+        while (!loop->stopping && !loop->io.err) {
             if (!coil__loop_has_work(loop))
                 break;
             coil__loop_run_once(loop, true);
@@ -295,7 +303,8 @@ int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **resul
     }
     /* A stop() that raced with completion must not leak into the next run. */
     leave(loop, prev);
-    int r = aw->h.state == COIL__PENDING ? COIL_ENOTHING : coil__aw_outcome(aw, result);
+    int ring_err = take_ring_error(loop);
+    int r = aw->h.state != COIL__PENDING ? coil__aw_outcome(aw, result) : ring_err ? ring_err : COIL_ENOTHING;
     coil__aw_unref(loop, aw);
     return r;
 }
@@ -331,7 +340,7 @@ static void quiesce_ring(coil_loop *loop)
         io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
     }
     uint64_t deadline = coil__now_ns() + 1000000000u;
-    while (loop->io.inflight) {
+    while (loop->io.inflight && !loop->io.broken) {
         uint64_t now = coil__now_ns();
         if (now >= deadline)
             break;

@@ -25,7 +25,8 @@ int coil_runner_new(coil_runner **out, const coil_runner_opts *opts);
  * has finished restores the previous disposition and re-raises (asyncio's KeyboardInterrupt).
  * The previous SIGINT handling is restored on return.
  * Returns 0 with *result, the task's error code, -EINTR if SIGINT cancelled it,
- * COIL_ERUNNING if called from a running loop, COIL_ECLOSED after close. */
+ * COIL_ERUNNING if called from a running loop, COIL_ECLOSED after close, or the negative errno
+ * of a ring failure (see coil_loop_run_forever), the main task then left pending. */
 int coil_runner_run(coil_runner *r, coil_task_fn fn, void *arg, void **result);
 /* The runner's loop, created if need be (NULL if it could not be). */
 coil_loop *coil_runner_get_loop(coil_runner *r);
