@@ -17,7 +17,6 @@
 #ifndef COIL_TEST_WATCHDOG_H
 #define COIL_TEST_WATCHDOG_H
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -61,7 +60,7 @@ public:
     // Watch `loop` for `seconds` (scaled by time_scale()); `what` names the run in messages.
     ThreadWatchdog(coil_loop *loop, double seconds, std::string what)
         : loop_(loop), what_(std::move(what)), seconds_(seconds * time_scale()),
-          grace_(std::max(10.0, seconds_)), th_([this] { watch(); })
+          grace_(10.0 * time_scale()), th_([this] { watch(); })
     {
     }
     ~ThreadWatchdog() { disarm(); }
@@ -115,9 +114,10 @@ private:
             fired_ = true;
             std::fprintf(stderr, "watchdog: %s did not finish within %g s; stopping its loop\n", what_.c_str(),
                          seconds_);
-            // Under the lock: the test cannot close the loop while this post is on its way.
-            if (coil_loop_call_soon_threadsafe(loop_, stop, loop_) != 0)
-                give_up("could not ask the loop to stop");
+            // Under the lock: the test cannot close the loop while this post is on its way. Never
+            // a post that waits for room: a loop that stopped draining would keep it forever.
+            if (coil_loop_call_soon_threadsafe_nowait(loop_, stop, loop_) != 0)
+                give_up("could not ask the loop to stop (its inbox is full: it stopped draining it)");
             if (!cv_.wait_for(lk, std::chrono::duration<double>(grace_), [this] { return phase_ != RUNNING; }))
                 give_up("the loop did not answer the stop request (a lost wake-up?)");
         }
