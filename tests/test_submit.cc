@@ -68,7 +68,7 @@ TEST(Submit, ToOwnShardWorks)
 // calls there, still past a lane's capacity, and a watchdog sized for sanitizer builds (the
 // harness scales it by time_scale(), more under TSan) while staying under ctest's timeout.
 #if defined(COIL_TEST_TSAN)
-enum { MANY_CALLS = 6000 };
+enum { MANY_CALLS = 5000 };
 #else
 enum { MANY_CALLS = 10000 };
 #endif
