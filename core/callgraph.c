@@ -419,15 +419,15 @@ int coil_loop_print_call_graph(coil_loop *loop, FILE *f)
     return 0;
 }
 
-int coil__stats_dump_tasks(coil_loop *loop, const char *path)
+int coil__stats_dump_tasks(coil_loop *loop, int fd)
 {
-    /* O_NOFOLLOW and 0600: this is a predictable name in /tmp. */
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
+    /* A duplicate for the stream, so closing the stream leaves the caller's fd open. */
+    int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dfd < 0)
         return -errno;
-    FILE *f = fdopen(fd, "w");
+    FILE *f = fdopen(dfd, "w");
     if (!f) {
-        close(fd);
+        close(dfd);
         return -ENOMEM;
     }
     fprintf(f, "shard %llu (thread %llu): %u tasks\n", (unsigned long long)coil__stat_get(&loop->stats->shard),

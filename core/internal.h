@@ -350,6 +350,7 @@ struct coil_loop {
     pthread_t thread;
     double slow_callback_duration;
     coil__loop_stats *stats;      /* its slot in the process's segment (stats.h), or a private copy */
+    coil__stats_watch *stats_watch; /* how it hears loopstat (stats.c); NULL for a private slot */
     uint64_t stall_ns;            /* stall watchdog threshold; 0 = not watched */
     void *runner;                 /* set while a runner owns this loop */
     struct coil__signals *signals; /* signal handlers (signal.c), NULL until the first */

@@ -17,6 +17,8 @@ int coil__sock_open(int family, int type, int *fd);
 int coil__stream_new(coil_loop *loop, int fd, const coil_stream_opts *opts, coil_stream **out);
 /* Read through multishot recv with buffers from br (the stream takes a reference). */
 void coil__stream_use_bufring(coil_stream *s, coil__bufring *br);
+/* A server stream whose multishot recv is armed and not being paused: it is taking data. */
+bool coil__stream_reading_ahead(const coil_stream *s);
 /* The resolver's error for getaddrinfo's return value. */
 int coil__gai_error(int rc);
 

@@ -447,8 +447,14 @@ int coil_server_serve_forever(coil_server *srv)
     int r = coil__task_check_cancel(t);
     if (!r)
         r = wait_on(t, &srv->forever, &forever_wait);
-    if (r == -ECANCELED)
+    if (r == -ECANCELED) {
+        /* asyncio 3.12+: close, await wait_closed(), then re-raise. A second cancel ends the
+         * wait (its CancelledError propagates out of wait_closed); the server is closed either
+         * way and must not be touched after the wait, whose end may be what frees it. */
         coil_server_close(srv);
+        if (srv->nconns)
+            (void)wait_on(t, &srv->closers, &closed_wait);
+    }
     return r;
 }
 

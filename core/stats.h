@@ -1,19 +1,34 @@
 /* coil core: the counters every loop publishes, and the shared-memory segment that holds them.
  *
  * One segment per process, POSIX shm "/coil.<pid>" (so /dev/shm/coil.<pid>), mode 0600, created
- * by the first loop of the process and removed when the last loop closes (and at exit). It is a
- * header followed by COIL__STATS_SLOTS fixed-size slots, one per live loop. tools/loopstat maps
- * it read-write (it writes only the request counter of the task-dump handshake).
+ * with O_EXCL by the first loop of the process and removed when the last loop closes (and at
+ * exit). A name that is taken by anything but this user's leftover regular file is left alone,
+ * and the process says so once on stderr and keeps its counters privately. It is a header
+ * followed by COIL__STATS_SLOTS fixed-size slots, one per live loop. tools/loopstat maps it
+ * read-write (it writes only loopstat's side of the task-dump handshake), after checking that
+ * it is a regular file of the process's user.
  *
  * Why counters are plain relaxed loads and stores, not atomic adds: each slot has exactly one
  * writer, its loop's thread, so an update is a load and a store to a line that thread owns (no
  * lock prefix, no contention); readers in other processes see each value whole, perhaps a little
  * stale, which is all a monitor needs.
  *
- * The task-dump handshake: loopstat increments dump_req; the loop notices it (one relaxed load,
- * once per scheduler iteration and before it blocks; a blocked loop sleeps until something real
- * happens, so a request has to wake it by an event of its own), writes its task list and call graph to /tmp/coil.<pid>.<shard>.tasks
- * (0600), then stores dump_resp = dump_req. loopstat waits for that with a timeout.
+ * The task-dump handshake, which goes through no file name at all (a name in /tmp or /dev/shm
+ * is one another local user can plant a FIFO or a symlink at, and one a private /tmp hides):
+ *  - loopstat increments dump_req, then rings the slot's bell (increments the 32-bit `bell` and
+ *    FUTEX_WAKEs it; a shared futex, since loopstat is another process);
+ *  - every loop keeps a watch on its bell in its ring (IORING_OP_FUTEX_WAIT), so even a loop
+ *    blocked with nothing to do wakes for the request, and only for it. A loop also looks at
+ *    dump_req once per scheduler iteration, so a busy loop answers without the watch;
+ *  - the loop writes its task list and call graph into a fresh memfd (an anonymous file that
+ *    only its process holds), publishes the fd number and the file's inode number, stores
+ *    dump_resp = dump_req (release) and rings resp_bell;
+ *  - loopstat opens /proc/<pid>/fd/<n> (the kernel lets only those who may read the process's
+ *    memory do that), checks the inode, reads it, then stores dump_ack = dump_resp and rings the
+ *    bell: the loop then closes the memfd. An answer nobody acknowledges is dropped at the next
+ *    request or when the loop closes.
+ * Where the kernel has no IORING_OP_FUTEX_WAIT (before 6.7), the watch is a one-second timeout
+ * instead: an idle loop then wakes once a second to look (`watch` says which one a loop keeps).
  *
  * Built with -DCOIL_STATS=OFF (compile definition COIL_STATS_DISABLED), every update compiles to
  * nothing; the segment still exists but its counters stay at zero. */
@@ -29,7 +44,7 @@
 #include <unistd.h>
 
 #define COIL__STATS_MAGIC 0x5441545333494f43ull /* "COI3STAT" */
-#define COIL__STATS_VERSION 1u
+#define COIL__STATS_VERSION 2u
 #define COIL__STATS_SLOTS 256u
 #define COIL__STATS_HIST 40u /* step-duration buckets: bucket i counts steps of [2^i, 2^(i+1)) ns */
 
@@ -64,12 +79,23 @@ typedef struct coil__loop_stats {
     uint64_t step_task;
     uint64_t flags;               /* COIL__SLOT_* */
     uint64_t last_wake_ns;        /* when the loop last came back from a wait (busy_ns base) */
-    /* task-dump handshake: dump_req is written by loopstat, dump_resp by the loop (release) */
-    uint64_t dump_req, dump_resp;
-    uint64_t spare[7];
+    /* task-dump handshake (above) */
+    uint64_t dump_req;            /* loopstat: the request it wants answered */
+    uint64_t dump_resp;           /* the loop (release): the last request answered */
+    uint64_t dump_ack;            /* loopstat: the last answer it has read (the loop then drops it) */
+    int64_t dump_fd;              /* the loop: the fd in its process holding the answer, or -errno */
+    uint64_t dump_ino;            /* the loop: that file's inode number */
+    uint32_t bell;                /* futex word: loopstat rings it after writing dump_req or dump_ack */
+    uint32_t resp_bell;           /* futex word: the loop rings it after writing dump_resp */
+    uint32_t watch;               /* COIL__WATCH_*: how the loop hears the bell */
+    uint32_t spare32;
+    uint64_t spare[2];
 } coil__loop_stats;
 
 enum { COIL__SLOT_TIMING = 1, COIL__SLOT_DEBUG = 2, COIL__SLOT_STALL = 4 };
+/* How a loop hears its bell: no watch (a loop whose slot is private, which loopstat cannot
+ * reach), a futex wait in its ring, or the fallback's periodic timeout. */
+enum { COIL__WATCH_NONE = 0, COIL__WATCH_FUTEX = 1, COIL__WATCH_TIMER = 2 };
 
 typedef struct coil__stats_seg {
     uint64_t magic;               /* written last, with release, once the header is complete */
@@ -102,17 +128,23 @@ typedef struct coil__stats_seg {
 static inline uint64_t coil__stat_get(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
 struct coil_loop;
+typedef struct coil__stats_watch coil__stats_watch; /* a loop's watch on its bell (stats.c) */
 /* Give the loop its slot (or a private fallback when shm is unavailable). Loop creation. */
 void coil__stats_attach(struct coil_loop *loop);
 /* Give the slot back; the last loop of the process removes the segment. Loop close. */
 void coil__stats_detach(struct coil_loop *loop);
-/* Once per scheduler iteration: refresh gauges and serve a pending task-dump request. */
+/* Once per scheduler iteration: refresh gauges, serve a pending task-dump request, drop an
+ * acknowledged answer and re-arm the bell's watch. */
 void coil__stats_publish_tasks(struct coil_loop *loop);
 void coil__stats_iteration(struct coil_loop *loop, unsigned batch);
 /* The loop is about to block / came back: busy and wait accounting. */
 void coil__stats_block(struct coil_loop *loop, uint64_t t0, uint64_t t1);
-/* Serve a dump request (stats.c calls it; callgraph.c implements the dump). */
-int coil__stats_dump_tasks(struct coil_loop *loop, const char *path);
+/* Write the loop's task dump to fd, which stays open (stats.c calls it; callgraph.c implements
+ * the dump). 0 or a negative errno. */
+int coil__stats_dump_tasks(struct coil_loop *loop, int fd);
+/* Tests only: make loops created from now on keep this COIL__WATCH_* kind (COIL__WATCH_NONE:
+ * the kernel probe decides again, as by default). */
+void coil__stats_force_watch(unsigned kind);
 /* The segment's shm name for a pid ("/coil.<pid>"). Inline, like the next one, so that
  * loopstat shares them without linking the runtime. */
 static inline void coil__stats_shm_name(char *buf, unsigned long len, long pid)

@@ -7,12 +7,20 @@
  * send(2) per write). Writes made while a send is in flight join the next one. Two buffers take turns: `sbuf` belongs to the kernel while a send is in flight, `wbuf`
  * collects new writes, so a growing queue never moves memory the kernel is reading.
  *
- * Streams a server accepted read differently: one multishot recv per connection stays armed,
- * taking buffers from the loop's provided-buffer ring; each completion is copied into the
- * stream's buffer and the kernel's buffer is handed straight back. Past a bound of unread bytes
- * the multishot is cancelled (asyncio's pause_reading) and armed again when the reader needs
- * more, so a client that sends faster than the handler reads costs bounded memory. */
+ * Streams a server accepted read differently: a multishot recv per connection reads ahead of
+ * the handler, taking buffers from the loop's provided-buffer ring; each completion is copied
+ * into the stream's buffer and the kernel's buffer is handed straight back. Reading ahead stops
+ * at twice the stream's limit of unread bytes (asyncio pauses its transport there), so a client
+ * that sends faster than the handler reads costs memory that follows the limit the user set.
+ * Each multishot is armed with a byte budget (sqe->optlen, which the kernel honours since 6.17):
+ * it ends by itself once the budget is delivered, at most one provided buffer past it, and is
+ * armed again when the reader drains the buffer back to the limit or needs more. Cancelling an
+ * unbudgeted multishot at the bound would not do: before the cancel lands the kernel can fill
+ * every buffer of the ring for one connection. So a kernel that refuses the budget gets one-shot
+ * recvs instead, each taking one provided buffer, armed again while below the bound. */
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -39,6 +47,8 @@ struct coil_stream {
     coil_task *reader;
     coil__bufring *br;          /* set: read through multishot recv */
     bool recv_armed, fd_open;
+    bool recv_budgeted;         /* armed as a multishot with a byte budget (else one-shot) */
+    bool skip_line;             /* readline overran inside a line: drop through its '\n' next */
     coil__wlist rwait;          /* a reader waiting for the multishot to deliver */
     /* write side */
     char *wbuf, *sbuf;
@@ -148,7 +158,14 @@ void coil__stream_use_bufring(coil_stream *s, coil__bufring *br)
     s->br = br;
 }
 
-#define PAUSE_BYTES(s) ((s)->limit > 256 * 1024 ? 2 * (s)->limit : 512 * 1024)
+/* Unread bytes past which a server stream stops reading ahead: asyncio's 2 x limit. */
+static size_t pause_bytes(const coil_stream *s) { return s->limit > SIZE_MAX / 2 ? SIZE_MAX : 2 * s->limit; }
+
+static size_t avail(const coil_stream *s) { return s->rlen - s->rpos; }
+
+/* Whether the kernel takes a multishot recv's byte budget: -1 unknown, 1 yes, 0 no (it refuses
+ * the SQE with -EINVAL). Learnt once per process; any loop thread may store it. */
+static atomic_int budget_support = -1;
 
 static void recv_cancel(coil_stream *s)
 {
@@ -183,10 +200,52 @@ static int reserve(coil_stream *s, size_t more)
     return 0;
 }
 
+static void recv_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe);
+
+/* Arm the background recv: a multishot that delivers about `want` more bytes (at least one
+ * buffer's worth), or one buffer's worth where the kernel takes no budget. Takes the reference
+ * recv_done gives back. false: no SQE now. */
+static bool arm_recv(coil_stream *s, size_t want)
+{
+    struct io_uring_sqe *sqe = coil__uring_sqe(s->loop);
+    if (!sqe)
+        return false;
+    s->recv_budgeted = atomic_load_explicit(&budget_support, memory_order_relaxed) != 0;
+    if (s->recv_budgeted) {
+        io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+        sqe->file_index = (uint32_t)(want == 0 ? 1 : want > UINT32_MAX ? UINT32_MAX : want); /* optlen */
+    } else {
+        io_uring_prep_recv(sqe, s->fd, NULL, s->br->size, 0);
+    }
+    use_file(s, sqe);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = s->br->bgid;
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&s->recv_cb | COIL__UD_CALLBACK);
+    s->recv_cb.complete = recv_done;
+    s->recv_armed = true;
+    s->refs++;
+    return true;
+}
+
+/* What a new multishot should deliver: up to the pause bound, or what the reader asks for. */
+static size_t read_ahead(const coil_stream *s, size_t want)
+{
+    size_t room = pause_bytes(s) > avail(s) ? pause_bytes(s) - avail(s) : 0;
+    return room > want ? room : want;
+}
+
 static void recv_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
 {
     coil_stream *s = coil__container_of(cb, coil_stream, recv_cb);
     int res = cqe->res;
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    if (res == -EINVAL && s->recv_budgeted && !more) {
+        /* A kernel older than the budget refuses the SQE: arm without one from now on. */
+        atomic_store_explicit(&budget_support, 0, memory_order_relaxed);
+        res = -ENOBUFS; /* ended without data or error: armed again below or by the reader */
+    } else if (res > 0 && s->recv_budgeted) {
+        atomic_store_explicit(&budget_support, 1, memory_order_relaxed);
+    }
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
         if (res > 0 && !s->closing) {
@@ -205,13 +264,20 @@ static void recv_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
         s->eof = true;
     else if (res < 0 && res != -ECANCELED && res != -ENOBUFS && !s->rerr)
         s->rerr = res;
-    bool more = cqe->flags & IORING_CQE_F_MORE;
-    if (more && s->rlen - s->rpos > PAUSE_BYTES(s))
-        recv_cancel(s); /* the reader is behind: stop taking data until it catches up */
     wake_all(&s->rwait, 0);
     if (more)
         return;
     s->recv_armed = false;
+    /* Ended with data (a multishot's budget delivered, or a one-shot's buffer): read on while
+     * below the bound; a multishot only once the reader is back within its limit, where asyncio
+     * resumes its transport, so that each arm brings a worthwhile budget. */
+    bool again = s->recv_budgeted ? avail(s) <= s->limit : avail(s) < pause_bytes(s);
+    if (res > 0 && !s->closing && !s->eof && !s->rerr && again) {
+        s->refs--; /* arm_recv takes the reference again */
+        if (arm_recv(s, read_ahead(s, 0)))
+            return;
+        s->refs++;
+    }
     if (s->closed)
         release_fd(s);
     unref(s);
@@ -227,21 +293,10 @@ static void rwait_cancel(coil_task *t)
 static const coil__wait_ops rwait_ops = { "stream read", rwait_cancel, true };
 
 /* fill() for multishot streams: arm the recv if it is not, then wait for a completion. */
-static int fill_multishot(coil_stream *s, coil_task *t)
+static int fill_multishot(coil_stream *s, coil_task *t, size_t want)
 {
-    if (!s->recv_armed) {
-        struct io_uring_sqe *sqe = coil__uring_sqe(s->loop);
-        if (!sqe)
-            return -EBUSY;
-        io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
-        use_file(s, sqe);
-        sqe->flags |= IOSQE_BUFFER_SELECT;
-        sqe->buf_group = s->br->bgid;
-        io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&s->recv_cb | COIL__UD_CALLBACK);
-        s->recv_cb.complete = recv_done;
-        s->recv_armed = true;
-        s->refs++;
-    }
+    if (!s->recv_armed && !arm_recv(s, read_ahead(s, want)))
+        return -EBUSY;
     t->wnode.wake = coil__wnode_wake_task;
     coil__wlist_append(&s->rwait, &t->wnode);
     s->reader = t;
@@ -278,7 +333,7 @@ static int fill(coil_stream *s, coil_task *t, size_t want)
     if (c)
         return c;
     if (s->br)
-        return fill_multishot(s, t);
+        return fill_multishot(s, t, want);
     if (s->rpos) {
         memmove(s->rbuf, s->rbuf + s->rpos, s->rlen - s->rpos);
         s->rlen -= s->rpos;
@@ -331,8 +386,6 @@ static int fill(coil_stream *s, coil_task *t, size_t want)
     return res;
 }
 
-static size_t avail(const coil_stream *s) { return s->rlen - s->rpos; }
-
 static size_t take(coil_stream *s, void *buf, size_t n)
 {
     size_t k = avail(s) < n ? avail(s) : n;
@@ -357,6 +410,7 @@ int coil_stream_read(coil_stream *s, void *buf, size_t n, size_t *nread)
     coil_task *t = reading_task(s, &err);
     if (err)
         return err;
+    s->skip_line = false;
     if (n == 0) {
         if (nread)
             *nread = 0;
@@ -379,6 +433,7 @@ int coil_stream_read_all(coil_stream *s, char **data, size_t *len)
     coil_task *t = reading_task(s, &err);
     if (err)
         return err;
+    s->skip_line = false;
     if (!data)
         return -EINVAL;
     while (!s->eof) {
@@ -404,6 +459,7 @@ int coil_stream_readexactly(coil_stream *s, void *buf, size_t n, size_t *got)
     coil_task *t = reading_task(s, &err);
     if (err)
         return err;
+    s->skip_line = false;
     while (avail(s) < n && !s->eof) {
         err = fill(s, t, n - avail(s));
         if (err)
@@ -432,17 +488,31 @@ static size_t find_sep(const coil_stream *s, const void *sep, size_t seplen, siz
     return p ? (size_t)(p - base) + seplen : 0;
 }
 
-/* Wait until sep is buffered within `bound` bytes: returns its end offset, or 0 with *err. */
-static size_t wait_sep(coil_stream *s, coil_task *t, const void *sep, size_t seplen, size_t bound, int *err)
+/* Drop the first k buffered bytes. */
+static void drop(coil_stream *s, size_t k)
+{
+    s->rpos += k;
+    if (s->rpos == s->rlen)
+        s->rpos = s->rlen = 0;
+}
+
+/* Wait until sep is buffered with at most `limit` bytes before it (asyncio: the limit bounds the
+ * data, the separator comes on top) and fits, with what precedes it, in cap bytes. Returns the
+ * offset just past it, or 0 with *err: COIL_ELIMITOVERRUN (nothing consumed), COIL_EINCOMPLETE
+ * (EOF first), or fill's error. */
+static size_t wait_sep(coil_stream *s, coil_task *t, const void *sep, size_t seplen, size_t cap, int *err)
 {
     size_t from = 0;
     for (;;) {
         size_t end = find_sep(s, sep, seplen, from);
         if (end) {
-            *err = end > bound ? COIL_ELIMITOVERRUN : 0;
+            *err = end - seplen > s->limit || end > cap ? COIL_ELIMITOVERRUN : 0;
             return *err ? 0 : end;
         }
-        if (avail(s) >= bound) {
+        /* Absent: the separator can start no earlier than n - seplen + 1 and end no earlier
+         * than n + 1 (asyncio's "separator is not found, and chunk exceed the limit"). */
+        size_t n = avail(s);
+        if ((n >= seplen && n - seplen + 1 > s->limit) || n >= cap) {
             *err = COIL_ELIMITOVERRUN;
             return 0;
         }
@@ -450,11 +520,44 @@ static size_t wait_sep(coil_stream *s, coil_task *t, const void *sep, size_t sep
             *err = COIL_EINCOMPLETE;
             return 0;
         }
-        from = avail(s) >= seplen ? avail(s) - seplen + 1 : 0;
+        from = n >= seplen ? n - seplen + 1 : 0;
         *err = fill(s, t, 0);
         if (*err)
             return 0;
     }
+}
+
+/* Drop everything through the next sep, as it arrives; memory stays at what one fill brings.
+ * 0, COIL_EINCOMPLETE (EOF first: all of it dropped), or fill's error. *skipped: bytes dropped. */
+static int skip_through(coil_stream *s, coil_task *t, const void *sep, size_t seplen, size_t *skipped)
+{
+    size_t total = 0;
+    int err;
+    for (;;) {
+        size_t end = find_sep(s, sep, seplen, 0);
+        if (end) {
+            drop(s, end);
+            total += end;
+            err = 0;
+            break;
+        }
+        /* Keep what could be the start of a separator split across two arrivals. */
+        size_t n = avail(s);
+        size_t keep = n < seplen - 1 ? n : seplen - 1;
+        drop(s, n - keep);
+        total += n - keep;
+        if (s->eof) {
+            drop(s, keep);
+            total += keep;
+            err = COIL_EINCOMPLETE;
+            break;
+        }
+        if ((err = fill(s, t, 0)))
+            break;
+    }
+    if (skipped)
+        *skipped = total;
+    return err;
 }
 
 int coil_stream_readuntil(coil_stream *s, const void *sep, size_t seplen, void *buf, size_t cap, size_t *len)
@@ -465,8 +568,8 @@ int coil_stream_readuntil(coil_stream *s, const void *sep, size_t seplen, void *
         return err;
     if (!sep || seplen == 0 || (!buf && cap))
         return -EINVAL;
-    size_t bound = s->limit < cap ? s->limit : cap;
-    size_t end = wait_sep(s, t, sep, seplen, bound, &err);
+    s->skip_line = false;
+    size_t end = wait_sep(s, t, sep, seplen, cap, &err);
     if (err == COIL_EINCOMPLETE) {
         size_t k = take(s, buf, cap);
         s->rpos = s->rlen = 0; /* the partial data is handed over; what did not fit is dropped */
@@ -488,8 +591,16 @@ int coil_stream_readline(coil_stream *s, void *buf, size_t cap, size_t *len)
     coil_task *t = reading_task(s, &err);
     if (err)
         return err;
-    size_t bound = s->limit < cap ? s->limit : cap;
-    size_t end = wait_sep(s, t, "\n", 1, bound, &err);
+    if (!buf && cap)
+        return -EINVAL;
+    if (s->skip_line) {
+        /* The rest of a line that overran is not a line of its own. */
+        err = skip_through(s, t, "\n", 1, NULL);
+        if (err && err != COIL_EINCOMPLETE)
+            return err;
+        s->skip_line = false;
+    }
+    size_t end = wait_sep(s, t, "\n", 1, cap, &err);
     if (err == COIL_EINCOMPLETE) {
         size_t k = take(s, buf, cap);
         s->rpos = s->rlen = 0;
@@ -498,10 +609,9 @@ int coil_stream_readline(coil_stream *s, void *buf, size_t cap, size_t *len)
         return 0;
     }
     if (err == COIL_ELIMITOVERRUN) {
-        size_t drop = find_sep(s, "\n", 1, 0);
-        s->rpos += drop ? drop : avail(s);
-        if (s->rpos == s->rlen)
-            s->rpos = s->rlen = 0;
+        size_t through = find_sep(s, "\n", 1, 0);
+        drop(s, through ? through : avail(s));
+        s->skip_line = !through;
         return err;
     }
     if (err)
@@ -511,6 +621,22 @@ int coil_stream_readline(coil_stream *s, void *buf, size_t cap, size_t *len)
         *len = end;
     return 0;
 }
+
+int coil_stream_skipuntil(coil_stream *s, const void *sep, size_t seplen, size_t *skipped)
+{
+    int err;
+    coil_task *t = reading_task(s, &err);
+    if (err)
+        return err;
+    if (!sep || seplen == 0)
+        return -EINVAL;
+    s->skip_line = false;
+    return skip_through(s, t, sep, seplen, skipped);
+}
+
+size_t coil_stream_read_buffer_size(const coil_stream *s) { return s ? avail(s) : 0; }
+
+bool coil__stream_reading_ahead(const coil_stream *s) { return s->recv_armed; }
 
 bool coil_stream_at_eof(const coil_stream *s) { return s->eof && avail(s) == 0; }
 

@@ -1,16 +1,24 @@
 // The loopstat CLI against live processes: JSON and Prometheus snapshots match the child's own
 // counters, --tasks shows the child's call graph, and bad targets give one line and status 1.
 #include <ctype.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -40,12 +48,12 @@ struct Out {
     std::string out, err;
 };
 
-Out run_loopstat(const std::string &args)
+Out run_loopstat_via(const std::string &prefix, const std::string &args)
 {
     char errpath[] = "/tmp/coil-loopstat-err-XXXXXX";
     int efd = mkstemp(errpath);
     close(efd);
-    std::string cmd = loopstat_path() + " " + args + " 2>" + errpath;
+    std::string cmd = prefix + loopstat_path() + " " + args + " 2>" + errpath;
     FILE *p = popen(cmd.c_str(), "r");
     Out o{ -1, "", "" };
     if (!p)
@@ -65,6 +73,8 @@ Out run_loopstat(const std::string &args)
     return o;
 }
 
+Out run_loopstat(const std::string &args) { return run_loopstat_via("", args); }
+
 // A child process running a loop with known work done, waiting until told to quit.
 struct Child {
     pid_t pid = -1;
@@ -76,7 +86,8 @@ struct ChildArgs {
     int ready, quit;
 };
 
-Child start_child()
+// `setup` runs in the child before its loop exists (a mount namespace, a forced watch kind).
+Child start_child(void (*setup)() = nullptr)
 {
     int ready[2], quit[2];
     Child c;
@@ -86,6 +97,8 @@ Child start_child()
     if (pid == 0) {
         close(ready[0]);
         close(quit[1]);
+        if (setup)
+            setup();
         static ChildArgs a;
         a = { ready[1], quit[0] };
         coil_runner *r = nullptr;
@@ -108,10 +121,15 @@ Child start_child()
                 coil_sleep(60);
                 return nullptr;
             }, nullptr, &so);
-            coil_sleep(0.001);
-            coil_sleep(0.001); // gauges are published once per scheduler iteration
+            // Gauges are published once per scheduler iteration: yield until they show the
+            // sleeper asleep on its timer (bounded: it takes one or two iterations).
             coil_loop_stats s{};
-            coil_loop_get_stats(coil_get_running_loop(), &s);
+            for (int i = 0; i < 1000; i++) {
+                coil_loop_get_stats(coil_get_running_loop(), &s);
+                if (s.tasks_alive == 2 && s.timers_armed >= 1)
+                    break;
+                coil_sleep(0);
+            }
             (void)!write(a.ready, &s, sizeof s);
             char b;
             size_t n;
@@ -168,14 +186,14 @@ TEST(Loopstat, JsonSnapshotOfALiveProcessMatchesItsCounters)
     EXPECT_EQ('}', l.back());
     EXPECT_EQ((uint64_t)c.pid, json_field(l, "pid"));
     EXPECT_EQ(c.stats.shard, json_field(l, "shard"));
-    // The child is blocked reading its pipe: its counters cannot have moved, except the
-    // iterations of a loop that wakes up to look at its slot.
+    // The child is blocked reading its pipe: its counters cannot have moved (an idle loop does
+    // not wake up to look at its slot).
     EXPECT_EQ(c.stats.tasks_created, json_field(l, "tasks_created"));
     EXPECT_EQ(1u + 7u + 1u, c.stats.tasks_created); // the main task, 7 workers, the sleeper
     EXPECT_EQ(7u, c.stats.tasks_finished);
     EXPECT_EQ(c.stats.tasks_finished, json_field(l, "tasks_finished"));
     EXPECT_EQ(2u, json_field(l, "tasks_alive"));
-    EXPECT_GE(json_field(l, "iterations"), c.stats.iterations);
+    EXPECT_EQ(json_field(l, "iterations"), c.stats.iterations);
     EXPECT_GE(json_field(l, "sqes_submitted"), c.stats.sqes_submitted);
     EXPECT_GE(json_field(l, "timers_armed"), 1u);
     EXPECT_NE(std::string::npos, l.find("\"step_hist_log2_ns\":["));
@@ -370,9 +388,281 @@ TEST(Loopstat, TasksShowsTheChildsTaskTree)
     EXPECT_NE(std::string::npos, o.out.find("2 tasks")) << o.out;
     EXPECT_NE(std::string::npos, o.out.find("└── Task 'sleeper-task' [suspended: sleep]")) << o.out;
     EXPECT_NE(std::string::npos, o.out.find("[suspended: io]")) << o.out; // the main task reads its pipe
-    std::string dump = "/tmp/coil." + std::to_string(c.pid) + "." + std::to_string(c.stats.shard) + ".tasks";
-    EXPECT_NE(0, access(dump.c_str(), F_OK)); // loopstat removes the dump it read
     EXPECT_EQ(0, stop_child(c));
+}
+
+// What the child process's /tmp holds whose name starts with `prefix`.
+std::vector<std::string> tmp_entries(const std::string &prefix)
+{
+    std::vector<std::string> v;
+    DIR *d = opendir("/tmp");
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (std::string(e->d_name).rfind(prefix, 0) == 0)
+            v.push_back(e->d_name);
+    if (d)
+        closedir(d);
+    return v;
+}
+
+TEST(Loopstat, TaskDumpGoesThroughNoFileAndAFifoAtTheOldTmpPathChangesNothing)
+{
+    Child c = start_child();
+    ASSERT_GT(c.pid, 0);
+    // The name the dump once went to: another user could plant a FIFO there and block the loop.
+    std::string old_path = "/tmp/coil." + std::to_string(c.pid) + "." + std::to_string(c.stats.shard) + ".tasks";
+    unlink(old_path.c_str());
+    ASSERT_EQ(0, mkfifo(old_path.c_str(), 0666));
+    Out o = run_loopstat("--tasks --timeout 5 " + std::to_string(c.pid));
+    EXPECT_EQ(0, o.status) << o.err;
+    EXPECT_NE(std::string::npos, o.out.find("└── Task 'sleeper-task' [suspended: sleep]")) << o.out;
+    struct stat st;
+    ASSERT_EQ(0, lstat(old_path.c_str(), &st));
+    EXPECT_TRUE(S_ISFIFO(st.st_mode));
+    // Nothing else of the child's in /tmp either.
+    std::vector<std::string> left = tmp_entries("coil." + std::to_string(c.pid) + ".");
+    EXPECT_EQ(1u, left.size());
+    // Had a loop opened the FIFO to write, a reader lets it go, so the child can still stop.
+    int unblock = open(old_path.c_str(), O_RDONLY | O_NONBLOCK);
+    unlink(old_path.c_str());
+    EXPECT_EQ(0, stop_child(c));
+    if (unblock >= 0)
+        close(unblock);
+}
+
+// The child gets a /tmp of its own (a private mount namespace with a fresh tmpfs, as systemd's
+// PrivateTmp=yes gives a service): loopstat, outside, cannot see into it.
+void give_private_tmp()
+{
+    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        mount("tmpfs", "/tmp", "tmpfs", 0, "size=1m,mode=1777") != 0)
+        _exit(77);
+}
+
+TEST(Loopstat, TaskDumpWorksForAProcessWithAPrivateTmp)
+{
+    // Does this machine let us make a mount namespace? (root, or CAP_SYS_ADMIN)
+    pid_t probe = fork();
+    if (probe == 0) {
+        give_private_tmp();
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(probe, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        GTEST_SKIP() << "no private mount namespace here (needs CAP_SYS_ADMIN)";
+    Child c = start_child(give_private_tmp);
+    ASSERT_GT(c.pid, 0);
+    Out o = run_loopstat("--tasks --timeout 5 " + std::to_string(c.pid));
+    EXPECT_EQ(0, o.status) << o.err;
+    EXPECT_NE(std::string::npos, o.out.find("└── Task 'sleeper-task' [suspended: sleep]")) << o.out;
+    EXPECT_EQ(0, stop_child(c));
+}
+
+// ---- an idle loop: asleep in io_uring_enter with nothing to do, until loopstat asks ----
+
+struct IdleChild {
+    pid_t pid = -1;
+    pid_t tid = -1;       // the loop's thread
+    int quit = -1;        // write a byte: the child stops its loop from another thread
+    int alive = -1;       // the child holds the write end: EOF here when it dies
+};
+
+struct IdleArgs {
+    coil_loop *loop;
+    int quit;
+};
+
+IdleChild start_idle_child(unsigned watch = COIL__WATCH_NONE)
+{
+    int ready[2], quit[2], alive[2];
+    IdleChild c;
+    if (pipe(ready) || pipe(quit) || pipe(alive))
+        return c;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(ready[0]);
+        close(quit[1]);
+        close(alive[0]);
+        coil__stats_force_watch(watch);
+        static IdleArgs a;
+        if (coil_new_event_loop(&a.loop, nullptr) != 0)
+            _exit(2);
+        a.quit = quit[0];
+        // No timer, no operation in flight, no source: the loop has nothing that could wake it
+        // but loopstat and the stopper thread's threadsafe call.
+        pthread_t stopper;
+        pthread_create(&stopper, nullptr, [](void *) -> void * {
+            char b;
+            (void)!read(a.quit, &b, 1);
+            coil_loop_call_soon_threadsafe(a.loop, [](void *arg) -> int {
+                coil_loop_stop(static_cast<coil_loop *>(arg));
+                return 0;
+            }, a.loop);
+            return nullptr;
+        }, nullptr);
+        pid_t tid = gettid();
+        (void)!write(ready[1], &tid, sizeof tid);
+        coil_loop_run_forever(a.loop);
+        pthread_join(stopper, nullptr);
+        coil_loop_close(a.loop);
+        _exit(0);
+    }
+    close(ready[1]);
+    close(quit[0]);
+    close(alive[1]);
+    c.pid = pid;
+    c.quit = quit[1];
+    c.alive = alive[0];
+    if (read(ready[0], &c.tid, sizeof c.tid) != (ssize_t)sizeof c.tid)
+        c.pid = -pid;
+    close(ready[0]);
+    return c;
+}
+
+int stop_idle_child(IdleChild &c)
+{
+    (void)!write(c.quit, "q", 1);
+    close(c.quit);
+    close(c.alive);
+    int st = 0;
+    waitpid(c.pid < 0 ? -c.pid : c.pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+std::string task_file(const IdleChild &c, const char *what)
+{
+    return "/proc/" + std::to_string(c.pid) + "/task/" + std::to_string(c.tid) + "/" + what;
+}
+
+// Is the loop's thread blocked in io_uring_enter? (/proc/.../syscall names the syscall a blocked
+// thread is in, "running" otherwise.)
+bool in_io_uring_enter(const IdleChild &c)
+{
+    std::ifstream f(task_file(c, "syscall"));
+    long nr = -1;
+    return (f >> nr) && nr == SYS_io_uring_enter;
+}
+
+uint64_t mono_ns()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+// Wait (bounded) until the loop's thread is asleep in the ring.
+bool wait_asleep(const IdleChild &c, double timeout_s = 5)
+{
+    uint64_t deadline = mono_ns() + (uint64_t)(timeout_s * 1e9);
+    while (!in_io_uring_enter(c)) {
+        if (mono_ns() > deadline)
+            return false;
+        sched_yield();
+    }
+    return true;
+}
+
+// The kernel's count of the thread's voluntary context switches: every time it went to sleep,
+// so every wake-up of the loop shows here, whether or not the loop counted an iteration.
+uint64_t voluntary_switches(const IdleChild &c)
+{
+    std::ifstream f(task_file(c, "status"));
+    for (std::string line; std::getline(f, line);)
+        if (line.rfind("voluntary_ctxt_switches:", 0) == 0)
+            return strtoull(line.c_str() + 24, nullptr, 10);
+    return UINT64_MAX;
+}
+
+// The child's segment, mapped read-only, and its one live slot.
+struct ChildSeg {
+    coil__stats_seg *seg = nullptr;
+    const coil__loop_stats *slot = nullptr;
+    explicit ChildSeg(pid_t pid)
+    {
+        char name[64];
+        coil__stats_shm_name(name, sizeof name, pid);
+        int fd = shm_open(name, O_RDONLY, 0);
+        if (fd < 0)
+            return;
+        void *p = mmap(nullptr, sizeof(coil__stats_seg), PROT_READ, MAP_SHARED, fd, 0);
+        close(fd);
+        if (p == MAP_FAILED)
+            return;
+        seg = static_cast<coil__stats_seg *>(p);
+        for (auto &s : seg->slots)
+            if (__atomic_load_n(&s.in_use, __ATOMIC_ACQUIRE))
+                slot = &s;
+    }
+    ~ChildSeg()
+    {
+        if (seg)
+            munmap(seg, sizeof *seg);
+    }
+    uint64_t get(const uint64_t &f) const { return __atomic_load_n(&f, __ATOMIC_RELAXED); }
+    unsigned watch() const { return __atomic_load_n(&slot->watch, __ATOMIC_RELAXED); }
+};
+
+TEST(Loopstat, AnIdleLoopAnswersATaskDumpAtOnce)
+{
+    IdleChild c = start_idle_child();
+    ASSERT_GT(c.pid, 0);
+    ChildSeg seg(c.pid);
+    ASSERT_NE(nullptr, seg.slot);
+    if (seg.watch() != COIL__WATCH_FUTEX) {
+        stop_idle_child(c);
+        GTEST_SKIP() << "this kernel has no IORING_OP_FUTEX_WAIT: the loop looks once a second instead";
+    }
+    // Twice: the first answer re-arms the watch for the second. Each time the loop is asleep
+    // first, with nothing that would ever wake it but the request.
+    for (int round = 0; round < 2; round++) {
+        ASSERT_TRUE(wait_asleep(c)) << "round " << round;
+        uint64_t t0 = mono_ns();
+        Out o = run_loopstat("--tasks --timeout 2 " + std::to_string(c.pid));
+        double took = (double)(mono_ns() - t0) / 1e9;
+        EXPECT_EQ(0, o.status) << o.err;
+        EXPECT_NE(std::string::npos, o.out.find(" 0 tasks")) << o.out;
+        EXPECT_LT(took, 2.0);
+    }
+    EXPECT_EQ(0, stop_idle_child(c));
+}
+
+TEST(Loopstat, WithoutTheFutexWatchAnIdleLoopStillAnswersWithinItsPeriod)
+{
+    IdleChild c = start_idle_child(COIL__WATCH_TIMER);
+    ASSERT_GT(c.pid, 0);
+    ChildSeg seg(c.pid);
+    ASSERT_NE(nullptr, seg.slot);
+    EXPECT_EQ(COIL__WATCH_TIMER, seg.watch());
+    ASSERT_TRUE(wait_asleep(c));
+    Out o = run_loopstat("--tasks --timeout 5 " + std::to_string(c.pid));
+    EXPECT_EQ(0, o.status) << o.err;
+    EXPECT_NE(std::string::npos, o.out.find(" 0 tasks")) << o.out;
+    EXPECT_EQ(0, stop_idle_child(c));
+}
+
+TEST(Loopstat, AnIdleLoopDoesNotWakeUpOnItsOwn)
+{
+    IdleChild c = start_idle_child();
+    ASSERT_GT(c.pid, 0);
+    ChildSeg seg(c.pid);
+    ASSERT_NE(nullptr, seg.slot);
+    if (seg.watch() != COIL__WATCH_FUTEX) {
+        stop_idle_child(c);
+        GTEST_SKIP() << "this kernel has no IORING_OP_FUTEX_WAIT: the loop looks once a second instead";
+    }
+    ASSERT_TRUE(wait_asleep(c));
+    uint64_t switches = voluntary_switches(c), iterations = seg.get(seg.slot->iterations);
+    ASSERT_NE(UINT64_MAX, switches);
+    // A wake-up that must not happen cannot be waited for, only watched for over a window. The
+    // window is longer than the period at which idle loops used to wake (one second), so that
+    // behaviour fails here; it waits on the child's `alive` pipe, which ends early only if the
+    // child dies.
+    struct pollfd pfd = { c.alive, POLLIN, 0 };
+    EXPECT_EQ(0, poll(&pfd, 1, 1500)) << "the child died";
+    EXPECT_EQ(switches, voluntary_switches(c)) << "the idle loop's thread woke up";
+    EXPECT_EQ(iterations, seg.get(seg.slot->iterations)) << "the idle loop ran an iteration";
+    EXPECT_TRUE(in_io_uring_enter(c));
+    EXPECT_EQ(0, stop_idle_child(c));
 }
 
 TEST(Loopstat, OnceAndTheProcessListShowALiveProcess)
@@ -486,6 +776,108 @@ TEST(Loopstat, ASegmentOfAnotherUserFailsWithOneLine)
         chmod(("/dev/shm" + std::string(name)).c_str(), 0);
     expect_one_line_failure(run_loopstat("--json " + std::to_string(getpid())), "belongs to another user");
     shm_unlink(name);
+}
+
+// Run loopstat under coreutils' timeout: a loopstat that blocks ends with status 124.
+Out run_loopstat_bounded(const std::string &args) { return run_loopstat_via("timeout 10 ", args); }
+
+TEST(Loopstat, AFifoAtTheSegmentNameIsRefusedAtOnceWithOneLine)
+{
+    // This test process has no loop open: plant a FIFO where its segment would be.
+    std::string path = "/dev/shm/coil." + std::to_string(getpid());
+    unlink(path.c_str());
+    ASSERT_EQ(0, mkfifo(path.c_str(), 0600));
+    expect_one_line_failure(run_loopstat_bounded("--json " + std::to_string(getpid())), "not a regular file");
+    expect_one_line_failure(run_loopstat_bounded("--tasks " + std::to_string(getpid())), "not a regular file");
+    // The process list skips it, without blocking on it either.
+    Out list = run_loopstat_bounded("");
+    EXPECT_EQ(0, list.status) << list.err;
+    EXPECT_FALSE(has_row(list.out, std::to_string(getpid()), "1", "live")) << list.out;
+    unlink(path.c_str());
+}
+
+TEST(Loopstat, ASymlinkAtTheSegmentNameIsRefused)
+{
+    std::string path = "/dev/shm/coil." + std::to_string(getpid());
+    unlink(path.c_str());
+    ASSERT_EQ(0, symlink("/etc/passwd", path.c_str()));
+    expect_one_line_failure(run_loopstat_bounded("--json " + std::to_string(getpid())), "symbolic link");
+    unlink(path.c_str());
+}
+
+// A child that creates two loops (one after the other) while its segment name is taken by
+// `plant`, runs a task on each, and exits 0; returns its status and what it wrote on stderr.
+struct TakenResult {
+    int status = -1;
+    std::string err;
+};
+
+TakenResult run_with_taken_name(void (*plant)(const std::string &path))
+{
+    TakenResult r;
+    int efd = memfd_create("child-stderr", MFD_CLOEXEC);
+    int go[2];
+    if (efd < 0 || pipe(go))
+        return r;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(efd, 2);
+        close(go[1]);
+        char b;
+        if (read(go[0], &b, 1) != 1)
+            _exit(3);
+        for (int i = 0; i < 2; i++) {
+            coil_loop *loop = nullptr;
+            if (coil_new_event_loop(&loop, nullptr) != 0)
+                _exit(2);
+            coil_task *t = nullptr;
+            coil_loop_create_task(loop, &t, [](void *) -> void * { return (void *)1; }, nullptr, nullptr);
+            void *res = nullptr;
+            if (coil_loop_run_until_complete(loop, (coil_future *)t, &res) != 0 || res != (void *)1)
+                _exit(4);
+            coil_task_free(t);
+            coil_loop_close(loop);
+        }
+        _exit(0);
+    }
+    close(go[0]);
+    std::string path = "/dev/shm/coil." + std::to_string(pid);
+    unlink(path.c_str());
+    plant(path);
+    (void)!write(go[1], "g", 1);
+    close(go[1]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char buf[4096];
+    ssize_t n;
+    while ((n = pread(efd, buf, sizeof buf, (off_t)r.err.size())) > 0)
+        r.err.append(buf, (size_t)n);
+    close(efd);
+    struct stat lst;
+    EXPECT_EQ(0, lstat(path.c_str(), &lst)) << "the planted entry must be left alone";
+    unlink(path.c_str());
+    return r;
+}
+
+TEST(Loopstat, AProcessWhoseSegmentNameIsTakenSaysSoOnceAndStillRuns)
+{
+    TakenResult r = run_with_taken_name([](const std::string &path) { ASSERT_EQ(0, mkfifo(path.c_str(), 0666)); });
+    EXPECT_EQ(0, r.status);
+    EXPECT_EQ(1, std::count(r.err.begin(), r.err.end(), '\n')) << r.err;
+    EXPECT_NE(std::string::npos, r.err.find("already exists and is not this process's")) << r.err;
+    if (getuid() == 0) {
+        // Another user's regular file: root could remove it, but must not take it for its own.
+        r = run_with_taken_name([](const std::string &path) {
+            int fd = open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+            ASSERT_GE(fd, 0);
+            ASSERT_EQ(0, fchown(fd, 65534, 65534));
+            close(fd);
+        });
+        EXPECT_EQ(0, r.status);
+        EXPECT_EQ(1, std::count(r.err.begin(), r.err.end(), '\n')) << r.err;
+        EXPECT_NE(std::string::npos, r.err.find("already exists")) << r.err;
+    }
 }
 
 TEST(Loopstat, BadArgumentsPrintUsageAndFail)

@@ -164,11 +164,8 @@ TEST(Server, WithoutAHostItListensOnEveryFamily)
 
 TEST(Server, ServesOverIPv6Loopback)
 {
-    if (!have_ipv6()) {
-        // No ::1 here: the IPv4 tests cover the same code; make that visible rather than skip.
-        SUCCEED() << "no IPv6 loopback on this machine";
-        return;
-    }
+    if (!have_ipv6())
+        GTEST_SKIP() << "no IPv6 loopback (::1) on this machine";
     coil_test::run([]() -> void * {
         coil_server *srv = nullptr;
         EXPECT_EQ(coil_start_server(echo_handler, nullptr, "::1", 0, nullptr, &srv), 0);
@@ -239,6 +236,93 @@ TEST(Server, ServeForeverReturnsOnCloseAndCancellingItClosesTheServer)
         coil_stream *s = nullptr;
         EXPECT_EQ(coil_open_connection("127.0.0.1", port, nullptr, &s), -ECONNREFUSED);
         coil_server_free(srv);
+        return nullptr;
+    });
+}
+
+namespace {
+
+// A handler that holds its connection until the test lets it go.
+struct Held {
+    coil_event *go = nullptr;
+    int started = 0, finished = 0;
+};
+
+void held_handler(coil_stream *s, void *arg)
+{
+    (void)s;
+    auto *h = static_cast<Held *>(arg);
+    h->started++;
+    coil_event_wait(h->go);
+    h->finished++;
+}
+
+} // namespace
+
+TEST(Server, CancellingServeForeverClosesTheServerAndWaitsForTheHandlers)
+{
+    coil_test::run([]() -> void * {
+        Held h;
+        EXPECT_EQ(coil_event_new(&h.go), 0);
+        coil_server *srv = nullptr;
+        EXPECT_EQ(coil_start_server(held_handler, &h, "127.0.0.1", 0, nullptr, &srv), 0);
+        int port = coil_server_port(srv);
+        coil_task *f = nullptr;
+        coil_test::spawn(&f, [srv]() -> void * { return (void *)(intptr_t)coil_server_serve_forever(srv); });
+        coil_stream *c = nullptr;
+        EXPECT_EQ(coil_open_connection("127.0.0.1", port, nullptr, &c), 0);
+        EXPECT_TRUE(wait_until([&h] { return h.started == 1; }));
+        coil_task_cancel(f, nullptr);
+        // asyncio 3.12+: the server closes at once, and serve_forever waits for wait_closed.
+        EXPECT_TRUE(wait_until([srv] { return !coil_server_is_serving(srv); }));
+        coil_stream *late = nullptr;
+        EXPECT_EQ(coil_open_connection("127.0.0.1", port, nullptr, &late), -ECONNREFUSED);
+        for (int i = 0; i < 100; i++)
+            coil_sleep(0);
+        EXPECT_FALSE(coil_task_done(f)) << "serve_forever returned while a handler still ran";
+        coil_event_set(h.go);
+        void *r = (void *)1;
+        EXPECT_EQ(coil_task_await(f, &r), 0);
+        EXPECT_EQ((intptr_t)r, -ECANCELED);
+        EXPECT_EQ(h.finished, 1);
+        EXPECT_EQ(coil_server_connection_count(srv), 0u);
+        coil_task_free(f);
+        coil_stream_free(c);
+        coil_server_free(srv);
+        coil_event_free(h.go);
+        return nullptr;
+    });
+}
+
+TEST(Server, ASecondCancelEndsServeForeversWaitForTheHandlers)
+{
+    coil_test::run([]() -> void * {
+        Held h;
+        EXPECT_EQ(coil_event_new(&h.go), 0);
+        coil_server *srv = nullptr;
+        EXPECT_EQ(coil_start_server(held_handler, &h, "127.0.0.1", 0, nullptr, &srv), 0);
+        coil_task *f = nullptr;
+        coil_test::spawn(&f, [srv]() -> void * { return (void *)(intptr_t)coil_server_serve_forever(srv); });
+        coil_stream *c = nullptr;
+        EXPECT_EQ(coil_open_connection("127.0.0.1", coil_server_port(srv), nullptr, &c), 0);
+        EXPECT_TRUE(wait_until([&h] { return h.started == 1; }));
+        coil_task_cancel(f, nullptr);
+        EXPECT_TRUE(wait_until([srv] { return !coil_server_is_serving(srv); }));
+        EXPECT_FALSE(coil_task_done(f));
+        // As asyncio, where the second CancelledError propagates out of wait_closed().
+        coil_task_cancel(f, nullptr);
+        void *r = (void *)1;
+        EXPECT_EQ(coil_task_await(f, &r), 0);
+        EXPECT_EQ((intptr_t)r, -ECANCELED);
+        EXPECT_EQ(h.finished, 0); // the handler still runs: serve_forever did not wait for it
+        EXPECT_EQ(coil_server_connection_count(srv), 1u);
+        coil_task_free(f);
+        coil_event_set(h.go);
+        EXPECT_EQ(coil_server_wait_closed(srv), 0);
+        EXPECT_EQ(h.finished, 1);
+        coil_stream_free(c);
+        coil_server_free(srv);
+        coil_event_free(h.go);
         return nullptr;
     });
 }
@@ -531,19 +615,68 @@ void stop_example(pid_t srv, int out_fd)
     EXPECT_NE(tail.find("closed"), std::string::npos) << tail;
 }
 
-// Start an example server on an ephemeral port; returns its pid and port.
-pid_t start_example(const char *name, int *port, int *out_fd)
+// Start an example server on an ephemeral port (with `extra` options); returns its pid and port.
+pid_t start_example(const char *name, int *port, int *out_fd, const std::vector<std::string> &extra = {})
 {
     std::string path = exe_dir() + "/example-" + name;
     if (access(path.c_str(), X_OK) != 0) {
         ADD_FAILURE() << path << " is missing: build with COIL_BUILD_TOOLS=ON";
         return -1;
     }
-    pid_t pid = start({ path, "--port", "0" }, out_fd);
+    std::vector<std::string> argv = { path, "--port", "0" };
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    pid_t pid = start(argv, out_fd);
     std::string banner = read_output(*out_fd, "\n");
     size_t at = banner.find("port ");
     *port = at == std::string::npos ? -1 : atoi(banner.c_str() + at + 5);
     return pid;
+}
+
+// What a client got back on one connection, and how it ended.
+struct Exchange {
+    std::string reply;
+    bool closed = false; // the server closed (EOF) within the bound
+    double took = 0;     // seconds from the request to the close
+};
+
+// Send `req` on a new connection to 127.0.0.1:port, then read until the server closes it, for
+// at most `within` seconds. `drip` sends the request a byte at a time, each after waiting up to
+// `drip` seconds for the close (a slowloris client that never stops sending).
+Exchange exchange(int port, const std::string &req, double within, double drip = 0)
+{
+    Exchange x;
+    coil_stream *s = nullptr;
+    if (coil_open_connection("127.0.0.1", port, nullptr, &s) != 0) {
+        ADD_FAILURE() << "cannot connect to port " << port;
+        return x;
+    }
+    coil_loop *loop = coil_get_running_loop();
+    double t0 = coil_loop_time(loop);
+    coil_task *reader = nullptr;
+    coil_test::spawn(&reader, [s, &x]() -> void * {
+        char buf[4096];
+        size_t n;
+        int err;
+        while ((err = coil_stream_read(s, buf, sizeof buf, &n)) == 0 && n > 0)
+            x.reply.append(buf, n);
+        x.closed = err == 0 || err == -ECONNRESET;
+        return nullptr;
+    });
+    if (drip > 0) {
+        for (size_t i = 0; i < req.size() && !coil_task_done(reader) && coil_loop_time(loop) - t0 < within; i++) {
+            coil_stream_write(s, &req[i], 1);
+            coil_future *r = coil_task_future(reader);
+            coil_wait(&r, 1, drip, COIL_FIRST_COMPLETED, nullptr, nullptr, nullptr, nullptr);
+        }
+    } else {
+        coil_stream_write(s, req.data(), req.size());
+    }
+    double left = within - (coil_loop_time(loop) - t0);
+    coil_wait_for(coil_task_future(reader), left > 0 ? left : 0, nullptr);
+    x.took = coil_loop_time(loop) - t0;
+    coil_task_free(reader);
+    coil_stream_free(s);
+    return x;
 }
 
 const char *PY_ECHO = R"(
@@ -658,6 +791,111 @@ TEST(Examples, HttpServerAnswersPipelinedRequestsInOrderAndRejectsBadOnes)
         stop_example(srv, sfd);
         return nullptr;
     }, 30);
+}
+
+TEST(Examples, HttpServerRefusesRequestsWhoseFramingCouldBeReadTwoWays)
+{
+    coil_test::run([]() -> void * {
+        int port = -1, sfd = -1;
+        pid_t srv = start_example("http_server", &port, &sfd);
+        if (srv < 0)
+            return nullptr;
+        struct Case {
+            const char *what, *req, *status;
+        };
+        const Case cases[] = {
+            { "negative length", "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\nGET /x HTTP/1.1\r\n\r\n", "400" },
+            { "length past 2^64", "POST / HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n", "400" },
+            { "length 2^64 - 1 + 1 digit", "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", "400" },
+            { "signed length", "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello", "400" },
+            { "length list", "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello", "400" },
+            { "two lengths", "POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 27\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n", "400" },
+            { "space before colon", "POST / HTTP/1.1\r\nContent-Length : 27\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n", "400" },
+            { "folded line", "GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n", "400" },
+            { "bare LF", "GET / HTTP/1.1\r\nX-A: a\nContent-Length: 5\r\n\r\nhello", "400" },
+            { "bare LF in the target", "GET /a\nb HTTP/1.1\r\n\r\n", "400" },
+            { "chunked body", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n", "501" },
+            { "other coding", "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "501" },
+            { "coding and length", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", "400" },
+        };
+        for (const Case &c : cases) {
+            Exchange x = exchange(port, c.req, 5);
+            EXPECT_EQ(x.reply.rfind(std::string("HTTP/1.1 ") + c.status, 0), 0u) << c.what << ": " << x.reply;
+            EXPECT_EQ(x.reply.find("200 OK"), std::string::npos) << c.what << ": " << x.reply;
+            EXPECT_NE(x.reply.find("Connection: close"), std::string::npos) << c.what << ": " << x.reply;
+            EXPECT_TRUE(x.closed) << c.what << ": the server kept the connection";
+        }
+        // The largest length that fits is a length like any other: the body is read as such.
+        Exchange ok = exchange(port, "POST / HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello", 5);
+        EXPECT_EQ(ok.reply.rfind("HTTP/1.1 405", 0), 0u) << ok.reply;
+        EXPECT_TRUE(ok.closed);
+        stop_example(srv, sfd);
+        return nullptr;
+    }, 60);
+}
+
+TEST(Examples, HttpServerClosesAConnectionWhoseRequestDoesNotArriveInTime)
+{
+    coil_test::run([]() -> void * {
+        int port = -1, sfd = -1;
+        // A short request timeout and an idle timeout too long to be what closes them.
+        pid_t srv = start_example("http_server", &port, &sfd, { "--request-timeout", "0.3", "--idle-timeout", "60" });
+        if (srv < 0)
+            return nullptr;
+        // Half a request line, then silence.
+        Exchange x = exchange(port, "GET / HTTP/1.1\r\nHost:", 10);
+        EXPECT_TRUE(x.closed) << "open after " << x.took << " s";
+        EXPECT_LT(x.took, 10);
+        EXPECT_EQ(x.reply.find("200 OK"), std::string::npos);
+        // A client that keeps sending a byte at a time, never done with its headers.
+        std::string endless = "GET / HTTP/1.1\r\n";
+        while (endless.size() < 4000)
+            endless += "X-Drip: " + std::to_string(endless.size()) + "\r\n";
+        Exchange d = exchange(port, endless, 10, 0.01);
+        EXPECT_TRUE(d.closed) << "still open after " << d.took << " s of dripping";
+        EXPECT_LT(d.took, 10);
+        // A body that stops short of its Content-Length.
+        Exchange b = exchange(port, "POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nonly this", 10);
+        EXPECT_TRUE(b.closed) << "open after " << b.took << " s";
+        // The timeouts end those connections, not the server.
+        Exchange ok = exchange(port, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 10);
+        EXPECT_NE(ok.reply.find("Hello, World!"), std::string::npos) << ok.reply;
+        stop_example(srv, sfd);
+        return nullptr;
+    }, 60);
+}
+
+TEST(Examples, HttpServerClosesAnIdleKeepAliveConnectionAndStopsWhileOneIsOpen)
+{
+    coil_test::run([]() -> void * {
+        int port = -1, sfd = -1;
+        pid_t srv = start_example("http_server", &port, &sfd, { "--request-timeout", "60", "--idle-timeout", "0.3" });
+        if (srv < 0)
+            return nullptr;
+        // One request answered on a keep-alive connection, then nothing more from the client.
+        Exchange x = exchange(port, "GET / HTTP/1.1\r\n\r\n", 10);
+        EXPECT_NE(x.reply.find("Hello, World!"), std::string::npos) << x.reply;
+        EXPECT_TRUE(x.closed) << "idle connection open after " << x.took << " s";
+        EXPECT_LT(x.took, 10);
+        stop_example(srv, sfd);
+        // A server with an idle client connected still stops on SIGTERM, at once: it does not
+        // wait for the idle timeout to end that connection.
+        srv = start_example("http_server", &port, &sfd, { "--idle-timeout", "60" });
+        if (srv < 0)
+            return nullptr;
+        coil_stream *idle = nullptr;
+        EXPECT_EQ(coil_open_connection("127.0.0.1", port, nullptr, &idle), 0);
+        std::string req = "GET / HTTP/1.1\r\n\r\n";
+        coil_stream_write(idle, req.data(), req.size());
+        char buf[128];
+        size_t n = 0;
+        EXPECT_EQ(coil_stream_readuntil(idle, "World!", 6, buf, sizeof buf, &n), 0);
+        double t0 = coil_loop_time(coil_get_running_loop());
+        stop_example(srv, sfd);
+        EXPECT_LT(coil_loop_time(coil_get_running_loop()) - t0, 10) << "SIGTERM waited for the idle client";
+        coil_stream_free(idle);
+        return nullptr;
+    }, 60);
 }
 
 TEST(Examples, BadShardCountsAreRejectedClearly)

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -19,6 +20,20 @@ bool wait_flag(const bool *flag)
     for (int i = 0; i < 10000 && !*flag; i++)
         coil_sleep(0);
     return *flag;
+}
+
+// Can a TCP socket bind the IPv6 loopback address here?
+bool have_ipv6_loopback()
+{
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    sockaddr_in6 sa{};
+    sa.sin6_family = AF_INET6;
+    sa.sin6_addr = in6addr_loopback;
+    bool ok = bind(fd, (sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
 }
 
 // A listening socket on the loopback of `family`, made with coil_socket.
@@ -51,7 +66,7 @@ void roundtrip(int family)
     coil_sockaddr addr;
     int l = listen_loopback(family, &addr);
     if (l < 0) {
-        SUCCEED() << "no loopback for family " << family;
+        ADD_FAILURE() << "no loopback for family " << family;
         return;
     }
     coil_task *acc = nullptr;
@@ -99,6 +114,8 @@ TEST(Sock, TcpOverIPv4ConnectsAcceptsSendsAndReceives)
 
 TEST(Sock, TcpOverIPv6ConnectsAcceptsSendsAndReceives)
 {
+    if (!have_ipv6_loopback())
+        GTEST_SKIP() << "no IPv6 loopback (::1) on this machine";
     coil_test::run([]() -> void * {
         roundtrip(AF_INET6);
         return nullptr;
@@ -165,9 +182,13 @@ TEST(Sock, CompactTasksSendAndReceiveFromTheirStacks)
         coil_task_opts to{};
         to.stack_mode = COIL_STACK_COMPACT;
         coil_task *rx = nullptr, *other = nullptr, *tx = nullptr;
+        // Steps the tasks wait on (static: a compact task must not point into another's stack).
+        static bool in_recv, scribbled, in_recvmsg;
+        in_recv = scribbled = in_recvmsg = false;
         coil_test::spawn(&rx, [&sv]() -> void * {
             char buf[64];
             size_t n = 0;
+            in_recv = true; // set right before the call, which suspends in the same step
             if (coil_sock_recv(sv[1], buf, sizeof buf, 0, &n) != 0)
                 return nullptr;
             struct msghdr m{};
@@ -176,22 +197,26 @@ TEST(Sock, CompactTasksSendAndReceiveFromTheirStacks)
             m.msg_iov = &iov;
             m.msg_iovlen = 1;
             size_t n2 = 0;
+            in_recvmsg = true;
             if (coil_sock_recvmsg(sv[1], &m, 0, &n2) != 0)
                 return nullptr;
             return new std::string(std::string(buf, n) + "|" + std::string(buf2, n2));
         }, &to);
         coil_test::spawn(&other, []() -> void * {
+            // Scribble over the shared stack while rx is suspended, and stay suspended a while.
             volatile char scribble[8192];
             for (auto &c : scribble)
                 c = 0x7f;
-            coil_sleep(0.002);
+            scribbled = true;
+            wait_flag(&in_recvmsg);
             return nullptr;
         }, &to);
         coil_test::spawn(&tx, [&sv]() -> void * {
             char msg[] = "from a compact stack";
-            coil_sleep(0.005);
+            EXPECT_TRUE(wait_flag(&in_recv));
+            EXPECT_TRUE(wait_flag(&scribbled));
             coil_sock_sendall(sv[0], msg, strlen(msg), 0);
-            coil_sleep(0.005);
+            EXPECT_TRUE(wait_flag(&in_recvmsg));
             char m2[] = "msg";
             iovec iov = { m2, 3 };
             msghdr m{};
@@ -301,10 +326,11 @@ TEST(Sock, ConnectIsCancellableWhileTheHandshakeHangs)
             connect(f, (sockaddr *)&addr.ss, addr.len);
         }
         static bool started;
+        static int c;
         started = false;
+        c = -1;
         coil_task *t = nullptr;
         coil_test::spawn(&t, [&addr]() -> void * {
-            int c = -1;
             coil_socket(AF_INET, SOCK_STREAM, 0, &c);
             started = true;
             int r = coil_sock_connect(c, (sockaddr *)&addr.ss, addr.len);
@@ -312,7 +338,16 @@ TEST(Sock, ConnectIsCancellableWhileTheHandshakeHangs)
             return (void *)(intptr_t)r;
         });
         EXPECT_TRUE(wait_flag(&started));
-        coil_sleep(0.01); // the handshake is stuck (queue full); a cancel must still end it
+        // Wait until the kernel has the connect and its handshake is stuck (the listener's queue
+        // is full, so the SYN goes unanswered): a cancel must still end it.
+        tcp_info ti{};
+        for (int i = 0; i < 10000; i++) {
+            socklen_t tl = sizeof ti;
+            if (getsockopt(c, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_SYN_SENT)
+                break;
+            coil_sleep(0);
+        }
+        EXPECT_EQ(ti.tcpi_state, TCP_SYN_SENT);
         coil_task_cancel(t, nullptr);
         void *r = nullptr;
         coil_task_await(t, &r);

@@ -1,7 +1,10 @@
 // Loop counters: what each counter counts, and the shared-memory segment that publishes them.
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <string>
@@ -36,7 +39,7 @@ TEST(Stats, TasksCreatedAndFinishedCountEveryTaskExactly)
         std::vector<coil_task *> ts(10);
         for (auto &t : ts)
             EXPECT_EQ(0, coil_test::spawn(&t, []() -> void * {
-                          coil_sleep(0.001);
+                          coil_sleep(0); // suspends once, as a task that awaits something
                           return nullptr;
                       }));
         coil_loop_stats mid = snapshot();
@@ -86,8 +89,13 @@ TEST(Stats, GaugesShowLiveTasksAndArmedTimers)
                 coil_sleep(10);
                 return nullptr;
             });
-        coil_sleep(0.002); // gauges are refreshed once per scheduler iteration
+        // Gauges are refreshed once per scheduler iteration: yield until they show all four
+        // asleep (bounded: it takes one or two iterations).
         coil_loop_stats s = snapshot();
+        for (int i = 0; i < 1000 && !(s.tasks_alive >= 5 && s.timers_armed >= 4); i++) {
+            coil_sleep(0);
+            s = snapshot();
+        }
         EXPECT_GE(s.tasks_alive, 5u);          // the four sleepers and this task
         EXPECT_GE(s.timers_armed, 4u);         // their four timers (and the test watchdog's)
         EXPECT_GE(s.stacks_in_use, 5u);
@@ -160,6 +168,50 @@ TEST(Stats, SegmentExistsWhileALoopIsOpenAndIsRemovedWithTheLast)
     EXPECT_TRUE(exists(shm_path()));
     coil_loop_close(b);
     EXPECT_FALSE(exists(shm_path()));
+}
+
+// Run the loop until a task that sleeps a millisecond is done: the loop blocks in its ring, so
+// everything queued (the bell's watch too) reaches the kernel.
+void run_a_sleep(coil_loop *loop)
+{
+    coil_task *t = nullptr;
+    ASSERT_EQ(0, coil_loop_create_task(loop, &t, [](void *) -> void * {
+        coil_sleep(0.001);
+        return nullptr;
+    }, nullptr, nullptr));
+    EXPECT_EQ(0, coil_loop_run_until_complete(loop, (coil_future *)t, nullptr));
+    coil_task_free(t);
+}
+
+long wake_bell(uint32_t *bell) { return syscall(SYS_futex, bell, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0); }
+
+TEST(Stats, AClosingLoopTakesItsWatchOffTheBell)
+{
+    coil_loop *a = nullptr, *b = nullptr;
+    ASSERT_EQ(0, coil_new_event_loop(&a, nullptr));
+    ASSERT_EQ(0, coil_new_event_loop(&b, nullptr)); // keeps the segment while a closes
+    coil_loop_stats st{};
+    ASSERT_EQ(0, coil_loop_get_stats(a, &st));
+    int fd = open(shm_path().c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    auto *seg = static_cast<coil__stats_seg *>(
+        mmap(nullptr, sizeof(coil__stats_seg), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    close(fd);
+    ASSERT_NE(MAP_FAILED, (void *)seg);
+    coil__loop_stats *slot = &seg->slots[st.shard];
+    if (slot->watch != COIL__WATCH_FUTEX) {
+        munmap(seg, sizeof *seg);
+        coil_loop_close(a);
+        coil_loop_close(b);
+        GTEST_SKIP() << "this kernel has no IORING_OP_FUTEX_WAIT";
+    }
+    run_a_sleep(a);
+    EXPECT_EQ(1, wake_bell(&slot->bell)) << "the loop's watch waits on its bell";
+    run_a_sleep(a); // reaps that completion and arms the watch again
+    EXPECT_EQ(0, coil_loop_close(a));
+    EXPECT_EQ(0, wake_bell(&slot->bell)) << "a closed loop left its watch on the bell";
+    munmap(seg, sizeof *seg);
+    coil_loop_close(b);
 }
 
 TEST(Stats, GetStatsRejectsNullArguments)

@@ -13,6 +13,9 @@
 
 #include "coil_test.h"
 
+// Internal (core/net_internal.h): whether a server stream's multishot recv is taking data.
+extern "C" bool coil__stream_reading_ahead(const coil_stream *s);
+
 namespace {
 
 // A connected TCP pair on 127.0.0.1 made with plain syscalls: *a for the stream, *b the peer.
@@ -58,6 +61,15 @@ bool wait_flag(const bool *flag)
 }
 
 void send_str(int fd, const std::string &s) { ASSERT_EQ(send(fd, s.data(), s.size(), MSG_NOSIGNAL), (ssize_t)s.size()); }
+
+// Wait (bounded) until the stream has received `n` unread bytes. A reader that needs more than
+// that receives them and waits again in the same step, so it is parked once this returns true.
+bool wait_buffered(const coil_stream *s, size_t n)
+{
+    for (int i = 0; i < 100000 && coil_stream_read_buffer_size(s) < n; i++)
+        coil_sleep(0);
+    return coil_stream_read_buffer_size(s) >= n;
+}
 
 } // namespace
 
@@ -139,9 +151,10 @@ TEST(Stream, ReaduntilReturnsThroughTheSeparatorAcrossReads)
         coil_stream *s = nullptr;
         coil_stream_from_fd(a, nullptr, &s);
         coil_task *peer = nullptr;
-        coil_test::spawn(&peer, [b]() -> void * {
+        coil_test::spawn(&peer, [b, s]() -> void * {
+            // The separator straddles two arrivals: the reader has "one-" and waits for more.
             send_str(b, "one-");
-            coil_sleep(0.01);
+            EXPECT_TRUE(wait_buffered(s, 4));
             send_str(b, "-two--three");
             return nullptr;
         });
@@ -235,6 +248,289 @@ TEST(Stream, ReadlinePastTheLimitDropsTheLine)
     });
 }
 
+TEST(Stream, ReadlineDropsTheRestOfAnOverlongLineThatArrivesInPieces)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream_opts o{};
+        o.limit = 16;
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, &o, &s);
+        char buf[64];
+        size_t n = 0;
+        // The first piece of a 50-byte line: past the limit, with no '\n' yet.
+        send_str(b, std::string(40, 'x'));
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), COIL_ELIMITOVERRUN);
+        // Its tail arrives later, in two more pieces; it is not a line of its own.
+        send_str(b, "yyyy");
+        send_str(b, "yyyyyy\nok\n");
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "ok\n");
+        // A line that fits after all of that is read as usual.
+        send_str(b, "fine\n");
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "fine\n");
+        // Another read call in between takes the bytes as they are: the pending drop is off.
+        send_str(b, std::string(20, 'z'));
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), COIL_ELIMITOVERRUN);
+        send_str(b, "tail\nnext\n");
+        EXPECT_EQ(coil_stream_readexactly(s, buf, 2, &n), 0);
+        EXPECT_EQ(std::string(buf, 2), "ta");
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "il\n");
+        // An overlong line cut off by EOF: the drop reaches EOF, and readline reports EOF.
+        send_str(b, std::string(30, 'w'));
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "next\n");
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), COIL_ELIMITOVERRUN);
+        send_str(b, "www");
+        close(b);
+        n = 99;
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(n, 0u);
+        EXPECT_TRUE(coil_stream_at_eof(s));
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, SkipuntilDropsThroughASeparatorSplitAcrossArrivals)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream_opts o{};
+        o.limit = 16;
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, &o, &s);
+        std::string junk(100000, 'j');
+        send_str(b, junk + "\r");
+        coil_task *peer = nullptr;
+        bool parked = false;
+        coil_test::spawn(&peer, [b, &parked]() -> void * {
+            // The rest of the separator comes once the skipper has dropped the junk and waits.
+            EXPECT_TRUE(wait_flag(&parked));
+            send_str(b, "\nline\r\n");
+            return nullptr;
+        });
+        char buf[64];
+        size_t n = 0, skipped = 0;
+        // readuntil past the limit leaves the data (as asyncio); skipuntil drops it.
+        EXPECT_EQ(coil_stream_readuntil(s, "\r\n", 2, buf, sizeof buf, &n), COIL_ELIMITOVERRUN);
+        EXPECT_GE(coil_stream_read_buffer_size(s), 17u);
+        coil_task *skipper = nullptr;
+        coil_test::spawn(&skipper, [s, &skipped, &parked]() -> void * {
+            parked = false;
+            int err = coil_stream_skipuntil(s, "\r\n", 2, &skipped);
+            return (void *)(intptr_t)err;
+        });
+        // Parked once the whole junk is gone except the '\r' that may start the separator.
+        for (int i = 0; i < 100000 && coil_stream_read_buffer_size(s) != 1; i++)
+            coil_sleep(0);
+        EXPECT_EQ(coil_stream_read_buffer_size(s), 1u);
+        parked = true;
+        void *r = (void *)1;
+        EXPECT_EQ(coil_task_await(skipper, &r), 0);
+        EXPECT_EQ((intptr_t)r, 0);
+        EXPECT_EQ(skipped, junk.size() + 2);
+        EXPECT_EQ(coil_stream_readuntil(s, "\r\n", 2, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "line\r\n");
+        coil_task_await(peer, nullptr);
+        coil_task_free(peer);
+        coil_task_free(skipper);
+        // At EOF without the separator: everything is dropped, COIL_EINCOMPLETE.
+        send_str(b, "abc");
+        close(b);
+        EXPECT_EQ(coil_stream_skipuntil(s, "\r\n", 2, &skipped), COIL_EINCOMPLETE);
+        EXPECT_EQ(skipped, 3u);
+        EXPECT_TRUE(coil_stream_at_eof(s));
+        EXPECT_EQ(coil_stream_skipuntil(s, "", 0, &skipped), -EINVAL);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, TheLimitBoundsTheDataBeforeTheSeparatorNotTheSeparator)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream_opts o{};
+        o.limit = 16;
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, &o, &s);
+        char buf[64];
+        size_t n = 0;
+        // asyncio: a line of exactly `limit` bytes and its separator is accepted...
+        send_str(b, std::string(16, 'a') + "\n");
+        EXPECT_EQ(coil_stream_readline(s, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(n, 17u);
+        send_str(b, std::string(16, 'b') + "\r\n");
+        EXPECT_EQ(coil_stream_readuntil(s, "\r\n", 2, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), std::string(16, 'b') + "\r\n");
+        // ...one byte more is not, whether the separator is already there or not.
+        send_str(b, std::string(17, 'c') + "\r\n");
+        EXPECT_EQ(coil_stream_readuntil(s, "\r\n", 2, buf, sizeof buf, &n), COIL_ELIMITOVERRUN);
+        EXPECT_EQ(coil_stream_skipuntil(s, "\r\n", 2, &n), 0);
+        // Absent, as asyncio counts it: the separator could start no earlier than 17 bytes in.
+        send_str(b, std::string(18, 'd'));
+        EXPECT_EQ(coil_stream_readuntil(s, "\r\n", 2, buf, sizeof buf, &n), COIL_ELIMITOVERRUN);
+        send_str(b, "\r\n");
+        EXPECT_EQ(coil_stream_skipuntil(s, "\r\n", 2, &n), 0);
+        // 16 bytes and half of a two-byte separator: still within the limit, so it waits.
+        send_str(b, std::string(16, 'e') + "\r");
+        coil_task *peer = nullptr;
+        bool waiting = false;
+        coil_test::spawn(&peer, [b, &waiting]() -> void * {
+            EXPECT_TRUE(wait_flag(&waiting));
+            send_str(b, "\n");
+            return nullptr;
+        });
+        waiting = true;
+        EXPECT_EQ(coil_stream_readuntil(s, "\r\n", 2, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(n, 18u);
+        coil_task_await(peer, nullptr);
+        coil_task_free(peer);
+        // The caller's buffer must still hold the data and the separator.
+        send_str(b, std::string(16, 'f') + "\n");
+        EXPECT_EQ(coil_stream_readuntil(s, "\n", 1, buf, 16, &n), COIL_ELIMITOVERRUN);
+        EXPECT_EQ(coil_stream_readuntil(s, "\n", 1, buf, 17, &n), 0);
+        EXPECT_EQ(n, 17u);
+        close(b);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+TEST(Stream, ASecondReaderWhileOneWaitsGetsEbusy)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        coil_task *first = nullptr;
+        bool started = false;
+        coil_test::spawn(&first, [s, &started]() -> void * {
+            char c;
+            size_t n = 0;
+            started = true;
+            int err = coil_stream_read(s, &c, 1, &n);
+            return (void *)(intptr_t)(err ? err : c);
+        });
+        EXPECT_TRUE(wait_flag(&started));
+        char c;
+        size_t n = 0;
+        EXPECT_EQ(coil_stream_read(s, &c, 1, &n), -EBUSY);
+        char line[8];
+        EXPECT_EQ(coil_stream_readline(s, line, sizeof line, &n), -EBUSY);
+        send_str(b, "Q");
+        void *r = nullptr;
+        EXPECT_EQ(coil_task_await(first, &r), 0);
+        EXPECT_EQ((intptr_t)r, 'Q');
+        coil_task_free(first);
+        close(b);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+namespace {
+
+// A server-side stream the test can look at while its handler holds off reading.
+struct Hoard {
+    coil_stream *s = nullptr;
+    coil_event *go = nullptr, *finished = nullptr;
+    bool ready = false, done = false;
+    size_t total = 0, bad_at = SIZE_MAX;
+};
+
+unsigned char pattern(size_t i) { return (unsigned char)(i * 7 + i / 4099); }
+
+void hoarding_handler(coil_stream *s, void *arg)
+{
+    auto *h = static_cast<Hoard *>(arg);
+    unsigned char first;
+    // One read starts the stream receiving; then the handler holds off until told.
+    if (coil_stream_readexactly(s, &first, 1, nullptr) != 0)
+        return;
+    if (first != pattern(0))
+        h->bad_at = 0;
+    h->s = s;
+    h->ready = true;
+    coil_event_wait(h->go);
+    size_t at = 1;
+    static unsigned char buf[65536];
+    for (;;) {
+        size_t n = 0;
+        if (coil_stream_read(s, buf, sizeof buf, &n) != 0 || n == 0)
+            break;
+        for (size_t i = 0; i < n; i++)
+            if (buf[i] != pattern(at + i) && h->bad_at == SIZE_MAX)
+                h->bad_at = at + i;
+        at += n;
+    }
+    h->total = at;
+    h->s = nullptr;
+    h->done = true;
+    coil_event_set(h->finished);
+}
+
+} // namespace
+
+TEST(Stream, AServerStreamBuffersAboutTwiceItsLimitForAReaderThatHoldsOff)
+{
+    coil_test::run([]() -> void * {
+        const size_t limit = 8192, total = 4u << 20;
+        Hoard h;
+        EXPECT_EQ(coil_event_new(&h.go), 0);
+        EXPECT_EQ(coil_event_new(&h.finished), 0);
+        coil_stream_opts so{};
+        so.limit = limit;
+        coil_server_opts o{};
+        o.stream = &so;
+        coil_server *srv = nullptr;
+        EXPECT_EQ(coil_start_server(hoarding_handler, &h, "127.0.0.1", 0, &o, &srv), 0);
+        coil_stream *c = nullptr;
+        EXPECT_EQ(coil_open_connection("127.0.0.1", coil_server_port(srv), nullptr, &c), 0);
+        std::string data(total, '\0');
+        for (size_t i = 0; i < total; i++)
+            data[i] = (char)pattern(i);
+        EXPECT_EQ(coil_stream_write(c, data.data(), data.size()), 0);
+        EXPECT_EQ(coil_stream_write_eof(c), 0);
+        // Wait until the server stream stops taking data (or has clearly taken too much).
+        const size_t bound = 2 * limit + 16384; // 2 x limit and one provided buffer
+        double until = coil_loop_time(coil_get_running_loop()) + 5;
+        while (coil_loop_time(coil_get_running_loop()) < until &&
+               !(h.ready && (!coil__stream_reading_ahead(h.s) || coil_stream_read_buffer_size(h.s) > bound)))
+            coil_sleep(0);
+        EXPECT_TRUE(h.ready);
+        if (h.ready) {
+            EXPECT_FALSE(coil__stream_reading_ahead(h.s));
+            size_t held = coil_stream_read_buffer_size(h.s);
+            EXPECT_LE(held, bound) << "buffered " << held << " bytes for a reader that holds off";
+            EXPECT_GE(held, limit);
+            // Paused means paused: more loop turns bring nothing in.
+            for (int i = 0; i < 100; i++)
+                coil_sleep(0);
+            EXPECT_EQ(coil_stream_read_buffer_size(h.s), held);
+        }
+        EXPECT_LT(coil_stream_write_buffer_size(c), total); // the client was not simply stuck
+        // Once the handler reads, everything arrives, in order.
+        coil_event_set(h.go);
+        EXPECT_EQ(coil_event_wait(h.finished), 0);
+        EXPECT_TRUE(h.done);
+        EXPECT_EQ(h.total, total);
+        EXPECT_EQ(h.bad_at, SIZE_MAX);
+        coil_stream_free(c);
+        coil_server_free(srv);
+        coil_event_free(h.go);
+        coil_event_free(h.finished);
+        return nullptr;
+    }, 30);
+}
+
 TEST(Stream, PeerResetDuringAReadReturnsEconnreset)
 {
     coil_test::run([]() -> void * {
@@ -243,8 +539,9 @@ TEST(Stream, PeerResetDuringAReadReturnsEconnreset)
         coil_stream *s = nullptr;
         coil_stream_from_fd(a, nullptr, &s);
         coil_task *peer = nullptr;
-        coil_test::spawn(&peer, [b]() -> void * {
-            coil_sleep(0.02); // let the reader block in its recv first
+        bool reading = false;
+        coil_test::spawn(&peer, [b, &reading]() -> void * {
+            EXPECT_TRUE(wait_flag(&reading)); // the reader is blocked in its recv
             linger lg{1, 0};
             setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
             close(b);
@@ -252,6 +549,7 @@ TEST(Stream, PeerResetDuringAReadReturnsEconnreset)
         });
         char buf[16];
         size_t n;
+        reading = true; // set right before the read, which suspends in the same step
         EXPECT_EQ(coil_stream_read(s, buf, sizeof buf, &n), -ECONNRESET);
         // The error sticks for the read side.
         EXPECT_EQ(coil_stream_read(s, buf, sizeof buf, &n), -ECONNRESET);
@@ -325,16 +623,22 @@ TEST(Stream, SlowReaderKeepsTheWriteBufferNearTheHighWaterMark)
             }
             return nullptr;
         });
-        // The reader never reads: once the kernel's buffers are full the writer must be stuck
-        // in drain for good (no progress over 50 ms), within a bounded time.
-        int stable = 0, last = -1;
-        for (int i = 0; i < 400 && stable < 5; i++) {
-            coil_sleep(0.01);
-            stable = st.blocked && st.writes == last ? stable + 1 : 0;
-            last = st.writes;
-        }
-        EXPECT_EQ(stable, 5) << "the writer never settled in drain";
-        EXPECT_GT(coil_stream_write_buffer_size(s), o.low_water);
+        // The reader never reads: once the kernel's buffers are full (the socket no longer
+        // writable) the writer must be stuck in drain above the low-water mark, within a bound.
+        auto stuck = [&st, a, &o] {
+            pollfd p{ a, POLLOUT, 0 };
+            return st.blocked && poll(&p, 1, 0) == 0 && coil_stream_write_buffer_size(st.s) > o.low_water;
+        };
+        double until = coil_loop_time(coil_get_running_loop()) + 5;
+        while (!stuck() && coil_loop_time(coil_get_running_loop()) < until)
+            coil_sleep(0);
+        EXPECT_TRUE(stuck()) << "the writer never settled in drain";
+        // Stuck for good: more loop turns (sends retried as the kernel allows) change nothing.
+        int writes = st.writes;
+        for (int i = 0; i < 200; i++)
+            coil_sleep(0);
+        EXPECT_EQ(st.writes, writes);
+        EXPECT_TRUE(st.blocked);
         // What the writer holds stays bounded by the high-water mark (plus the one write that
         // crossed it), however long the reader sleeps.
         EXPECT_LE(st.max_buffered, o.high_water + 4096);
@@ -391,7 +695,9 @@ TEST(Stream, WriteAfterThePeerResetReportsTheError)
         linger lg{1, 0};
         setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         close(b);
-        coil_sleep(0.01);
+        pollfd p{ a, POLLIN, 0 }; // the reset has arrived once the socket reports it
+        EXPECT_EQ(poll(&p, 1, 5000), 1);
+        EXPECT_TRUE(p.revents & (POLLERR | POLLHUP)) << p.revents;
         int err = 0;
         std::string chunk(65536, 'x');
         for (int i = 0; i < 100 && !err; i++) {
@@ -698,21 +1004,28 @@ TEST(Stream, CompactTasksReadIntoStackBuffers)
         coil_task_opts to{};
         to.stack_mode = COIL_STACK_COMPACT;
         coil_task *r = nullptr, *other = nullptr;
+        // Steps the tasks wait on (static: a compact task must not point into another's stack).
+        static bool reading, scribbled, read_done;
+        reading = scribbled = read_done = false;
         coil_test::spawn(&r, [s]() -> void * {
             char line[64];
             size_t n;
-            if (coil_stream_readline(s, line, sizeof line, &n) != 0)
-                return nullptr;
-            return new std::string(line, n);
+            reading = true; // set right before the call, which suspends in the same step
+            int err = coil_stream_readline(s, line, sizeof line, &n);
+            read_done = true;
+            return err ? nullptr : new std::string(line, n);
         }, &to);
-        // Another compact task uses the shared stack while r is suspended.
+        // Another compact task uses the shared stack while r is suspended, and stays suspended
+        // itself while r resumes.
         coil_test::spawn(&other, []() -> void * {
             char junk[4096];
             memset(junk, 0x5a, sizeof junk);
-            coil_sleep(0.005);
+            scribbled = true;
+            wait_flag(&read_done);
             return (void *)(uintptr_t)junk[100];
         }, &to);
-        coil_sleep(0.01);
+        EXPECT_TRUE(wait_flag(&reading));
+        EXPECT_TRUE(wait_flag(&scribbled));
         send_str(b, "compact line\n");
         void *res;
         coil_task_await(r, &res);

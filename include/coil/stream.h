@@ -8,6 +8,15 @@
  * high_water bytes. Read results are copied into the caller's buffer only after the task has
  * resumed, so buffers on a compact task's stack are fine.
  *
+ * One task reads a stream at a time: a read call that has to wait while another task is
+ * already waiting in one returns -EBUSY (asyncio raises RuntimeError for concurrent reads).
+ *
+ * Streams a server accepted read ahead of the handler, until twice the stream's limit of unread
+ * bytes is buffered (asyncio pauses its transport there), and go on once the handler has read
+ * the buffer down to the limit or needs more: a client that sends without the handler reading
+ * costs about 2 x limit per connection (and one 16 KiB receive buffer on top). Other streams
+ * receive only while a read call waits.
+ *
  * Every waiting call is cancellable (-ECANCELED) and returns COIL_ENOTASK outside a task.
  * Errors from the connection (-ECONNRESET, -EPIPE, ...) are returned by the call that meets
  * them and by every later one of the same direction. Loop thread only. Streams and servers
@@ -30,7 +39,7 @@ extern "C" {
 typedef struct coil_stream coil_stream;
 
 typedef struct coil_stream_opts {
-    size_t limit;            /* readline/readuntil bound; 0 = 64 KiB */
+    size_t limit;            /* readline/readuntil: most bytes before the separator; 0 = 64 KiB */
     size_t high_water;       /* drain waits above this; 0 = 64 KiB */
     size_t low_water;        /* ... until the buffer is down to this; 0 = high_water / 4 */
     double connect_timeout;  /* open_connection: per address tried, seconds; 0 = none */
@@ -59,15 +68,29 @@ int coil_stream_read_all(coil_stream *s, char **data, size_t *len);
 /* Exactly n bytes. COIL_EINCOMPLETE if EOF comes first: the partial data is in buf and *got
  * (optional) says how much. */
 int coil_stream_readexactly(coil_stream *s, void *buf, size_t n, size_t *got);
-/* Up to and including the separator, into buf (cap bytes). COIL_ELIMITOVERRUN when the
- * separator is not within min(limit, cap) bytes: nothing is consumed, the buffer is left as it
- * was. COIL_EINCOMPLETE at EOF without the separator: the partial data is consumed and copied
- * (up to cap) to buf, *len says how much. */
+/* Up to and including the separator, into buf (cap bytes). The limit bounds the data before the
+ * separator, as asyncio's: `limit` bytes and then the separator are accepted. COIL_ELIMITOVERRUN
+ * when more than `limit` bytes come before the separator, or the data and the separator do not
+ * fit in cap: nothing is consumed, the buffer is left as it was (as asyncio; drop the rest with
+ * coil_stream_skipuntil if that is what the protocol wants). COIL_EINCOMPLETE at EOF without the
+ * separator: the partial data is consumed and copied (up to cap) to buf, *len says how much. */
 int coil_stream_readuntil(coil_stream *s, const void *sep, size_t seplen, void *buf, size_t cap, size_t *len);
-/* A line ending in '\n' (included). At EOF, the partial last line (*len = 0: nothing left). Past
- * the limit, as asyncio: the line is dropped (through the '\n' if buffered, else everything
- * buffered) and COIL_ELIMITOVERRUN returned. */
+/* A line ending in '\n' (included), bounded as readuntil. At EOF, the partial last line (*len =
+ * 0: nothing left). Past the limit, COIL_ELIMITOVERRUN and the whole line is dropped: through its
+ * '\n' if that is buffered (as asyncio); if not, what is buffered goes now and the rest of the line
+ * is dropped, through its '\n', by the next readline before it reads its line. A difference from
+ * asyncio, which returns that rest as a line of its own once it arrives: a line that comes in
+ * pieces could then smuggle its tail in as a line. Any other read call in between (read,
+ * readexactly, readuntil, read_all, skipuntil) cancels that pending drop: it gets the bytes as
+ * they are. */
 int coil_stream_readline(coil_stream *s, void *buf, size_t cap, size_t *len);
+/* Drop everything up to and including the next separator, suspending while it has not arrived
+ * (memory stays bounded however long the skipped data is). 0; COIL_EINCOMPLETE at EOF without
+ * the separator (everything was dropped); -EINVAL; the connection's error; -ECANCELED (what was
+ * dropped stays dropped). *skipped (optional) says how many bytes went, separator included. */
+int coil_stream_skipuntil(coil_stream *s, const void *sep, size_t seplen, size_t *skipped);
+/* Bytes received and not yet read. Never suspends. */
+size_t coil_stream_read_buffer_size(const coil_stream *s);
 /* EOF seen and nothing left buffered. Never suspends. */
 bool coil_stream_at_eof(const coil_stream *s);
 
@@ -130,7 +153,12 @@ int coil_start_server(coil_conn_handler handler, void *arg, const char *host, in
 /* The same on a Unix stream socket at path (a stale socket file is replaced). */
 int coil_start_unix_server(coil_conn_handler handler, void *arg, const char *path,
                            const coil_server_opts *opts, coil_server **out);
-/* Suspends until the server is closed; cancelling it closes the server (asyncio). 0 or -ECANCELED. */
+/* Suspends until the server is closed; returns 0 then. Cancelling it, as asyncio 3.12+, closes
+ * the server, waits as coil_server_wait_closed (until every connection's task has finished) and
+ * then returns -ECANCELED; a second cancel during that wait ends it at once (-ECANCELED too, the
+ * connections still being served). So to stop promptly, end the connections first
+ * (coil_server_close_clients), or wait on coil_server_wait_closed instead, whose cancellation
+ * returns at once. COIL_ECLOSED if already closed. */
 int coil_server_serve_forever(coil_server *srv);
 /* Stop listening (connections being served go on). Never suspends; idempotent. */
 void coil_server_close(coil_server *srv);

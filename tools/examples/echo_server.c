@@ -22,6 +22,6 @@ static void echo(coil_stream *s, void *arg)
 
 int main(int argc, char **argv)
 {
-    static const example_server spec = { "echo_server", echo, 8888, NULL };
+    static const example_server spec = { .name = "echo_server", .handler = echo, .default_port = 8888 };
     return example_server_main(&spec, argc, argv);
 }

@@ -12,10 +12,18 @@
  *   --timeout SECONDS              how long --tasks waits for each loop (default 5)
  *
  * Exit status 0, or 1 with a one-line message on stderr: no such process, no segment, a segment
- * of another user, a stale segment (left by a process that died), a version mismatch. */
+ * of another user, something else planted at the segment's name (a FIFO, a device, a symbolic
+ * link: opened without blocking and without following, then refused), a stale segment (left by
+ * a process that died), a version mismatch.
+ *
+ * --tasks rings each loop's bell in the segment (a shared futex the loop watches from its ring,
+ * so an idle loop wakes for it at once) and reads the answer from the memfd the loop publishes,
+ * through /proc/<pid>/fd/<n>: no file name in /tmp or anywhere else (see core/stats.h). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -23,6 +31,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,23 +116,68 @@ typedef struct seg_map {
     coil__stats_seg *s;
 } seg_map;
 
+/* The uid a segment of process pid must belong to: the process's filesystem uid, which the
+ * kernel gives the files it creates (the Uid: line of /proc/<pid>/status, readable even for a
+ * process that is not dumpable), or ours when that cannot be told. */
+static uid_t expected_owner(long pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "re");
+    uid_t uid = getuid();
+    unsigned long r, e, s, fs;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Uid: %lu %lu %lu %lu", &r, &e, &s, &fs) == 4) {
+            uid = (uid_t)fs;
+            break;
+        }
+    if (f)
+        fclose(f);
+    return uid;
+}
+
+/* Open a segment name without following a link and without blocking (a FIFO planted there would
+ * block a plain open for ever), and check it is a regular file of `owner`. Returns the fd, or -1
+ * with *why saying what is wrong with what is there, or NULL when nothing could be opened (errno
+ * says why then). */
+static int open_checked(const char *name, bool writable, uid_t owner, struct stat *st, const char **why)
+{
+    *why = NULL;
+    int fd = shm_open(name, (writable ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd < 0) {
+        if (errno == ELOOP)
+            *why = "is a symbolic link, not a coil counter segment: refusing it";
+        return -1;
+    }
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode))
+        *why = "is not a regular file (a FIFO or device someone planted?): refusing it";
+    else if (st->st_uid != owner)
+        *why = "belongs to another user";
+    if (*why) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static int open_segment(long pid, bool writable, seg_map *m)
 {
     char name[64];
     coil__stats_shm_name(name, sizeof name, pid);
-    int fd = shm_open(name, writable ? O_RDWR : O_RDONLY, 0);
+    struct stat st;
+    const char *bad;
+    int fd = open_checked(name, writable, expected_owner(pid), &st, &bad);
     if (fd < 0) {
         int e = errno;
+        if (bad) {
+            fprintf(stderr, "loopstat: /dev/shm/coil.%ld %s\n", pid, bad);
+            return 1;
+        }
         if (e == EACCES)
             return fail("/dev/shm/coil.%ld belongs to another user", pid);
         if (!pid_alive(pid))
             return fail("no process with pid %ld", pid);
         return fail("process %ld publishes no coil counters (no /dev/shm/coil.<pid>: no loop open?)", pid);
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_uid != getuid()) {
-        close(fd);
-        return fail("/dev/shm/coil.%ld belongs to another user", pid);
     }
     if ((size_t)st.st_size < sizeof(coil__stats_seg)) {
         close(fd);
@@ -171,12 +225,13 @@ static int list_processes(bool clean)
             continue;
         char name[64];
         coil__stats_shm_name(name, sizeof name, pid);
-        int fd = shm_open(name, O_RDONLY, 0);
+        struct stat st;
+        const char *bad;
+        int fd = open_checked(name, false, getuid(), &st, &bad);
         if (fd < 0)
             continue;
-        struct stat st;
         void *p = MAP_FAILED;
-        if (fstat(fd, &st) == 0 && st.st_uid == getuid() && (size_t)st.st_size >= sizeof(coil__stats_seg))
+        if ((size_t)st.st_size >= sizeof(coil__stats_seg))
             p = mmap(NULL, sizeof(coil__stats_seg), PROT_READ, MAP_SHARED, fd, 0);
         close(fd);
         if (p == MAP_FAILED)
@@ -386,6 +441,86 @@ static int live_view(const coil__stats_seg *seg, long pid, double interval)
 
 /* ---- tasks ---- */
 
+static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *ts)
+{
+    return syscall(SYS_futex, word, op, val, ts, NULL, 0);
+}
+
+/* Wake the loop's watch on its bell (a shared futex: the loop is another process). */
+static void ring(coil__loop_stats *l)
+{
+    __atomic_fetch_add(&l->bell, 1, __ATOMIC_RELEASE);
+    futex(&l->bell, FUTEX_WAKE, INT_MAX, NULL);
+}
+
+static void ask(coil__loop_stats *l, uint64_t *want)
+{
+    /* The loop is the only other writer of this slot, and it never writes dump_req. */
+    *want = __atomic_load_n(&l->dump_req, __ATOMIC_RELAXED) + 1;
+    __atomic_store_n(&l->dump_req, *want, __ATOMIC_RELEASE);
+    ring(l);
+}
+
+/* Wait until the loop has answered request `want` (or closed, or the deadline passed), asleep on
+ * its resp_bell. */
+static bool wait_answer(coil__loop_stats *l, uint64_t want, uint64_t deadline)
+{
+    for (;;) {
+        uint32_t rb = __atomic_load_n(&l->resp_bell, __ATOMIC_ACQUIRE);
+        if (!slot_live(l))
+            return false;
+        if (__atomic_load_n(&l->dump_resp, __ATOMIC_ACQUIRE) >= want)
+            return true;
+        uint64_t now = mono_ns();
+        if (now >= deadline)
+            return false;
+        struct timespec ts = { (time_t)((deadline - now) / 1000000000u), (long)((deadline - now) % 1000000000u) };
+        futex(&l->resp_bell, FUTEX_WAIT, rb, &ts);
+    }
+}
+
+/* Copy the loop's answer (its memfd, reached through /proc/<pid>/fd/<n>) to stdout. 0 when
+ * printed; 1 when the answer is gone (another loopstat's acknowledgement closed it, or the fd
+ * number now names another file): ask again; -1 with a message on a real failure. */
+static int print_answer(coil__loop_stats *l, long pid, unsigned long long shard)
+{
+    uint64_t resp = __atomic_load_n(&l->dump_resp, __ATOMIC_ACQUIRE);
+    int64_t answer = __atomic_load_n(&l->dump_fd, __ATOMIC_RELAXED);
+    uint64_t ino = __atomic_load_n(&l->dump_ino, __ATOMIC_RELAXED);
+    if (answer == -ENOENT)
+        return 1;
+    if (answer < 0) {
+        fprintf(stderr, "loopstat: shard %llu could not write its task dump: %s\n", shard, strerror((int)-answer));
+        return -1;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/fd/%lld", pid, (long long)answer);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 1;
+        fprintf(stderr, "loopstat: cannot open shard %llu's task dump (%s): %s\n", shard, path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_ino != ino) {
+        close(fd);
+        return 1;
+    }
+    char buf[8192];
+    ssize_t n;
+    off_t off = 0;
+    while ((n = pread(fd, buf, sizeof buf, off)) > 0) {
+        fwrite(buf, 1, (size_t)n, stdout);
+        off += n;
+    }
+    close(fd);
+    /* Read: the loop may close it now. */
+    __atomic_store_n(&l->dump_ack, resp, __ATOMIC_RELEASE);
+    ring(l);
+    return 0;
+}
+
 static int dump_tasks(coil__stats_seg *seg, long pid, double timeout)
 {
     int asked = 0, rc = 0;
@@ -394,9 +529,7 @@ static int dump_tasks(coil__stats_seg *seg, long pid, double timeout)
         coil__loop_stats *l = &seg->slots[i];
         if (!slot_live(l))
             continue;
-        /* The loop is the only other writer of this slot, and it never writes dump_req. */
-        want[i] = __atomic_load_n(&l->dump_req, __ATOMIC_RELAXED) + 1;
-        __atomic_store_n(&l->dump_req, want[i], __ATOMIC_RELEASE);
+        ask(l, &want[i]);
         asked++;
     }
     if (!asked) {
@@ -408,36 +541,24 @@ static int dump_tasks(coil__stats_seg *seg, long pid, double timeout)
         if (!want[i])
             continue;
         coil__loop_stats *l = &seg->slots[i];
-        while (slot_live(l) && __atomic_load_n(&l->dump_resp, __ATOMIC_ACQUIRE) < want[i] && mono_ns() < deadline) {
-            struct timespec ts = { 0, 2000000 };
-            nanosleep(&ts, NULL);
-        }
         unsigned long long shard = (unsigned long long)GET(l, shard);
+        int got = 1;
+        while (got == 1) {
+            if (!wait_answer(l, want[i], deadline))
+                break;
+            got = print_answer(l, pid, shard);
+            if (got == 1)
+                ask(l, &want[i]); /* the answer went away before we read it: a fresh one */
+        }
         if (!slot_live(l))
             continue; /* the loop closed meanwhile */
-        if (__atomic_load_n(&l->dump_resp, __ATOMIC_ACQUIRE) < want[i]) {
+        if (got < 0) {
+            rc = 1;
+        } else if (got == 1) {
             fprintf(stderr, "loopstat: shard %llu of process %ld did not answer within %.1f s (blocked in a step?)\n",
                     shard, pid, timeout);
             rc = 1;
-            continue;
         }
-        char path[96];
-        snprintf(path, sizeof path, "/tmp/coil.%ld.%llu.tasks", pid, shard);
-        int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0 || st.st_uid != getuid()) {
-            if (fd >= 0)
-                close(fd);
-            fprintf(stderr, "loopstat: shard %llu answered but wrote no task dump (%s)\n", shard, path);
-            rc = 1;
-            continue;
-        }
-        char buf[8192];
-        ssize_t n;
-        while ((n = read(fd, buf, sizeof buf)) > 0)
-            fwrite(buf, 1, (size_t)n, stdout);
-        close(fd);
-        unlink(path);
     }
     return rc;
 }

@@ -26,11 +26,15 @@ static int listen_here(struct opts *o, coil_server **srv)
     return err;
 }
 
-/* Serve until cancelled, then let the open connections go and wait for them. */
+/* Serve until cancelled, then end the open connections and wait for them. The wait is on
+ * wait_closed rather than serve_forever: a cancelled serve_forever waits for every handler to
+ * finish by itself (asyncio 3.12+), which an idle keep-alive client would put off for good,
+ * while a cancelled wait_closed returns at once and leaves the ending to us. */
 static void serve_until_cancelled(coil_server *srv)
 {
-    coil_server_serve_forever(srv);
+    coil_server_wait_closed(srv);
     coil_task_uncancel(coil_current_task());
+    coil_server_close(srv);
     coil_server_close_clients(srv);
     coil_server_wait_closed(srv);
     coil_server_free(srv);
@@ -93,8 +97,11 @@ int example_server_main(const example_server *spec, int argc, char **argv)
             o.host = argv[++i];
         else if (!strcmp(argv[i], "--shards") && i + 1 < argc)
             o.shards = atoi(argv[++i]);
+        else if (spec->option && i + 1 < argc && spec->option(argv[i], argv[i + 1]) == 0)
+            i++;
         else {
-            fprintf(stderr, "usage: %s [--port N] [--host H] [--shards N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--port N] [--host H] [--shards N]%s%s\n", argv[0],
+                    spec->usage ? " " : "", spec->usage ? spec->usage : "");
             return 2;
         }
     }

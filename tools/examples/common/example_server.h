@@ -10,6 +10,9 @@ typedef struct example_server {
     void (*handler)(coil_stream *s, void *arg);  /* one task per connection runs this */
     int default_port;
     const coil_stream_opts *stream;              /* per-connection stream options, or NULL */
+    /* The server's own "--name value" options, or NULL: 0 if taken, -1 if unknown or bad. */
+    int (*option)(const char *name, const char *value);
+    const char *usage;                           /* those options, for the usage line */
 } example_server;
 
 /* Parse the options, serve on every shard until SIGINT or SIGTERM, close the servers and the
