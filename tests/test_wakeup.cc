@@ -264,7 +264,9 @@ TEST(Wakeup, AsymmetricFenceLosesNoWakeupUnderBurstsFromFourThreads)
             coil_loop *loop = coil_get_running_loop();
             coil__loop_inbox_set_asym_after(loop, 1);
             flood_received = 0;
-            enum { THREADS = 4, EACH = 100000 }; /* enough sleeps that one lost wake-up in a thousand shows */
+            // With the pauses between bursts the loop sleeps thousands of times: enough for one
+            // lost wake-up in a thousand to show.
+            enum { THREADS = 4, EACH = 40000 };
             Countdown cd;
             cd.left = THREADS * EACH;
             coil_future_new(&cd.done);
@@ -276,7 +278,7 @@ TEST(Wakeup, AsymmetricFenceLosesNoWakeupUnderBurstsFromFourThreads)
                         x ^= x << 13, x ^= x >> 17, x ^= x << 5;
                         for (int k = 1 + (int)(x % 64); k > 0 && sent < EACH; k--, sent++)
                             EXPECT_EQ(coil_loop_call_soon_threadsafe(loop, count_down, &cd), 0);
-                        for (unsigned spin = x % 20000; spin > 0; spin--)
+                        for (unsigned spin = x % 200000; spin > 0; spin--)
                             std::atomic_signal_fence(std::memory_order_seq_cst);
                     }
                 });
