@@ -11,6 +11,7 @@
 
 #include "coil/coil.h"
 #include "ctx.h"
+#include "faults.h"
 #include "pool.h"
 #include "stack.h"
 #include "stats.h"
@@ -242,6 +243,8 @@ typedef struct coil__uring {
     struct coil__uring_files *files; /* fixed-file slots (uring.c), made on first use */
     struct coil__bufring *bufring;   /* the provided buffers every multishot recv on this loop
                                       * shares (bufring.c); not a reference, cleared when freed */
+    int err;                      /* a hard io_uring_enter failure not yet returned by a run */
+    bool broken;                  /* enter has failed hard once: waiting on this ring is futile */
 } coil__uring;
 
 /* user_data tags: the low 3 bits of an 8-aligned pointer. */
@@ -256,9 +259,12 @@ typedef struct coil__uring_cb {
 
 int coil__uring_init(coil__uring *u, unsigned entries);
 void coil__uring_exit(coil__uring *u);
+/* A fresh SQE, or NULL when none can be had (the queue stays full even after a submit): the
+ * caller fails its operation (-EBUSY) rather than wait. */
 struct io_uring_sqe *coil__uring_sqe(coil_loop *loop);
 /* Submit what is queued and reap completions; wait up to timeout_ns for at least one when
- * `wait` (UINT64_MAX = no timeout). Returns the number of CQEs handled. */
+ * `wait` (UINT64_MAX = no timeout). Returns the number of CQEs handled. A hard failure of
+ * io_uring_enter sets io.err (and io.broken), which ends the run (loop.c). */
 unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns);
 /* Might a poll find completions (or need to enter the kernel to post them)? One or two loads. */
 bool coil__uring_pending(coil_loop *loop);

@@ -121,9 +121,12 @@ void coil__loop_dispatch(coil_loop *loop, coil__rq *n)
     }
 }
 
+/* A loop another thread has reached (its inbox exists) can be woken from outside at any time:
+ * that thread may post, as asyncio's call_soon_threadsafe idiom does while the loop waits for it. */
 bool coil__loop_has_work(const coil_loop *loop)
 {
-    if (loop->rq_head || !coil__timers_empty(&loop->timers) || loop->io.inflight || loop->io.unsubmitted)
+    if (loop->rq_head || !coil__timers_empty(&loop->timers) || loop->io.inflight || loop->io.unsubmitted ||
+        __atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE))
         return true;
     for (const coil__loop_source *s = loop->sources; s; s = s->next)
         if (s->can_wake)
@@ -171,8 +174,11 @@ void coil__loop_run_once(coil_loop *loop, bool block)
             wait = false;
     /* With nothing in flight a CQE can still come: another thread's wake-up (MSG_RING), which
      * also hooks in an inbox that thread created. Where the kernel flags pending completions,
-     * looking costs two loads, so a busy loop looks every iteration. */
-    if (wait || loop->io.inflight || loop->io.unsubmitted || (loop->io.flags & IORING_SETUP_TASKRUN_FLAG)) {
+     * looking costs two loads, so a busy loop looks every iteration; where it does not, a loop
+     * whose inbox exists but is not hooked in yet (no source) still looks until its wake-up
+     * arrives. */
+    if (wait || loop->io.inflight || loop->io.unsubmitted || (loop->io.flags & IORING_SETUP_TASKRUN_FLAG) ||
+        (!loop->sources && __atomic_load_n(&loop->inbox, __ATOMIC_RELAXED))) {
         uint64_t t0 = wait ? coil__now_ns() : 0;
         coil__uring_poll(loop, wait, timeout);
         if (wait)
@@ -250,6 +256,14 @@ static void leave(coil_loop *loop, coil_loop *prev)
     coil__tls_running = prev;
 }
 
+/* The ring's hard failure that ended this run (see coil__uring_poll), or 0; taken once. */
+static int take_ring_error(coil_loop *loop)
+{
+    int err = loop->io.err;
+    loop->io.err = 0;
+    return err;
+}
+
 int coil_loop_run_forever(coil_loop *loop)
 {
     coil_loop *prev;
@@ -260,9 +274,9 @@ int coil_loop_run_forever(coil_loop *loop)
      * runs and I/O is polled without blocking (run_once never blocks once stopping is set). */
     do
         coil__loop_run_once(loop, true);
-    while (!loop->stopping);
+    while (!loop->stopping && !loop->io.err);
     leave(loop, prev);
-    return 0;
+    return take_ring_error(loop);
 }
 
 
@@ -291,7 +305,7 @@ int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **resul
             if (!coil__loop_has_work(loop))
                 break;
             coil__loop_run_once(loop, true);
-        } while (!loop->stopping);
+        } while (!loop->stopping && !loop->io.err);
         until_running = false;
         if (aw->h.state == COIL__PENDING)
             coil__aw_remove_done(aw, stop_when_done, loop);
@@ -301,7 +315,11 @@ int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **resul
     bool stopped = loop->stopping;
     /* A stop() that raced with completion must not leak into the next run. */
     leave(loop, prev);
-    int r = aw->h.state != COIL__PENDING ? coil__aw_outcome(aw, result) : stopped ? COIL_ESTOPPED : COIL_ENOTHING;
+    int ring_err = take_ring_error(loop);
+    int r = aw->h.state != COIL__PENDING ? coil__aw_outcome(aw, result)
+            : ring_err                  ? ring_err
+            : stopped                   ? COIL_ESTOPPED
+                                        : COIL_ENOTHING;
     coil__aw_unref(loop, aw);
     return r;
 }
@@ -337,7 +355,7 @@ static void quiesce_ring(coil_loop *loop)
         io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
     }
     uint64_t deadline = coil__now_ns() + 1000000000u;
-    while (loop->io.inflight) {
+    while (loop->io.inflight && !loop->io.broken) {
         uint64_t now = coil__now_ns();
         if (now >= deadline)
             break;

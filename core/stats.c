@@ -255,9 +255,9 @@ static void watch_close(coil_loop *loop, coil__loop_closer *c)
             io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
         }
         /* The kernel cancels a futex wait or a timeout at once; the bound is for a ring that
-         * no longer answers at all. */
+         * no longer answers at all, and a ring whose enter fails (io.broken) is not waited on. */
         uint64_t deadline = coil__now_ns() + 1000000000u;
-        for (uint64_t now = coil__now_ns(); w->armed && now < deadline; now = coil__now_ns())
+        for (uint64_t now = coil__now_ns(); w->armed && !loop->io.broken && now < deadline; now = coil__now_ns())
             coil__uring_poll(loop, true, deadline - now);
     }
     drop_answer(w, loop->stats);

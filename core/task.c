@@ -402,11 +402,16 @@ static void finish(coil_loop *loop, coil_task *t)
 /* Start the next iteration right here, on a task's stack, when the scheduler would have nothing
  * to do but take the ready queue: no stop request, no SQE to submit, no completion waiting, no
  * timer, no other source. A loop of tasks that only yield to each other then never leaves task
- * context. Anything else goes back to the scheduler. */
+ * context. Anything else goes back to the scheduler.
+ *
+ * Another thread's first message creates the loop's inbox (loop->inbox) and wakes the loop with a
+ * CQE, which the scheduler must reap to hook the inbox in as a source: a loop with no I/O of its
+ * own would never look at its ring here, so an inbox, hooked in or not, sends it back to the
+ * scheduler. One relaxed load of a word the poster sets once. */
 static bool next_iteration_inline(coil_loop *loop)
 {
     if (!loop->rq_head || loop->stopping || loop->sources || loop->eager_task || loop->io.unsubmitted ||
-        !coil__timers_empty(&loop->timers))
+        !coil__timers_empty(&loop->timers) || __atomic_load_n(&loop->inbox, __ATOMIC_RELAXED))
         return false;
     if (loop->io.inflight && coil__uring_pending(loop))
         return false;

@@ -156,14 +156,44 @@ void coil__uring_file_remove(coil_loop *loop, int slot)
     f->free[f->nfree++] = slot;
 }
 
+/* io_uring_enter failed with something other than "look again" (EINTR, EAGAIN, EBUSY; ETIME for
+ * a timed wait): a seccomp or LSM policy that allowed io_uring_setup but refuses io_uring_enter
+ * (EPERM), a ring fd gone (EBADF), no memory... The loop can then neither submit nor wait, and
+ * carrying on would spin: the run that is driving it ends with the error (coil_loop_run_*), and
+ * the loop's exception handler hears of it, once per loop. */
+static void enter_failed(coil_loop *loop, int err)
+{
+    if (!loop->io.err)
+        loop->io.err = err;
+    if (loop->io.broken)
+        return;
+    loop->io.broken = true;
+    coil__loop_report(loop,
+                      err == -EPERM ? "io_uring_enter was refused (a seccomp or LSM policy that allows io_uring_setup "
+                                      "but not io_uring_enter?); the loop cannot wait for I/O or timers and its run "
+                                      "ends with this error"
+                                    : "io_uring_enter failed; the loop cannot wait for I/O or timers and its run ends "
+                                      "with this error",
+                      err, NULL, NULL, NULL);
+}
+
+static inline bool enter_transient(int ret)
+{
+    return ret >= 0 || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY || ret == -ETIME;
+}
+
 struct io_uring_sqe *coil__uring_sqe(coil_loop *loop)
 {
+    if (COIL__FAULT(COIL__FAULT_FAIL_SQE))
+        return NULL;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->io.ring);
     if (COIL_UNLIKELY(!sqe)) {
         /* SQ full: push what is queued to the kernel and take a fresh slot. */
         int n = io_uring_submit(&loop->io.ring);
         if (n > 0)
             COIL__STAT_ADD(loop, sqes_submitted, n);
+        else if (!enter_transient(n))
+            enter_failed(loop, n);
         loop->io.unsubmitted = 0;
         sqe = io_uring_get_sqe(&loop->io.ring);
         if (!sqe)
@@ -207,7 +237,9 @@ unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
     unsigned queued = loop->io.unsubmitted;
     int ret;
     loop->io.unsubmitted = 0;
-    if (!wait) {
+    if (COIL__FAULT(COIL__FAULT_ENTER_ERROR)) {
+        ret = -coil__fault_errno(COIL__FAULT_ENTER_ERROR);
+    } else if (!wait) {
         /* Enter the kernel only if there is something to submit or it says completions wait. */
         bool flagged = (loop->io.flags & IORING_SETUP_TASKRUN_FLAG) &&
                        (IO_URING_READ_ONCE(*ring->sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
@@ -226,7 +258,9 @@ unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
         struct io_uring_cqe *cqe;
         ret = io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, NULL);
     }
-    (void)ret; /* -ETIME, -EINTR and friends just mean: look at what completed */
+    /* -ETIME, -EINTR and friends just mean: look at what completed. */
+    if (COIL_UNLIKELY(!enter_transient(ret)))
+        enter_failed(loop, ret);
     COIL__STAT_ADD(loop, sqes_submitted, queued);
     unsigned head, n = 0;
     struct io_uring_cqe *cqe;

@@ -85,6 +85,8 @@ static uint64_t wake_ud(void) { return (uint64_t)(uintptr_t)&wake_record | COIL_
 
 static void send_wake(coil__inbox *ib)
 {
+    if (COIL__FAULT(COIL__FAULT_DROP_WAKEUP))
+        return; /* injected: the wake-up this producer owed is lost */
     coil_loop *me = coil__tls_running;
     if (me && me != ib->loop) {
         /* From a loop: ride along with its next submission (batched, no extra syscall). */
@@ -428,7 +430,14 @@ void coil__inbox_wait(coil__inbox *ib, uint64_t timeout_ns)
     bool block = !src_before_block(ib->loop, &ib->src);
     coil_loop *prev = tls_polling;
     tls_polling = ib->loop;
-    coil__uring_poll(ib->loop, block, timeout_ns);
+    if (COIL_LIKELY(!ib->loop->io.broken)) {
+        coil__uring_poll(ib->loop, block, timeout_ns);
+    } else if (block) {
+        /* The ring can no longer wait (see coil__uring_poll), but what is expected still arrives
+         * through the inbox: look again shortly rather than spin. */
+        struct timespec ts = { 0, (long)(timeout_ns < 1000000 ? timeout_ns : 1000000) };
+        nanosleep(&ts, NULL);
+    }
     tls_polling = prev;
     src_after_block(ib->loop, &ib->src);
     drain(ib, 0);

@@ -1,5 +1,6 @@
 // Shared helpers for coil's Google Test suites: run a body as the main task of a fresh runner,
-// with a watchdog that fails the test (instead of hanging) if it does not finish in time.
+// with a watchdog (on a thread, see watchdog.h) that fails the test, instead of hanging, if it
+// does not finish in time.
 #ifndef COIL_TEST_H
 #define COIL_TEST_H
 
@@ -9,26 +10,16 @@
 
 #include <coil/coil.h>
 
+#include "watchdog.h"
+
 namespace coil_test {
 
 using Body = std::function<void *()>;
 
 inline void *trampoline(void *arg) { return (*static_cast<Body *>(arg))(); }
 
-struct Watchdog {
-    bool fired = false;
-};
-
-inline int watchdog_fire(void *arg)
-{
-    auto *w = static_cast<Watchdog *>(arg);
-    w->fired = true;
-    coil_loop_stop(coil_get_running_loop());
-    return 0;
-}
-
 // Run `body` as the main task on a fresh runner (SIGINT left alone), failing the test if it has
-// not finished within `timeout_s`. Returns what coil_runner_run returned.
+// not finished within `timeout_s` (scaled by time_scale()). Returns what coil_runner_run returned.
 inline int run(Body body, double timeout_s = 10.0, void **result = nullptr, const coil_loop_opts *lo = nullptr)
 {
     coil_runner *r = nullptr;
@@ -45,13 +36,12 @@ inline int run(Body body, double timeout_s = 10.0, void **result = nullptr, cons
         coil_runner_close(r);
         return -1;
     }
-    Watchdog w;
-    coil_handle h;
-    coil_loop_call_later(loop, timeout_s, watchdog_fire, &w, &h);
+    ThreadWatchdog w(loop, timeout_s, "test body");
     int rc = coil_runner_run(r, trampoline, &body, result);
-    coil_handle_cancel(&h);
-    EXPECT_FALSE(w.fired) << "test body did not finish within " << timeout_s << " s";
+    w.ran();
+    EXPECT_FALSE(w.fired()) << "test body did not finish within " << w.seconds() << " s";
     coil_runner_close(r);
+    w.disarm();
     return rc;
 }
 

@@ -1,5 +1,6 @@
 // Helpers for the loop-level suites (test_loop, test_handles, test_signal): a fresh loop per
-// test, std::function callbacks, and a watchdog that stops a run that would otherwise hang.
+// test, std::function callbacks, and a watchdog (on a thread, see watchdog.h) that stops a run
+// that would otherwise hang.
 #ifndef COIL_LOOP_TEST_UTIL_H
 #define COIL_LOOP_TEST_UTIL_H
 
@@ -7,8 +8,11 @@
 
 #include <functional>
 #include <list>
+#include <memory>
 
 #include <coil/coil.h>
+
+#include "watchdog.h"
 
 namespace coil_test {
 
@@ -30,17 +34,19 @@ inline int call_callback(void *arg) { return (*static_cast<Callback *>(arg))(); 
 class LoopTest : public ::testing::Test {
 protected:
     coil_loop *loop = nullptr;
-    bool watchdog_fired = false;
-    coil_handle watchdog{};
+    std::unique_ptr<ThreadWatchdog> watchdog;
 
     void SetUp() override { ASSERT_EQ(coil_new_event_loop(&loop, nullptr), 0); }
 
     void TearDown() override
     {
+        if (watchdog)
+            watchdog->ran();
         if (loop) {
             EXPECT_EQ(coil_loop_close(loop), 0);
             loop = nullptr;
         }
+        watchdog.reset();
     }
 
     // Keep the function alive for the whole test: the loop only holds a pointer to it.
@@ -66,20 +72,15 @@ protected:
     // Stop the loop (and fail the test) if it is still running after `seconds`.
     void arm_watchdog(double seconds = 5.0)
     {
-        ASSERT_EQ(later(
-                      seconds,
-                      [this] {
-                          watchdog_fired = true;
-                          coil_loop_stop(loop);
-                          return 0;
-                      },
-                      &watchdog),
-                  0);
+        watchdog.reset();
+        watchdog.reset(new ThreadWatchdog(loop, seconds, "the loop's run"));
     }
+    // The run has returned: the watchdog now only guards the close (see watchdog.h).
     void disarm_watchdog()
     {
-        coil_handle_cancel(&watchdog);
-        EXPECT_FALSE(watchdog_fired) << "the loop was stopped by the watchdog";
+        ASSERT_TRUE(watchdog);
+        watchdog->ran();
+        EXPECT_FALSE(watchdog->fired()) << "the loop was stopped by the watchdog";
     }
 
     // run_forever under the watchdog.

@@ -58,6 +58,7 @@ TEST(Threadsafe, CallbacksFromFourThreadsRunOnTheLoopInPerThreadOrder)
         o.loop_thread = pthread_self();
         coil_future_new(&o.done);
         coil_loop *loop = coil_get_running_loop();
+        reachable_from_threads(loop);
         std::vector<std::thread> ths;
         for (int p = 0; p < 4; p++)
             ths.emplace_back([&o, loop, p] {

@@ -33,6 +33,7 @@ TEST(Wakeup, ForeignThreadWakesASleepingLoop)
 {
     coil_test::run([]() -> void * {
         coil_loop *loop = coil_get_running_loop();
+        reachable_from_threads(loop);
         coil_future *f;
         coil_future_new(&f);
         uint64_t before = xstats(loop).wakeups_from_threads;
@@ -169,8 +170,9 @@ TEST(Wakeup, StressEveryMessageDeliveredAndBusyTargetCostsNoWakeups)
     coil_test::run(
         [&s]() -> void * {
             s.loop = coil_get_running_loop();
+            reachable_from_threads(s.loop);
             coil_future_new(&s.done);
-                uint64_t wake0 = xstats(s.loop).wakeups_from_threads;
+            uint64_t wake0 = xstats(s.loop).wakeups_from_threads;
             uint64_t in0 = xstats(s.loop).msgs_in;
             std::thread producer([&s] {
                 long sent = 0;
@@ -231,13 +233,29 @@ int count_message(void *)
     return 0;
 }
 
+// Counts on the loop's thread and completes `done` with the last expected message, so the loop's
+// main task can wait for it without a timer (a timer would wake the loop and hide a lost wake-up).
+struct Countdown {
+    coil_future *done = nullptr;
+    long left = 0;
+};
+int count_down(void *arg)
+{
+    auto *c = static_cast<Countdown *>(arg);
+    flood_received.fetch_add(1, std::memory_order_relaxed);
+    if (--c->left == 0)
+        coil_future_set_result(c->done, nullptr);
+    return 0;
+}
+
 } // namespace
 
 // The asymmetric handshake on every sleep: producers only read the flag and the loop fences
 // with membarrier before it sleeps. Four threads post in bursts with pauses, so the loop keeps
 // falling asleep while they post; a single lost wake-up would leave it asleep with messages
-// queued and the test would time out. Where the kernel has no expedited membarrier the loop
-// must never take that path, and keep to the exchange instead.
+// queued and the test would time out (the main task waits for the last message itself, with no
+// timer that could wake the loop). Where the kernel has no expedited membarrier the loop must
+// never take that path, and keep to the exchange instead.
 TEST(Wakeup, AsymmetricFenceLosesNoWakeupUnderBurstsFromFourThreads)
 {
     bool fences = membarrier_available();
@@ -246,22 +264,29 @@ TEST(Wakeup, AsymmetricFenceLosesNoWakeupUnderBurstsFromFourThreads)
             coil_loop *loop = coil_get_running_loop();
             coil__loop_inbox_set_asym_after(loop, 1);
             flood_received = 0;
-            enum { THREADS = 4, EACH = 20000 };
+            // With the pauses between bursts the loop sleeps thousands of times: enough for one
+            // lost wake-up in a thousand to show.
+            enum { THREADS = 4, EACH = 40000 };
+            Countdown cd;
+            cd.left = THREADS * EACH;
+            coil_future_new(&cd.done);
             std::vector<std::thread> ths;
             for (int t = 0; t < THREADS; t++)
-                ths.emplace_back([loop, t] {
+                ths.emplace_back([loop, t, &cd] {
                     unsigned x = 2463534242u + (unsigned)t;
                     for (int sent = 0; sent < EACH;) {
                         x ^= x << 13, x ^= x >> 17, x ^= x << 5;
                         for (int k = 1 + (int)(x % 64); k > 0 && sent < EACH; k--, sent++)
-                            EXPECT_EQ(coil_loop_call_soon_threadsafe(loop, count_message, nullptr), 0);
-                        for (unsigned spin = x % 20000; spin > 0; spin--)
+                            EXPECT_EQ(coil_loop_call_soon_threadsafe(loop, count_down, &cd), 0);
+                        for (unsigned spin = x % 200000; spin > 0; spin--)
                             std::atomic_signal_fence(std::memory_order_seq_cst);
                     }
                 });
-            EXPECT_TRUE(await_until([] { return flood_received.load() == THREADS * EACH; }, 30.0));
+            EXPECT_EQ(coil_future_await(cd.done, nullptr), 0);
+            EXPECT_EQ(flood_received.load(), THREADS * EACH);
             for (auto &t : ths)
                 t.join();
+            coil_future_free(cd.done);
             coil__xstats x = xstats(loop);
             if (fences)
                 EXPECT_GT(x.asym_fences, 0u) << "the loop never fenced: the path under test did not run";

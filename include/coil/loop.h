@@ -78,13 +78,18 @@ int coil_set_event_loop(coil_loop *loop);
 /* Run until coil_loop_stop(). If stop() was called while the loop was not running, this runs
  * exactly one iteration (the callbacks already scheduled, I/O polled without blocking) and
  * returns, as asyncio does: `stop(); run_forever()` runs a loop once. Returns 0, COIL_ERUNNING,
- * COIL_ECLOSED or COIL_EWRONGLOOP. */
+ * COIL_ECLOSED or COIL_EWRONGLOOP; or, if the ring fails (io_uring_enter refused or failing, e.g.
+ * -EPERM under a seccomp policy that forbids it), that negative errno at once, after the loop's
+ * exception handler has heard of it: a loop that cannot wait for I/O or timers stops instead of
+ * spinning. */
 int coil_loop_run_forever(coil_loop *loop);
 /* Run until `fut` (a future, or a task through coil_task_future) is done; returns what awaiting
  * it returns (0 with *result, its error code, or -ECANCELED). COIL_ESTOPPED if coil_loop_stop()
  * ended the run first (asyncio raises RuntimeError('Event loop stopped before Future
  * completed.')); the future stays pending. COIL_ENOTHING if the loop runs out of anything that
- * could complete it (no ready work, no timer, no I/O, no wake-up source). */
+ * could complete it (no ready work, no timer, no I/O, no wake-up source; a loop that another
+ * thread has reached, e.g. with coil_loop_call_soon_threadsafe, counts as one that thread may
+ * wake). A ring failure ends it as it ends coil_loop_run_forever (the future stays pending). */
 int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **result);
 /* Ask a running loop to stop after the current iteration (before running new ready work). On a
  * loop that is not running, the next run stops after its first iteration. Loop thread only. */
