@@ -19,6 +19,9 @@ int coil__stream_new(coil_loop *loop, int fd, const coil_stream_opts *opts, coil
 void coil__stream_use_bufring(coil_stream *s, coil__bufring *br);
 /* A server stream whose multishot recv is armed and not being paused: it is taking data. */
 bool coil__stream_reading_ahead(const coil_stream *s);
+/* Tests only: while held, the resolver's threads take no queued lookup, so a test can know a
+ * lookup is still queued when it cancels it. */
+void coil__resolve_hold(bool hold);
 /* The resolver's error for getaddrinfo's return value. */
 int coil__gai_error(int rc);
 

@@ -94,21 +94,22 @@ static struct {
     pthread_cond_t cv;
     gai_req *head, **tail;
     unsigned threads, idle;
-} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &pool.head, 0, 0 };
+    bool held; /* coil__resolve_hold: lookups stay queued */
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &pool.head, 0, 0, false };
 
 static void *pool_thread(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&pool.mu);
     for (;;) {
-        gai_req *r = pool.head;
+        gai_req *r = pool.held ? NULL : pool.head;
         if (!r) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += IDLE_EXIT_S;
             pool.idle++;
             int e = 0;
-            while (!pool.head && e != ETIMEDOUT)
+            while ((!pool.head || pool.held) && e != ETIMEDOUT)
                 e = pthread_cond_timedwait(&pool.cv, &pool.mu, &until);
             pool.idle--;
             if (!pool.head)
@@ -140,6 +141,15 @@ static void pool_after_fork(void)
 
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
+
+void coil__resolve_hold(bool hold)
+{
+    pthread_mutex_lock(&pool.mu);
+    pool.held = hold;
+    if (!hold)
+        pthread_cond_broadcast(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
+}
 
 /* Queue r; start a thread if none is idle and the bound allows. 0, or a negated errno when no
  * thread runs to take it (r is then not queued). */
