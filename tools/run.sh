@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 
 packages=(cmake ninja-build gcc g++ pkg-config liburing-dev libjemalloc-dev libgtest-dev wrk python3)
 # The tests also drive the servers with python3's asyncio and wrk, and check loopstat's
-# Prometheus output with promtool.
-test_packages=(prometheus)
+# Prometheus output with promtool; CI model-checks the wake-up handshake with spin.
+test_packages=(prometheus spin)
 
 install_missing() {
     local missing=()
