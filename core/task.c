@@ -679,11 +679,10 @@ void coil__task_destroy_pending(coil_loop *loop, coil_task *t)
 
 COIL__TLS coil_exception **coil__tls_worker_exc;
 
-/* coil_raise in an executor's worker: the exception goes to the job, and from there to whoever
- * awaits it. */
-static void *raise_in_worker(int code, void *payload, void (*dtor)(void *), const char *fmt, va_list ap)
+/* Put e (NULL if it could not be made) in *slot with its payload, replacing what was there; the
+ * payload is destroyed if e is NULL, so it never leaks. */
+static void *store_exception(coil_exception **slot, coil_exception *e, void *payload, void (*dtor)(void *))
 {
-    coil_exception *e = coil__exception_newv(code, NULL, fmt, ap);
     if (!e) {
         if (dtor)
             dtor(payload);
@@ -691,9 +690,9 @@ static void *raise_in_worker(int code, void *payload, void (*dtor)(void *), cons
     }
     e->payload = payload;
     e->dtor = dtor;
-    if (*coil__tls_worker_exc)
-        coil__exception_free(*coil__tls_worker_exc);
-    *coil__tls_worker_exc = e;
+    if (*slot)
+        coil__exception_free(*slot);
+    *slot = e;
     return NULL;
 }
 
@@ -703,8 +702,8 @@ static void *raise_v(int code, void *payload, void (*dtor)(void *), const char *
         code = -EINVAL;
     coil_task *t = coil__running_task();
     if (!t) {
-        if (coil__tls_worker_exc)
-            return raise_in_worker(code, payload, dtor, fmt, ap);
+        if (coil__tls_worker_exc) /* coil_raise in an executor's worker: the job takes it */
+            return store_exception(coil__tls_worker_exc, coil__exception_newv(code, NULL, fmt, ap), payload, dtor);
         if (dtor)
             dtor(payload);
         return NULL;
@@ -720,17 +719,7 @@ static void *raise_v(int code, void *payload, void (*dtor)(void *), const char *
         e = coil__exception_new(code, coil__task_name(t), x->cancel_msg);
     else
         e = coil__exception_newv(code, coil__task_name(t), fmt, ap);
-    if (!e) {
-        if (dtor)
-            dtor(payload);
-        return NULL;
-    }
-    e->payload = payload;
-    e->dtor = dtor;
-    if (x->exc)
-        coil__exception_free(x->exc);
-    x->exc = e;
-    return NULL;
+    return store_exception(&x->exc, e, payload, dtor);
 }
 
 void *coil_raise(int code, const char *fmt, ...)

@@ -6,6 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <functional>
 
 #include <coil/coil.h>
@@ -64,6 +68,20 @@ inline int spawn(coil_task **out, Body body, const coil_task_opts *opts = nullpt
     else
         coil_task_free(t);
     return 0;
+}
+
+// Can a TCP socket bind the IPv6 loopback address here? (Tests that need it skip, saying so.)
+inline bool have_ipv6_loopback()
+{
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    sockaddr_in6 sa{};
+    sa.sin6_family = AF_INET6;
+    sa.sin6_addr = in6addr_loopback;
+    bool ok = bind(fd, (sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
 }
 
 } // namespace coil_test

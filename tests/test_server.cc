@@ -58,19 +58,6 @@ bool wait_until(const std::function<bool()> &cond)
     return cond();
 }
 
-bool have_ipv6()
-{
-    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    sockaddr_in6 sa{};
-    sa.sin6_family = AF_INET6;
-    sa.sin6_addr = in6addr_loopback;
-    bool ok = bind(fd, (sockaddr *)&sa, sizeof sa) == 0;
-    close(fd);
-    return ok;
-}
-
 double cpu_seconds()
 {
     rusage ru{};
@@ -153,7 +140,7 @@ TEST(Server, WithoutAHostItListensOnEveryFamily)
         EXPECT_EQ(coil_start_server(echo_handler, nullptr, nullptr, 0, nullptr, &srv), 0);
         int port = coil_server_port(srv);
         EXPECT_EQ(roundtrip("127.0.0.1", port, "v4"), "v4");
-        if (have_ipv6()) {
+        if (coil_test::have_ipv6_loopback()) {
             EXPECT_EQ(coil_server_socket_count(srv), 2u);
             EXPECT_EQ(roundtrip("::1", port, "v6"), "v6");
         }
@@ -164,7 +151,7 @@ TEST(Server, WithoutAHostItListensOnEveryFamily)
 
 TEST(Server, ServesOverIPv6Loopback)
 {
-    if (!have_ipv6())
+    if (!coil_test::have_ipv6_loopback())
         GTEST_SKIP() << "no IPv6 loopback (::1) on this machine";
     coil_test::run([]() -> void * {
         coil_server *srv = nullptr;

@@ -28,20 +28,6 @@ bool wait_flag(const bool *flag)
     return *flag;
 }
 
-// Can a TCP socket bind the IPv6 loopback address here?
-bool have_ipv6_loopback()
-{
-    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    sockaddr_in6 sa{};
-    sa.sin6_family = AF_INET6;
-    sa.sin6_addr = in6addr_loopback;
-    bool ok = bind(fd, (sockaddr *)&sa, sizeof sa) == 0;
-    close(fd);
-    return ok;
-}
-
 // A listening socket on the loopback of `family`, made with coil_socket.
 int listen_loopback(int family, coil_sockaddr *addr)
 {
@@ -120,7 +106,7 @@ TEST(Sock, TcpOverIPv4ConnectsAcceptsSendsAndReceives)
 
 TEST(Sock, TcpOverIPv6ConnectsAcceptsSendsAndReceives)
 {
-    if (!have_ipv6_loopback())
+    if (!coil_test::have_ipv6_loopback())
         GTEST_SKIP() << "no IPv6 loopback (::1) on this machine";
     coil_test::run([]() -> void * {
         roundtrip(AF_INET6);
