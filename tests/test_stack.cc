@@ -129,13 +129,7 @@ Gate *g_gate; // compact tasks reach shared state through here, never through an
 
 // ThreadSanitizer gives every task its own fiber with a few hundred KiB of trace state, so a
 // hundred thousand live tasks do not fit under it; there the same rule is checked with fewer.
-#if defined(__SANITIZE_THREAD__)
-#define COIL_TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define COIL_TEST_TSAN 1
-#endif
-#endif
+// (COIL_TEST_TSAN comes from watchdog.h, through coil_test.h.)
 #if defined(COIL_TEST_TSAN)
 constexpr long kManyTasks = 2000;
 #else
