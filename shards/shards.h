@@ -31,7 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "engine/internal.h"
 #include "lane.h"
 #include "mpsc.h"
 

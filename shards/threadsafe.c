@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "coil/threadsafe.h"
-#include "hugemem.h"
+#include "mem/hugemem.h"
 #include "shards.h"
 
 /* ---- call_soon_threadsafe ---- */

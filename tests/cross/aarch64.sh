@@ -15,7 +15,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for arch in x86_64 aarch64; do
     if [ $arch = x86_64 ]; then cc=gcc; run=(); else cc=aarch64-linux-gnu-gcc; run=(qemu-aarch64-static); fi
-    $cc -O2 -static -Wall -Wextra -Werror -Icore tests/cross/ctx_switch_check.c core/ctx.c core/ctx_$arch.S -o "$out/check-$arch"
+    $cc -O2 -static -Wall -Wextra -Werror -Icore tests/cross/ctx_switch_check.c core/engine/ctx.c core/engine/ctx_$arch.S -o "$out/check-$arch"
     "${run[@]}" "$out/check-$arch"
     echo "ctx switch check ($arch): passed"
 done

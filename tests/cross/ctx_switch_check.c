@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
-#include "ctx.h"
+#include "engine/ctx.h"
 static void *main_sp, *co_sp;
 static long counter;
 static void entry(void *a, void *b) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Can the wake-up tests catch the bug they are named after? Builds coil with fault injection
-# (-DCOIL_FAULTS=ON, see core/faults.h), then:
+# (-DCOIL_FAULTS=ON, see core/engine/faults.h), then:
 #   1. runs the wake-up, threadsafe, lane and ring-error suites with no fault: they must pass;
 #   2. runs the wake-up, threadsafe and lane suites with every cross-thread wake-up dropped, and
 #      the two lost-wake-up tests with every one and with one in a thousand dropped: each run must

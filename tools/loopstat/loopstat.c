@@ -35,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../core/stats.h"
+#include "../../core/observe/stats.h"
 
 typedef struct metric {
     const char *name;

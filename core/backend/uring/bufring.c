@@ -1,0 +1,86 @@
+/* coil core: provided-buffer rings (see bufring.h). liburing 2.3 has no io_uring_setup_buf_ring,
+ * so the ring memory is mapped here and registered by hand. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include "backend/uring/bufring.h"
+
+/* Group ids only need to be unique within one io_uring; a loop lives on one thread. */
+static __thread uint16_t next_bgid;
+
+int coil__bufring_new(coil_loop *loop, unsigned entries, unsigned size, coil__bufring **out)
+{
+    if (!entries || (entries & (entries - 1)) || entries > 32768 || !size)
+        return -EINVAL;
+    coil__bufring *b = calloc(1, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    size_t ring_bytes = (size_t)entries * sizeof(struct io_uring_buf);
+    void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    b->mem = malloc((size_t)entries * size);
+    if (ring == MAP_FAILED || !b->mem) {
+        if (ring != MAP_FAILED)
+            munmap(ring, ring_bytes);
+        free(b->mem);
+        free(b);
+        return -ENOMEM;
+    }
+    b->br = ring;
+    b->loop = loop;
+    b->entries = entries;
+    b->size = size;
+    b->mask = (unsigned)io_uring_buf_ring_mask(entries);
+    b->refs = 1;
+    io_uring_buf_ring_init(b->br);
+    int err = -EEXIST;
+    for (int tries = 0; tries < 64 && err == -EEXIST; tries++) {
+        struct io_uring_buf_reg reg = { .ring_addr = (uint64_t)(uintptr_t)ring, .ring_entries = entries,
+                                        .bgid = next_bgid++ };
+        b->bgid = reg.bgid;
+        err = io_uring_register_buf_ring(&loop->io.ring, &reg, 0);
+    }
+    if (err) {
+        munmap(ring, ring_bytes);
+        free(b->mem);
+        free(b);
+        return err;
+    }
+    for (unsigned i = 0; i < entries; i++)
+        io_uring_buf_ring_add(b->br, coil__bufring_buf(b, i), size, (unsigned short)i, (int)b->mask, (int)i);
+    io_uring_buf_ring_advance(b->br, (int)entries);
+    *out = b;
+    return 0;
+}
+
+/* 64 x 16 KiB: each completion is copied out and its buffer returned at once, so the ring
+ * only runs dry when more than 64 receives complete between two reaps; a multishot recv that
+ * finds it empty ends with -ENOBUFS and is armed again when its reader next waits. */
+int coil__bufring_shared(coil_loop *loop, coil__bufring **out)
+{
+    coil__bufring *b = loop->io.bufring;
+    if (b) {
+        b->refs++;
+        *out = b;
+        return 0;
+    }
+    int err = coil__bufring_new(loop, 64, 16384, &b);
+    if (err)
+        return err;
+    loop->io.bufring = b;
+    *out = b;
+    return 0;
+}
+
+void coil__bufring_unref(coil__bufring *b)
+{
+    if (!b || --b->refs)
+        return;
+    if (b->loop->io.bufring == b)
+        b->loop->io.bufring = NULL;
+    if (!b->loop->closed)
+        io_uring_unregister_buf_ring(&b->loop->io.ring, b->bgid);
+    munmap(b->br, (size_t)b->entries * sizeof(struct io_uring_buf));
+    free(b->mem);
+    free(b);
+}

@@ -1,0 +1,479 @@
+/* coil core: the structures every core file shares. Private to the library. */
+#ifndef COIL_CORE_INTERNAL_H
+#define COIL_CORE_INTERNAL_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coil/coil.h"
+#include "engine/ctx.h"
+#include "engine/faults.h"
+#include "mem/pool.h"
+#include "engine/stack.h"
+#include "observe/stats.h"
+#include "engine/timer.h"
+
+#define COIL_LIKELY(x) __builtin_expect(!!(x), 1)
+#define COIL_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define coil__container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+/* Double a growable array's capacity (`first` if it has none yet). Returns the new array and
+ * updates *cap, or returns NULL and leaves both as they were. (grow.c: out of line, since every
+ * caller is on a cold path.) */
+void *coil__grow_array(void *a, size_t *cap, size_t elem, size_t first);
+
+/* ---- ready queue ----
+ * Tasks and callback handles share one FIFO so call_soon order holds across both. Every queued
+ * object starts with this node. */
+enum { COIL__RQ_TASK = 1, COIL__RQ_HANDLE = 2, COIL__RQ_FUTURE = 3, COIL__RQ_FREE = 0xff };
+
+typedef struct coil__rq {
+    struct coil__rq *next;
+    uint8_t kind;
+    uint8_t state;      /* awaitables: COIL__PENDING .. COIL__CANCELLED */
+    uint8_t flags;
+    uint8_t spare;
+    uint32_t refs;      /* awaitables: the handle, the loop's (while a task runs), each waiter */
+} coil__rq;
+
+/* ---- wait lists ----
+ * Whoever waits on something (a task awaiting a future, a done callback, a lock waiter) is a node
+ * on a circular doubly-linked list: O(1) append and O(1) removal on cancel, with one pointer in the
+ * owner. A task's node lives inside the task, so waiting allocates nothing and nothing points into
+ * a (possibly compact) task's stack. */
+typedef struct coil__wnode coil__wnode;
+typedef void (*coil__wake_fn)(coil__wnode *n, int result);
+struct coil__wnode {
+    coil__wnode *next, *prev;
+    coil__wake_fn wake;
+};
+typedef struct coil__wlist {
+    coil__wnode *first;
+} coil__wlist;
+
+static inline bool coil__wlist_empty(const coil__wlist *l) { return l->first == NULL; }
+
+static inline void coil__wlist_append(coil__wlist *l, coil__wnode *n)
+{
+    coil__wnode *f = l->first;
+    if (!f) {
+        n->next = n->prev = n;
+        l->first = n;
+    } else {
+        n->prev = f->prev;
+        n->next = f;
+        f->prev->next = n;
+        f->prev = n;
+    }
+}
+
+static inline void coil__wlist_remove(coil__wlist *l, coil__wnode *n)
+{
+    if (n->next == n) {
+        l->first = NULL;
+    } else {
+        n->prev->next = n->next;
+        n->next->prev = n->prev;
+        if (l->first == n)
+            l->first = n->next;
+    }
+    n->next = n->prev = NULL;
+}
+
+static inline coil__wnode *coil__wlist_pop(coil__wlist *l)
+{
+    coil__wnode *n = l->first;
+    if (n)
+        coil__wlist_remove(l, n);
+    return n;
+}
+
+/* ---- awaitables ----
+ * A task is a future with a body: both start with this header, so awaiting, callbacks, gather and
+ * wait treat them alike (asyncio's Task subclasses Future for the same reason). */
+enum { COIL__PENDING = 0, COIL__DONE = 1, COIL__FAILED = 2, COIL__CANCELLED = 3 };
+
+typedef struct coil__aw {
+    coil__rq h;          /* kind says task or future; state, flags, refs */
+    coil__wlist waiters; /* awaiting tasks and done callbacks, FIFO */
+    void *result;        /* tasks keep their arg here until they start */
+} coil__aw;
+
+enum { COIL__AW_RETRIEVED = 1 << 0, COIL__AW_HANDLE_FREED = 1 << 1 };
+
+struct coil_future {
+    coil__aw aw;
+    coil_loop *loop;
+    coil_exception *exc;
+};
+
+/* ---- tasks ---- */
+enum {
+    COIL__T_NEW = 0,    /* created, never run */
+    COIL__T_READY,      /* in the ready queue */
+    COIL__T_RUNNING,
+    COIL__T_SUSPENDED,  /* waiting on wait_obj */
+    COIL__T_FINISHED,   /* fn returned; completion not yet processed */
+    COIL__T_DONE,
+};
+
+enum {
+    COIL__TF_MUST_CANCEL = 1 << 0, /* deliver -ECANCELED at the current or next await */
+    COIL__TF_COMPACT = 1 << 1,     /* runs on the loop's shared stack */
+    COIL__TF_EAGER = 1 << 2,
+    COIL__TF_CANCELLING = 1 << 3,  /* inside coil_task_cancel: an await cycle must not recurse */
+    COIL__TF_CHECKED = 1 << 4,     /* debug mode: a compact task on a stack of its own, checked */
+    COIL__TF_STARTED = 1 << 5,
+    /* Runs a concurrent future's coroutine (shards/threadsafe.c). Entered even when cancelled
+     * before its first step, since only its body can settle the future; the body takes the
+     * request itself. A closing loop settles the futures of those still pending. */
+    COIL__TF_CFUTURE_BODY = 1 << 6,
+};
+
+/* What a suspended task waits on, so cancel can undo it and the call graph can show it. */
+typedef struct coil__wait_ops {
+    const char *what;                  /* "sleep", "future", "io", "lock", ... */
+    /* Undo the wait and wake t with -ECANCELED, now or once it is safe; NULL if the wait cannot
+     * be interrupted (the request is then delivered at the next await). */
+    void (*cancel)(coil_task *t);
+    /* asyncio delivers a cancel that lands after the wake-up but before the task ran at this same
+     * await. True for futures and primitives (which then pass the wake-up on); false for I/O,
+     * whose completed result must not be lost. */
+    bool late_cancel_wins;
+} coil__wait_ops;
+
+typedef struct coil__task_ext coil__task_ext;
+
+/* 112 bytes on x86-64: a million tasks created before any runs must fit in ~128 MiB. Rarely
+ * used fields live in `ext`, allocated on first need (a name, a custom stack size, an
+ * exception, a cancel message, a compact task's saved stack). */
+struct coil_task {
+    coil__aw aw;                  /* 32 */
+    union {
+        coil_task_fn fn;          /* until first run */
+        void *sp;                 /* saved stack pointer while switched out */
+    };
+    coil_loop *loop;
+    union {
+        coil__stack *stack;       /* dedicated stack, or NULL */
+        coil__savebuf *save;      /* compact tasks: the frames copied aside while evicted */
+    };
+    union {
+        coil__wnode wnode;        /* on a wait list while awaiting */
+        coil__timer timer;        /* in the timer heap while sleeping */
+    };
+    const coil__wait_ops *wait_ops; /* NULL when not suspended on anything cancellable */
+    void *wait_obj;
+    coil__task_ext *ext;
+    int32_t wake_result;
+    uint16_t cancel_requests;
+    uint8_t tstate;
+    uint8_t tflags;
+#if defined(COIL_SANITIZE_BUILD)
+    coil__fiber fiber;
+#endif
+};
+
+#if !defined(COIL_SANITIZE_BUILD) && defined(__x86_64__)
+_Static_assert(sizeof(struct coil_task) == 112, "a task must stay 112 bytes: see the comment above");
+#endif
+
+struct coil__task_ext {
+    char *name;
+    coil_exception *exc;
+    char *cancel_msg;
+    const char *file;             /* where it was created */
+    int line;
+    size_t stack_size;            /* requested at creation; 0 = the loop's default */
+    coil__savebuf *check_copy;    /* debug mode: a checked compact task's frames while suspended */
+};
+
+/* ---- exceptions ---- */
+struct coil_exception {
+    int code;
+    char *message;
+    char *task_name;
+    void *payload;
+    void (*dtor)(void *);
+    size_t nchildren;
+    coil_exception **children;
+};
+
+/* msg may be NULL (the code's description is used then). */
+coil_exception *coil__exception_new(int code, const char *task_name, const char *msg);
+coil_exception *coil__exception_newv(int code, const char *task_name, const char *fmt, va_list ap);
+coil_exception *coil__exception_group(const char *message, coil_exception **children, size_t n);
+/* Complete a pending plain future with e (taken over; -ECANCELED ends it cancelled). Loop
+ * thread. Returns 0, or COIL_EINVALSTATE if f is already done (e is then freed). */
+int coil__future_fail(coil_future *f, coil_exception *e);
+void coil__exception_free(coil_exception *e);
+
+/* ---- callback handles ---- */
+enum { COIL__H_CANCELLED = 1, COIL__H_TIMER = 2, COIL__H_RUNNING = 4 };
+typedef struct coil__handle {
+    coil__rq rq;                  /* flags: COIL__H_* */
+    uint64_t gen;                 /* changes on reuse; coil_handle values compare it */
+    coil_callback_fn cb;
+    void *arg;
+    coil_loop *loop;
+    coil__timer timer;
+    uint64_t when_ns;             /* 0 for call_soon */
+} coil__handle;
+
+/* A done callback: waits on an awaitable's list, then is queued to run like a handle. */
+typedef struct coil__donecb {
+    coil__rq rq;
+    coil__wnode wnode;
+    coil_done_fn fn;
+    void *arg;
+    coil__aw *aw;
+} coil__donecb;
+enum { COIL__RQ_DONECB = 4 };
+
+/* ---- the io_uring driver ---- */
+typedef struct coil__uring {
+    struct io_uring ring;
+    unsigned flags;               /* setup flags that the kernel accepted */
+    unsigned unsubmitted;         /* SQEs prepared since the last submit */
+    unsigned inflight;            /* operations whose CQE has not arrived */
+    struct coil__uring_files *files; /* fixed-file slots (uring.c), made on first use */
+    struct coil__bufring *bufring;   /* the provided buffers every multishot recv on this loop
+                                      * shares (bufring.c); not a reference, cleared when freed */
+    int err;                      /* a hard io_uring_enter failure not yet returned by a run */
+    bool broken;                  /* enter has failed hard once: waiting on this ring is futile */
+} coil__uring;
+
+/* user_data tags: the low 3 bits of an 8-aligned pointer. */
+enum {
+    COIL__UD_TASK = 0,            /* a task's own operation; the CQE wakes it */
+    COIL__UD_IGNORE = 1,          /* a cancel request's own completion */
+    COIL__UD_CALLBACK = 2,        /* a coil__uring_cb record */
+};
+typedef struct coil__uring_cb {
+    void (*complete)(struct coil__uring_cb *self, const struct io_uring_cqe *cqe);
+} coil__uring_cb;
+
+int coil__uring_init(coil__uring *u, unsigned entries);
+void coil__uring_exit(coil__uring *u);
+/* A fresh SQE, or NULL when none can be had (the queue stays full even after a submit): the
+ * caller fails its operation (-EBUSY) rather than wait. */
+struct io_uring_sqe *coil__uring_sqe(coil_loop *loop);
+/* Submit what is queued and reap completions; wait up to timeout_ns for at least one when
+ * `wait` (UINT64_MAX = no timeout). Returns the number of CQEs handled. A hard failure of
+ * io_uring_enter sets io.err (and io.broken), which ends the run (loop.c). */
+unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns);
+/* Might a poll find completions (or need to enter the kernel to post them)? One or two loads. */
+bool coil__uring_pending(coil_loop *loop);
+/* Install fd in a fixed-file slot of the loop's ring, so operations on it (IOSQE_FIXED_FILE)
+ * skip the kernel's file-table lookup and reference count. Returns the slot, or -1 (no slot
+ * free, or no fixed files here): use the fd then. The kernel reads the fd at the loop's next
+ * submit and holds its own reference from then on, so the fd must stay open until then; the
+ * socket stays open until the slot is removed. No SQE may name the slot after
+ * coil__uring_file_remove. Loop thread only. */
+int coil__uring_file_add(coil_loop *loop, int fd);
+void coil__uring_file_remove(coil_loop *loop, int slot);
+
+/* The kernel filled [p, p+n) through the ring. Memcheck cannot see io_uring's writes, so under
+ * valgrind this marks the bytes defined; elsewhere it is nothing. */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define coil__kernel_wrote(p, n) ((void)VALGRIND_MAKE_MEM_DEFINED((p), (n)))
+#endif
+#endif
+#ifndef coil__kernel_wrote
+#define coil__kernel_wrote(p, n) ((void)(p), (void)(n))
+#endif
+
+/* Wait, in the running task t, for the CQE of an SQE from coil__uring_sqe: returns its res.
+ * Cancellation submits an async cancel and still waits for the CQE. */
+int coil__io_submit_wait(coil_task *t, struct io_uring_sqe *sqe);
+/* Does [p, p+n) overlap the loop's shared compact stack? (Such buffers must be bounced.) */
+bool coil__on_shared_stack(coil_loop *loop, const void *p, size_t n);
+
+/* ---- the loop ---- */
+/* coil__loop_stats, the loop's published counters: stats.h. */
+
+/* An extra source of work the loop drains every iteration (the shards layer's inbound ring). */
+typedef struct coil__loop_source {
+    struct coil__loop_source *next;
+    /* Drain pending work; return true if anything was queued. */
+    bool (*drain)(coil_loop *loop, struct coil__loop_source *self);
+    /* Can this source wake a loop blocked with nothing else to do? */
+    bool can_wake;
+    /* Optional. Called just before the loop blocks in io_uring_enter: return true if work is
+     * pending (the loop then polls without blocking). after_block runs once the poll returns. */
+    bool (*before_block)(coil_loop *loop, struct coil__loop_source *self);
+    void (*after_block)(coil_loop *loop, struct coil__loop_source *self);
+} coil__loop_source;
+
+/* Something another layer hangs on a loop, closed first thing in coil_loop_close (the ring is
+ * still up then, so it may still poll to wait for outside work to finish). */
+typedef struct coil__loop_closer {
+    struct coil__loop_closer *next;
+    void (*close)(coil_loop *loop, struct coil__loop_closer *self);
+} coil__loop_closer;
+/* Loop thread only. Closers run newest first. */
+void coil__loop_on_close(coil_loop *loop, coil__loop_closer *c);
+
+struct coil_loop {
+    /* hot: the scheduler */
+    coil__rq *rq_head;            /* ready for the next iteration */
+    coil__rq **rq_tail;
+    coil__rq *batch;              /* what is left of this iteration's ready work */
+    coil_task *current;
+    void *sched_sp;               /* the scheduler context while a task runs */
+    coil__uring io;
+    coil__timerheap timers;
+    uint64_t now_ns;              /* cached at the start of each iteration */
+    unsigned ntasks_alive;
+    uint64_t tasks_created;       /* published with the gauges, once an iteration (stats.c) */
+    uint64_t iterations;          /* likewise */
+    bool stopping, running, closed, debug;
+    bool in_handler;
+    bool timing;                  /* per-step clock reads (stats timing, debug, stall watch) */
+    bool has_run;                 /* entered once: the loop is bound to its thread */
+
+    /* tasks and stacks */
+    coil__pool task_pool, handle_pool, future_pool, donecb_pool;
+    coil__pool timeout_pool;       /* timeout scopes (timeout.c); set up on first use */
+    coil__fiber sched_fiber;       /* the scheduler's own stack, for sanitizers */
+    coil_task *eager_task;         /* set by an eager create from a task: run it, then resume the creator */
+    coil__stackpool stacks;
+    coil_stack_mode default_mode;
+    uint32_t next_task_id;
+    uint64_t handle_gen;
+
+    coil__loop_source *sources;
+    coil_exception_handler handler;
+    void *handler_arg;
+    pthread_t thread;
+    double slow_callback_duration;
+    coil__loop_stats *stats;      /* its slot in the process's segment (stats.h), or a private copy */
+    coil__stats_watch *stats_watch; /* how it hears loopstat (stats.c); NULL for a private slot */
+    uint64_t stall_ns;            /* stall watchdog threshold; 0 = not watched */
+    void *runner;                 /* set while a runner owns this loop */
+    struct coil__signals *signals; /* signal handlers (signal.c), NULL until the first */
+    coil__loop_closer *closers;
+    /* The shards layer's inbound ring: set once from any thread with __atomic CAS, closed first
+     * at loop close. */
+    coil__loop_closer *inbox;
+};
+
+/* initial-exec: the library is built position-independent, and the default TLS model would
+ * make every "which loop is running" a call to __tls_get_addr on the hot path. */
+#define COIL__TLS __thread __attribute__((tls_model("initial-exec")))
+extern COIL__TLS coil_loop *coil__tls_running;
+extern COIL__TLS coil_loop *coil__tls_loop;
+/* Set by an executor's worker while it runs a job's function: where coil_raise outside a task
+ * records the exception (the job's slot), so the awaiting task receives it. */
+extern COIL__TLS coil_exception **coil__tls_worker_exc;
+
+uint64_t coil__now_ns(void);
+void coil__loop_update_time(coil_loop *loop);
+void coil__loop_add_source(coil_loop *loop, coil__loop_source *s);
+void coil__loop_remove_source(coil_loop *loop, coil__loop_source *s);
+/* Run one iteration: the ready batch, I/O, timers, sources. `block` allows waiting in the ring. */
+void coil__loop_run_once(coil_loop *loop, bool block);
+/* True if anything could still make progress without outside help. */
+bool coil__loop_has_work(const coil_loop *loop);
+void coil__loop_report(coil_loop *loop, const char *message, int code, const coil_exception *e,
+                       coil_task *t, coil_future *f);
+void coil__loop_dispatch(coil_loop *loop, coil__rq *n);
+
+static inline void coil__rq_push(coil_loop *loop, coil__rq *n)
+{
+    n->next = NULL;
+    *loop->rq_tail = n;
+    loop->rq_tail = &n->next;
+}
+
+/* ---- task internals ---- */
+/* Suspend the running task until coil__task_wake. `ops` says what it waits on (NULL = not
+ * cancellable). Returns the wake result, or -ECANCELED when a cancel lands and the wait allows
+ * it. Must be called from a task. */
+int coil__task_suspend(const coil__wait_ops *ops, void *obj);
+/* Make a suspended task ready with `result` as what its suspend returns. */
+void coil__task_wake(coil_task *t, int result);
+/* The wake function for a task's own wait node (t->wnode.wake): wakes the task. */
+void coil__wnode_wake_task(coil__wnode *n, int result);
+/* A wait_ops cancel for a task waiting on an awaitable's list (t->wait_obj): leave the list and
+ * wake with -ECANCELED, leaving the awaitable itself alone. */
+void coil__aw_cancel_waiter(coil_task *t);
+/* Consume a pending cancellation at an await point: -ECANCELED if there was one, else 0. */
+static inline int coil__task_check_cancel(coil_task *t)
+{
+    if (COIL_UNLIKELY(t->tflags & COIL__TF_MUST_CANCEL)) {
+        t->tflags &= ~COIL__TF_MUST_CANCEL;
+        return -ECANCELED;
+    }
+    return 0;
+}
+/* The running task of this thread, or NULL. */
+static inline coil_task *coil__running_task(void)
+{
+    coil_loop *loop = coil__tls_running;
+    return loop ? loop->current : NULL;
+}
+void coil__task_run(coil_loop *loop, coil_task *t);
+void coil__task_destroy_pending(coil_loop *loop, coil_task *t);
+coil__task_ext *coil__task_ext_get(coil_task *t);
+const char *coil__task_name(coil_task *t);
+
+/* ---- awaitable internals (future.c) ---- */
+void coil__aw_complete(coil_loop *loop, coil__aw *aw);
+int coil__aw_await(coil_loop *loop, coil__aw *aw, void **result);
+int coil__aw_outcome(coil__aw *aw, void **result);
+coil_exception *coil__aw_exception(coil__aw *aw);
+void coil__aw_unref(coil_loop *loop, coil__aw *aw);
+void coil__future_free_now(coil_loop *loop, coil_future *f);
+
+/* ---- handles ---- */
+coil__handle *coil__handle_new(coil_loop *loop, coil_callback_fn cb, void *arg);
+void coil__handle_run(coil_loop *loop, coil__handle *h);
+
+static inline coil_loop *coil__aw_loop(const coil__aw *aw)
+{
+    return aw->h.kind == COIL__RQ_TASK ? ((const coil_task *)aw)->loop : ((const coil_future *)aw)->loop;
+}
+void coil__donecb_run(coil_loop *loop, coil__donecb *cb);
+int coil__aw_add_done(coil__aw *aw, coil_done_fn fn, void *arg);
+int coil__aw_remove_done(coil__aw *aw, coil_done_fn fn, void *arg);
+void coil__task_free_now(coil_loop *loop, coil_task *t);
+
+/* ---- signals (signal.c) ---- */
+void coil__signals_close(coil_loop *loop);
+
+/* ---- debug mode (debug.c) ---- */
+/* Prints "coil: <fn> called from a thread that does not own the loop"; returns COIL_EWRONGLOOP. */
+int coil__wrong_thread(const char *fn);
+/* At the top of loop-only public functions: a foreign-thread call fails loudly in debug mode. */
+#define COIL__LOOP_THREAD_CHECK(loop, fn)                                                    \
+    do {                                                                                     \
+        if (COIL_UNLIKELY((loop)->debug) && !pthread_equal((loop)->thread, pthread_self())) \
+            return coil__wrong_thread(fn);                                                   \
+    } while (0)
+
+/* The same for a primitive (event, lock, queue, ...) bound to `loop` (NULL: not bound yet): true,
+ * after saying so, when it is touched from a thread that does not own the loop, in debug mode. */
+static inline bool coil__foreign_thread(const coil_loop *loop, const char *fn)
+{
+    if (COIL_LIKELY(!loop || !loop->debug) || pthread_equal(loop->thread, pthread_self()))
+        return false;
+    coil__wrong_thread(fn);
+    return true;
+}
+
+/* ---- call graph (callgraph.c) ----
+ * For a wait whose wait_obj is not itself an awaitable: the awaitables it still waits on. Each
+ * fills up to `max` and returns how many there are. */
+size_t coil__gather_awaits(const void *wait_obj, coil__aw **out, size_t max);
+size_t coil__wait_awaits(const void *wait_obj, coil__aw **out, size_t max);
+size_t coil__as_completed_awaits(const void *wait_obj, coil__aw **out, size_t max);
+size_t coil__taskgroup_awaits(const void *wait_obj, coil__aw **out, size_t max);
+
+#endif

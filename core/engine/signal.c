@@ -1,0 +1,161 @@
+/* coil core: signal handlers through a signalfd read on the ring (see coil/signal.h). */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/internal.h"
+
+#define COIL_NSIG 65
+
+typedef struct coil__signals {
+    coil__uring_cb rec;          /* the read's completion */
+    coil_loop *loop;
+    int fd;
+    bool reading;
+    sigset_t handled;            /* in the signalfd's mask */
+    sigset_t we_blocked;         /* blocked by us, to unblock on removal */
+    struct {
+        coil_callback_fn cb;
+        void *arg;
+    } h[COIL_NSIG];
+    struct signalfd_siginfo buf[8];
+} coil__signals;
+
+static void arm(coil__signals *s);
+
+static void on_read(coil__uring_cb *rec, const struct io_uring_cqe *cqe)
+{
+    coil__signals *s = (coil__signals *)rec;
+    s->reading = false;
+    if (cqe->res > 0) {
+        coil__kernel_wrote(s->buf, (size_t)cqe->res);
+        size_t n = (size_t)cqe->res / sizeof s->buf[0];
+        for (size_t i = 0; i < n; i++) {
+            unsigned signo = s->buf[i].ssi_signo;
+            if (signo < COIL_NSIG && s->h[signo].cb)
+                coil_loop_call_soon(s->loop, s->h[signo].cb, s->h[signo].arg, NULL);
+        }
+    }
+    if (!s->loop->closed)
+        arm(s);
+}
+
+static bool any_handled(const coil__signals *s)
+{
+    for (int i = 1; i < COIL_NSIG; i++)
+        if (s->h[i].cb)
+            return true;
+    return false;
+}
+
+static void arm(coil__signals *s)
+{
+    if (s->reading || !any_handled(s))
+        return;
+    struct io_uring_sqe *sqe = coil__uring_sqe(s->loop);
+    if (!sqe)
+        return;
+    io_uring_prep_read(sqe, s->fd, s->buf, sizeof s->buf, 0);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)s | COIL__UD_CALLBACK);
+    s->reading = true;
+}
+
+int coil_loop_add_signal_handler(coil_loop *loop, int signo, coil_callback_fn cb, void *arg)
+{
+    if (!loop || !cb || signo <= 0 || signo >= COIL_NSIG || signo == SIGKILL || signo == SIGSTOP)
+        return -EINVAL;
+    if (loop->closed)
+        return COIL_ECLOSED;
+    coil__signals *s = loop->signals;
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s)
+            return -ENOMEM;
+        s->rec.complete = on_read;
+        s->loop = loop;
+        s->fd = -1;
+        sigemptyset(&s->handled);
+        sigemptyset(&s->we_blocked);
+        loop->signals = s;
+    }
+    sigset_t one, old;
+    sigemptyset(&one);
+    sigaddset(&one, signo);
+    if (pthread_sigmask(SIG_BLOCK, &one, &old) != 0)
+        return -EINVAL;
+    if (!sigismember(&old, signo))
+        sigaddset(&s->we_blocked, signo);
+    sigset_t next = s->handled;
+    sigaddset(&next, signo);
+    int fd = signalfd(s->fd, &next, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0) {
+        int err = -errno;
+        if (sigismember(&s->we_blocked, signo)) {
+            sigdelset(&s->we_blocked, signo);
+            pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+        }
+        return err;
+    }
+    s->fd = fd;
+    s->handled = next;
+    s->h[signo].cb = cb;
+    s->h[signo].arg = arg;
+    arm(s);
+    return 0;
+}
+
+static void forget(coil__signals *s, int signo)
+{
+    s->h[signo].cb = NULL;
+    s->h[signo].arg = NULL;
+    sigdelset(&s->handled, signo);
+    if (s->fd >= 0)
+        signalfd(s->fd, &s->handled, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sigismember(&s->we_blocked, signo)) {
+        sigset_t one;
+        sigemptyset(&one);
+        sigaddset(&one, signo);
+        /* Drop an instance already pending, so unblocking does not deliver it behind our back. */
+        struct timespec zero = { 0, 0 };
+        while (sigtimedwait(&one, NULL, &zero) == signo) {
+        }
+        sigdelset(&s->we_blocked, signo);
+        pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+    }
+}
+
+int coil_loop_remove_signal_handler(coil_loop *loop, int signo)
+{
+    if (!loop || signo <= 0 || signo >= COIL_NSIG || !loop->signals || !loop->signals->h[signo].cb)
+        return 0;
+    coil__signals *s = loop->signals;
+    forget(s, signo);
+    if (!any_handled(s) && s->reading) {
+        /* Nothing left to wait for: take the read back so the loop does not count it as work. */
+        struct io_uring_sqe *sqe = coil__uring_sqe(loop);
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)s | COIL__UD_CALLBACK, 0);
+            io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
+        }
+    }
+    return 1;
+}
+
+/* Called by loop close after the ring has no operation in flight. */
+void coil__signals_close(coil_loop *loop)
+{
+    coil__signals *s = loop->signals;
+    if (!s)
+        return;
+    for (int i = 1; i < COIL_NSIG; i++)
+        if (s->h[i].cb)
+            forget(s, i);
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s);
+    loop->signals = NULL;
+}
