@@ -1,6 +1,6 @@
 /* coil shards: a loop's inbox. The bounded MPSC ring other threads post {fn, a, b} messages
  * into, drained by the loop every iteration, and the sleep/wake handshake (see shards.h) that
- * wakes the loop with an IORING_OP_MSG_RING only when it is really asleep. */
+ * wakes the loop through its driver (coil__backend_wake) only when it is really asleep. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/membarrier.h>
@@ -24,8 +24,6 @@ enum { ASYM_AFTER = 4096 };
 /* When a lane's stream runs dry, a busy loop waits this long before it looks again (see
  * coil__lane_pop_batch). */
 enum { LANE_PACE_NS = 500 };
-/* The res a wake-up CQE carries says who sent it (msg_ring passes `len` through as res). */
-enum { WAKE_FROM_LOOP = 1, WAKE_FROM_THREAD = 2 };
 
 struct coil__ovf {
     coil__ovf *next;
@@ -35,101 +33,49 @@ struct coil__ovf {
 
 /* ---- sending a wake-up ---- */
 
-/* A foreign thread's own small ring, only for MSG_RING; torn down when the thread exits. */
-struct wake_ring {
-    struct io_uring ring;
-};
-static pthread_key_t wake_key;
-static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
+static void wake_complete(coil__io_cb *cb, const coil__io_done *done);
 
-static void wake_ring_free(void *p)
-{
-    struct wake_ring *w = p;
-    io_uring_queue_exit(&w->ring);
-    free(w);
-}
-
-static void wake_key_init(void) { pthread_key_create(&wake_key, wake_ring_free); }
-
-static struct wake_ring *wake_ring_here(void)
-{
-    pthread_once(&wake_once, wake_key_init);
-    struct wake_ring *w = pthread_getspecific(wake_key);
-    if (w)
-        return w;
-    w = malloc(sizeof *w);
-    if (!w)
-        return NULL;
-    if (io_uring_queue_init(4, &w->ring, 0) != 0) {
-        free(w);
-        return NULL;
-    }
-    pthread_setspecific(wake_key, w);
-    return w;
-}
-
-static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe);
-
-/* One static record for every wake-up: it is never freed (a late wake-up CQE cannot point into
- * a closed inbox), and the loop finds its inbox through loop->inbox, whose acquire load also
+/* One static record for every wake-up: it is never freed (a late wake-up cannot point into a
+ * closed inbox), and the loop finds its inbox through loop->inbox, whose acquire load also
  * orders the inbox's initialisation by a foreign creator before the loop's first look at it
- * (the kernel orders it too, but ThreadSanitizer cannot see through MSG_RING). */
-static coil__uring_cb wake_record = { wake_complete };
+ * (the kernel orders it too, but ThreadSanitizer cannot see through the driver's wake-up). */
+static coil__io_cb wake_record = { wake_complete, true };
 /* The loop whose ring this thread polls while no loop is running: set while an inbox waits for
  * completions, and by inbox_close for the rest of coil_loop_close (its final reaping of the
  * ring may still meet a wake-up sent before the close). Outside those two, a ring is polled only
  * by a running loop, so a stale value is never read. */
 static __thread coil_loop *tls_polling;
 
-static uint64_t wake_ud(void) { return (uint64_t)(uintptr_t)&wake_record | COIL__UD_CALLBACK; }
-
 static void send_wake(coil__inbox *ib)
 {
     if (COIL__FAULT(COIL__FAULT_DROP_WAKEUP))
         return; /* injected: the wake-up this producer owed is lost */
     coil_loop *me = coil__tls_running;
-    if (me && me != ib->loop) {
-        /* From a loop: ride along with its next submission (batched, no extra syscall). */
-        struct io_uring_sqe *sqe = coil__uring_sqe(me);
-        if (sqe) {
-            io_uring_prep_msg_ring(sqe, ib->ring_fd, WAKE_FROM_LOOP, wake_ud(), 0);
-            io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
-            COIL__STAT_ADD(me, wakeups_sent, 1);
-            return;
-        }
-    }
-    struct wake_ring *w = wake_ring_here();
-    struct io_uring_sqe *sqe = w ? io_uring_get_sqe(&w->ring) : NULL;
-    if (!sqe) {
-        /* Cannot happen short of ENOMEM; a raw enter would still be better than a lost wake-up,
-         * but there is no ring to enter. Leave the flag set so the next producer tries again. */
+    if (me == ib->loop)
+        me = NULL;
+    /* From a loop, the wake-up rides along with its next submission (batched, no extra
+     * syscall); from anywhere else it is sent now. */
+    int r = coil__backend_wake(me, ib->wake, &wake_record);
+    if (r == COIL__WAKE_FROM_LOOP)
+        COIL__STAT_ADD(me, wakeups_sent, 1);
+    else if (r < 0)
+        /* Cannot happen short of ENOMEM; leave the flag set so the next producer tries again. */
         atomic_store_explicit(&ib->asleep, 1, memory_order_relaxed);
-        return;
-    }
-    io_uring_prep_msg_ring(sqe, ib->ring_fd, WAKE_FROM_THREAD, wake_ud(), 0);
-    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-    io_uring_submit(&w->ring);
-    /* Only failures post a CQE here (the target ring gone or full: then it is not asleep). */
-    struct io_uring_cqe *cqe;
-    while (io_uring_peek_cqe(&w->ring, &cqe) == 0)
-        io_uring_cqe_seen(&w->ring, cqe);
 }
 
 static void register_inbox(coil__inbox *ib);
 
 /* The wake-up's CQE, on the loop's thread. The message itself is drained later this iteration. */
-static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
+static void wake_complete(coil__io_cb *cb, const coil__io_done *done)
 {
     (void)cb;
     coil_loop *loop = coil__tls_running ? coil__tls_running : tls_polling;
     if (!loop)
         return; /* a stray wake-up reaped while the loop closes: nothing to do */
-    /* The driver counts one operation done per CQE; this one was never submitted here. */
-    loop->io.inflight++;
     coil__inbox *ib = (coil__inbox *)__atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE);
     if (!ib)
         return;
-    if (cqe->res == WAKE_FROM_LOOP)
+    if (done->res == COIL__WAKE_FROM_LOOP)
         COIL__STAT_ADD(loop, wakeups_from_loops, 1);
     else
         COIL__STAT_ADD(loop, wakeups_from_threads, 1);
@@ -431,9 +377,9 @@ void coil__inbox_wait(coil__inbox *ib, uint64_t timeout_ns)
     coil_loop *prev = tls_polling;
     tls_polling = ib->loop;
     if (COIL_LIKELY(!ib->loop->io.broken)) {
-        coil__uring_poll(ib->loop, block, timeout_ns);
+        coil__backend_poll(ib->loop, block, timeout_ns);
     } else if (block) {
-        /* The ring can no longer wait (see coil__uring_poll), but what is expected still arrives
+        /* The driver can no longer wait (see coil__backend_poll), but what is expected still arrives
          * through the inbox: look again shortly rather than spin. */
         struct timespec ts = { 0, (long)(timeout_ns < 1000000 ? timeout_ns : 1000000) };
         nanosleep(&ts, NULL);
@@ -501,7 +447,7 @@ static coil__inbox *inbox_new(coil_loop *loop)
     ib->src.after_block = src_after_block;
     static _Atomic uint64_t last_id;
     ib->loop = loop;
-    ib->ring_fd = loop->io.ring.ring_fd;
+    ib->wake = coil__backend_wake_addr(loop);
     ib->id = atomic_fetch_add_explicit(&last_id, 1, memory_order_relaxed) + 1;
     ib->ovf_tail = &ib->ovf_head;
     ib->asym_after = ASYM_AFTER;

@@ -3,7 +3,7 @@
  * Every loop that talks to other threads has one inbox: a bounded MPSC ring of {fn, a, b}
  * messages that other loops post into, a single-producer lane for each other thread that posts
  * to it (lane.h), both drained every iteration, and the sleep/wake handshake that lets a
- * producer wake the loop only when it is really blocked in io_uring_enter:
+ * producer wake the loop only when it is really blocked in its driver's poll:
  *
  *   loop (before blocking):  exchange(asleep, 1); if anything is queued: asleep = 0, don't block
  *   producer (after a push): if exchange(asleep, 0) == 1: send wake-up
@@ -14,12 +14,10 @@
  * producer that reads 1 pays the syscall, and a busy loop (asleep == 0) costs producers the push
  * and one uncontended exchange. A loop flooded by other threads goes further (`asym`, see
  * inbox.c): it fences for all of them with membarrier(2) before it sleeps, and producers only
- * read the flag. The wake-up is an IORING_OP_MSG_RING
- * that posts a CQE into the loop's ring: from another loop's own ring (batched with its other
- * submissions), or from a small ring the foreign thread keeps for this. The CQE carries a
- * COIL__UD_CALLBACK record, so the loop's driver needs no special case and nothing has to stay
- * in flight on the loop's ring (run_until_complete's "nothing can wake me" test still works).
- * No eventfd is needed: MSG_RING works from any ring, a foreign thread's included.
+ * read the flag. The wake-up is the driver's (coil__backend_wake): it runs a static completion
+ * record on the loop's thread, sent from another loop (batched with its other submissions) or
+ * from the foreign thread itself, and nothing has to stay in flight on the loop's driver
+ * (run_until_complete's "nothing can wake me" test still works).
  */
 #ifndef COIL_SHARDS_SHARDS_H
 #define COIL_SHARDS_SHARDS_H
@@ -89,7 +87,7 @@ typedef struct coil__inbox {
     coil__loop_source src;
     coil_loop *loop;
     coil__mpsc *ring;             /* what loops (and threads without a lane here) post through */
-    int ring_fd;                  /* the loop's io_uring fd, the MSG_RING target */
+    coil__wake_addr wake;         /* how other threads wake the loop (coil__backend_wake) */
     uint64_t id;                  /* unique for the process's life (lane.c) */
     _Atomic(struct coil__lane *) lanes; /* other threads' own lanes (lane.h); pushed by them */
     _Atomic int asym;             /* the loop fences for producers before it sleeps (inbox.c) */

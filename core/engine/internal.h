@@ -2,13 +2,14 @@
 #ifndef COIL_CORE_INTERNAL_H
 #define COIL_CORE_INTERNAL_H
 
-#include <liburing.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "coil/coil.h"
 #include "engine/ctx.h"
 #include "engine/faults.h"
@@ -234,50 +235,10 @@ typedef struct coil__donecb {
 } coil__donecb;
 enum { COIL__RQ_DONECB = 4 };
 
-/* ---- the io_uring driver ---- */
-typedef struct coil__uring {
-    struct io_uring ring;
-    unsigned flags;               /* setup flags that the kernel accepted */
-    unsigned unsubmitted;         /* SQEs prepared since the last submit */
-    unsigned inflight;            /* operations whose CQE has not arrived */
-    struct coil__uring_files *files; /* fixed-file slots (uring.c), made on first use */
-    struct coil__bufring *bufring;   /* the provided buffers every multishot recv on this loop
-                                      * shares (bufring.c); not a reference, cleared when freed */
-    int err;                      /* a hard io_uring_enter failure not yet returned by a run */
-    bool broken;                  /* enter has failed hard once: waiting on this ring is futile */
-} coil__uring;
+/* ---- the driver ----
+ * The loop reaches the kernel through backend/backend.h only (loop->io). */
 
-/* user_data tags: the low 3 bits of an 8-aligned pointer. */
-enum {
-    COIL__UD_TASK = 0,            /* a task's own operation; the CQE wakes it */
-    COIL__UD_IGNORE = 1,          /* a cancel request's own completion */
-    COIL__UD_CALLBACK = 2,        /* a coil__uring_cb record */
-};
-typedef struct coil__uring_cb {
-    void (*complete)(struct coil__uring_cb *self, const struct io_uring_cqe *cqe);
-} coil__uring_cb;
-
-int coil__uring_init(coil__uring *u, unsigned entries);
-void coil__uring_exit(coil__uring *u);
-/* A fresh SQE, or NULL when none can be had (the queue stays full even after a submit): the
- * caller fails its operation (-EBUSY) rather than wait. */
-struct io_uring_sqe *coil__uring_sqe(coil_loop *loop);
-/* Submit what is queued and reap completions; wait up to timeout_ns for at least one when
- * `wait` (UINT64_MAX = no timeout). Returns the number of CQEs handled. A hard failure of
- * io_uring_enter sets io.err (and io.broken), which ends the run (loop.c). */
-unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns);
-/* Might a poll find completions (or need to enter the kernel to post them)? One or two loads. */
-bool coil__uring_pending(coil_loop *loop);
-/* Install fd in a fixed-file slot of the loop's ring, so operations on it (IOSQE_FIXED_FILE)
- * skip the kernel's file-table lookup and reference count. Returns the slot, or -1 (no slot
- * free, or no fixed files here): use the fd then. The kernel reads the fd at the loop's next
- * submit and holds its own reference from then on, so the fd must stay open until then; the
- * socket stays open until the slot is removed. No SQE may name the slot after
- * coil__uring_file_remove. Loop thread only. */
-int coil__uring_file_add(coil_loop *loop, int fd);
-void coil__uring_file_remove(coil_loop *loop, int slot);
-
-/* The kernel filled [p, p+n) through the ring. Memcheck cannot see io_uring's writes, so under
+/* The kernel filled [p, p+n) behind the program's back. Memcheck cannot see such writes, so under
  * valgrind this marks the bytes defined; elsewhere it is nothing. */
 #if defined(__has_include)
 #if __has_include(<valgrind/memcheck.h>)
@@ -289,9 +250,6 @@ void coil__uring_file_remove(coil_loop *loop, int slot);
 #define coil__kernel_wrote(p, n) ((void)(p), (void)(n))
 #endif
 
-/* Wait, in the running task t, for the CQE of an SQE from coil__uring_sqe: returns its res.
- * Cancellation submits an async cancel and still waits for the CQE. */
-int coil__io_submit_wait(coil_task *t, struct io_uring_sqe *sqe);
 /* Does [p, p+n) overlap the loop's shared compact stack? (Such buffers must be bounced.) */
 bool coil__on_shared_stack(coil_loop *loop, const void *p, size_t n);
 
@@ -305,7 +263,7 @@ typedef struct coil__loop_source {
     bool (*drain)(coil_loop *loop, struct coil__loop_source *self);
     /* Can this source wake a loop blocked with nothing else to do? */
     bool can_wake;
-    /* Optional. Called just before the loop blocks in io_uring_enter: return true if work is
+    /* Optional. Called just before the loop blocks in its driver's poll: return true if work is
      * pending (the loop then polls without blocking). after_block runs once the poll returns. */
     bool (*before_block)(coil_loop *loop, struct coil__loop_source *self);
     void (*after_block)(coil_loop *loop, struct coil__loop_source *self);
@@ -327,7 +285,7 @@ struct coil_loop {
     coil__rq *batch;              /* what is left of this iteration's ready work */
     coil_task *current;
     void *sched_sp;               /* the scheduler context while a task runs */
-    coil__uring io;
+    coil__backend io;             /* the driver (backend.h) */
     coil__timerheap timers;
     uint64_t now_ns;              /* cached at the start of each iteration */
     unsigned ntasks_alive;

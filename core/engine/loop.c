@@ -1,6 +1,6 @@
 /* coil core: the event loop. One iteration: run what was ready when it began (tasks and
- * callbacks, FIFO); submit queued SQEs and reap completions, blocking in io_uring_enter only when
- * nothing is ready, with the next timer as the timeout; fire due timers; drain other sources. */
+ * callbacks, FIFO); submit queued operations and reap completions (backend.h), blocking in the
+ * driver's poll only when nothing is ready, with the next timer as the timeout; fire due timers; drain other sources. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -38,13 +38,13 @@ int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts)
     coil_loop *loop = calloc(1, sizeof *loop);
     if (!loop)
         return -ENOMEM;
-    int err = coil__uring_init(&loop->io, opts->ring_entries ? opts->ring_entries : 256);
+    int err = coil__backend_init(loop, opts->ring_entries ? opts->ring_entries : 256);
     if (err) {
         free(loop);
         return err;
     }
     if ((unsigned)opts->stack_mode > COIL_STACK_COMPACT) {
-        coil__uring_exit(&loop->io);
+        coil__backend_exit(loop);
         free(loop);
         return -EINVAL;
     }
@@ -53,7 +53,7 @@ int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts)
     err = coil__stackpool_init(&loop->stacks, stack, compact, opts->max_stacks,
                                opts->pool_keep ? opts->pool_keep : 1024);
     if (err) {
-        coil__uring_exit(&loop->io);
+        coil__backend_exit(loop);
         free(loop);
         return err;
     }
@@ -172,15 +172,16 @@ void coil__loop_run_once(coil_loop *loop, bool block)
     for (coil__loop_source *s = loop->sources; wait && s; s = s->next)
         if (s->before_block && s->before_block(loop, s))
             wait = false;
-    /* With nothing in flight a CQE can still come: another thread's wake-up (MSG_RING), which
-     * also hooks in an inbox that thread created. Where the kernel flags pending completions,
+    /* With nothing in flight a completion can still come: another thread's wake-up
+     * (coil__backend_wake), which also hooks in an inbox that thread created. Where the driver
+     * can tell pending completions cheaply (peek_cheap),
      * looking costs two loads, so a busy loop looks every iteration; where it does not, a loop
      * whose inbox exists but is not hooked in yet (no source) still looks until its wake-up
      * arrives. */
-    if (wait || loop->io.inflight || loop->io.unsubmitted || (loop->io.flags & IORING_SETUP_TASKRUN_FLAG) ||
+    if (wait || loop->io.inflight || loop->io.unsubmitted || loop->io.peek_cheap ||
         (!loop->sources && __atomic_load_n(&loop->inbox, __ATOMIC_RELAXED))) {
         uint64_t t0 = wait ? coil__now_ns() : 0;
-        coil__uring_poll(loop, wait, timeout);
+        coil__backend_poll(loop, wait, timeout);
         if (wait)
             coil__stats_block(loop, t0, coil__now_ns());
     }
@@ -256,7 +257,7 @@ static void leave(coil_loop *loop, coil_loop *prev)
     coil__tls_running = prev;
 }
 
-/* The ring's hard failure that ended this run (see coil__uring_poll), or 0; taken once. */
+/* The driver's hard failure that ended this run (see coil__backend_poll), or 0; taken once. */
 static int take_ring_error(coil_loop *loop)
 {
     int err = loop->io.err;
@@ -349,18 +350,14 @@ static void quiesce_ring(coil_loop *loop)
 {
     if (!loop->io.inflight)
         return;
-    struct io_uring_sqe *sqe = coil__uring_sqe(loop);
-    if (sqe) {
-        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-        io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
-    }
+    coil__backend_cancel_all(loop);
     uint64_t deadline = coil__now_ns() + 1000000000u;
     while (loop->io.inflight && !loop->io.broken) {
         uint64_t now = coil__now_ns();
         if (now >= deadline)
             break;
         /* Completions may wake tasks; they will not run again, so just drop them from the queue. */
-        coil__uring_poll(loop, true, deadline - now);
+        coil__backend_poll(loop, true, deadline - now);
         loop->rq_head = NULL;
         loop->rq_tail = &loop->rq_head;
         loop->batch = NULL;
@@ -402,7 +399,7 @@ int coil_loop_close(coil_loop *loop)
     coil__pool_each(&loop->task_pool, free_held_task, loop);
     coil__pool_each(&loop->future_pool, free_held_future, loop);
     coil__timers_free(&loop->timers);
-    coil__uring_exit(&loop->io);
+    coil__backend_exit(loop);
     coil__stackpool_destroy(&loop->stacks);
     coil__pool_destroy(&loop->task_pool);
     coil__pool_destroy(&loop->handle_pool);

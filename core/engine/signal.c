@@ -1,4 +1,4 @@
-/* coil core: signal handlers through a signalfd read on the ring (see coil/signal.h). */
+/* coil core: signal handlers through a signalfd read on the loop's driver (see coil/signal.h). */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -12,7 +12,7 @@
 #define COIL_NSIG 65
 
 typedef struct coil__signals {
-    coil__uring_cb rec;          /* the read's completion */
+    coil__io_cb rec;             /* the read's completion */
     coil_loop *loop;
     int fd;
     bool reading;
@@ -27,13 +27,13 @@ typedef struct coil__signals {
 
 static void arm(coil__signals *s);
 
-static void on_read(coil__uring_cb *rec, const struct io_uring_cqe *cqe)
+static void on_read(coil__io_cb *rec, const coil__io_done *done)
 {
     coil__signals *s = (coil__signals *)rec;
     s->reading = false;
-    if (cqe->res > 0) {
-        coil__kernel_wrote(s->buf, (size_t)cqe->res);
-        size_t n = (size_t)cqe->res / sizeof s->buf[0];
+    if (done->res > 0) {
+        coil__kernel_wrote(s->buf, (size_t)done->res);
+        size_t n = (size_t)done->res / sizeof s->buf[0];
         for (size_t i = 0; i < n; i++) {
             unsigned signo = s->buf[i].ssi_signo;
             if (signo < COIL_NSIG && s->h[signo].cb)
@@ -56,12 +56,9 @@ static void arm(coil__signals *s)
 {
     if (s->reading || !any_handled(s))
         return;
-    struct io_uring_sqe *sqe = coil__uring_sqe(s->loop);
-    if (!sqe)
-        return;
-    io_uring_prep_read(sqe, s->fd, s->buf, sizeof s->buf, 0);
-    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)s | COIL__UD_CALLBACK);
-    s->reading = true;
+    coil__op op = { .code = COIL__OP_READ, .fd = s->fd, .buf = s->buf, .len = sizeof s->buf, .off = 0 };
+    if (coil__backend_submit_cb(s->loop, &op, &s->rec) == 0)
+        s->reading = true;
 }
 
 int coil_loop_add_signal_handler(coil_loop *loop, int signo, coil_callback_fn cb, void *arg)
@@ -136,11 +133,7 @@ int coil_loop_remove_signal_handler(coil_loop *loop, int signo)
     forget(s, signo);
     if (!any_handled(s) && s->reading) {
         /* Nothing left to wait for: take the read back so the loop does not count it as work. */
-        struct io_uring_sqe *sqe = coil__uring_sqe(loop);
-        if (sqe) {
-            io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)s | COIL__UD_CALLBACK, 0);
-            io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
-        }
+        coil__backend_cancel_cb(loop, &s->rec);
     }
     return 1;
 }

@@ -413,7 +413,7 @@ static bool next_iteration_inline(coil_loop *loop)
     if (!loop->rq_head || loop->stopping || loop->sources || loop->eager_task || loop->io.unsubmitted ||
         !coil__timers_empty(&loop->timers) || __atomic_load_n(&loop->inbox, __ATOMIC_RELAXED))
         return false;
-    if (loop->io.inflight && coil__uring_pending(loop))
+    if (loop->io.inflight && coil__backend_pending(loop))
         return false;
     loop->batch = loop->rq_head;
     loop->rq_head = NULL;

@@ -1,21 +1,19 @@
-/* coil core: awaitable read/write/pread/pwrite/close on any fd, through the ring.
+/* coil core: awaitable read/write/pread/pwrite/close on any fd, through the loop's driver.
  *
- * The operation record is the task itself (user_data points at it): a task waits on one thing
- * at a time, and it cannot go away while the kernel holds its operation, because it resumes
- * only on that operation's CQE, even when cancelled. */
+ * The operation record is the task itself: a task waits on one thing at a time, and it cannot
+ * go away while the kernel holds its operation, because it resumes only on that operation's
+ * completion, even when cancelled. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include "engine/internal.h"
+#include "io/io_internal.h"
 
 static void io_cancel(coil_task *t)
 {
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    if (!sqe)
+    if (!coil__backend_cancel_task(t->loop, t))
         return; /* the request stays pending and is delivered at the next await */
-    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)t | COIL__UD_TASK, 0);
-    io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
     /* Further cancels while we wait for the kernel just mark the task. */
     t->wait_ops = NULL;
     /* If the operation completes anyway (a partial send, a read that won the race), the request
@@ -37,16 +35,37 @@ bool coil__on_shared_stack(coil_loop *loop, const void *p, size_t n)
     return b < hi && b + n > lo;
 }
 
-/* Prepare, submit on the next poll, and wait for the CQE. Returns the CQE's res. */
-int coil__io_submit_wait(coil_task *t, struct io_uring_sqe *sqe)
+int coil__io_suspend(coil_task *t)
 {
-    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)t | COIL__UD_TASK);
+    (void)t; /* the running task: coil__task_suspend finds it */
     return coil__task_suspend(&io_wait, NULL);
 }
 
-enum { OP_READ, OP_WRITE, OP_CLOSE };
+int coil__io_wait(coil_task *t, const coil__op *op)
+{
+    int err = coil__backend_submit_task(t->loop, op, t);
+    if (err)
+        return err;
+    return coil__task_suspend(&io_wait, NULL);
+}
 
-static int rw(int op, int fd, void *buf, size_t len, uint64_t off, size_t *done)
+/* A close's wait has no cancel: the close always completes (see coil__io_close). */
+static const coil__wait_ops close_wait = { "close", NULL, false };
+
+int coil__io_close(int fd)
+{
+    coil_task *t = coil__running_task();
+    if (!t)
+        return COIL_ENOTASK;
+    if (fd < 0)
+        return -EBADF;
+    coil__op op = { .code = COIL__OP_CLOSE, .fd = fd };
+    if (coil__backend_submit_task(t->loop, &op, t) != 0)
+        return close(fd) ? -errno : 0; /* no room in the driver: close it here */
+    return coil__task_suspend(&close_wait, NULL);
+}
+
+static int rw(bool write, int fd, void *buf, size_t len, uint64_t off, size_t *done)
 {
     coil_task *t = coil__running_task();
     if (!t)
@@ -55,39 +74,24 @@ static int rw(int op, int fd, void *buf, size_t len, uint64_t off, size_t *done)
         return -EBADF;
     if (len > 0x7ffff000u)
         len = 0x7ffff000u; /* the kernel's own cap on one read/write */
-    /* A pending cancel stops a read or write before it starts, but never a close: the caller
-     * gave the fd away, so it is closed and the cancel waits for the next await. */
-    if (op != OP_CLOSE) {
-        int c = coil__task_check_cancel(t);
-        if (c)
-            return c;
-    }
-    coil_loop *loop = t->loop;
+    int c = coil__task_check_cancel(t);
+    if (c)
+        return c;
     void *bounce = NULL, *io_buf = buf;
-    if (op != OP_CLOSE && len && (t->tflags & COIL__TF_COMPACT) && coil__on_shared_stack(loop, buf, len)) {
+    if (coil__io_must_bounce(t, buf, len)) {
         bounce = malloc(len);
         if (!bounce)
             return -ENOMEM;
-        if (op == OP_WRITE)
+        if (write)
             memcpy(bounce, buf, len);
         io_buf = bounce;
     }
-    struct io_uring_sqe *sqe = coil__uring_sqe(loop);
-    if (!sqe) {
-        free(bounce);
-        return -EBUSY;
-    }
-    if (op == OP_READ)
-        io_uring_prep_read(sqe, fd, io_buf, (unsigned)len, off);
-    else if (op == OP_WRITE)
-        io_uring_prep_write(sqe, fd, io_buf, (unsigned)len, off);
-    else
-        io_uring_prep_close(sqe, fd);
-    int res = coil__io_submit_wait(t, sqe);
-    if (op == OP_READ && res > 0)
+    coil__op op = { .code = write ? COIL__OP_WRITE : COIL__OP_READ, .fd = fd, .buf = io_buf, .len = len, .off = off };
+    int res = coil__io_wait(t, &op);
+    if (!write && res > 0)
         coil__kernel_wrote(io_buf, (size_t)res);
     if (bounce) {
-        if (op == OP_READ && res > 0)
+        if (!write && res > 0)
             memcpy(buf, bounce, (size_t)res);
         free(bounce);
     }
@@ -98,28 +102,27 @@ static int rw(int op, int fd, void *buf, size_t len, uint64_t off, size_t *done)
     return 0;
 }
 
-/* -1 as the offset means "the file position" for read(2)/write(2) semantics on any fd. */
-#define CUR_POS ((uint64_t)-1)
+/* COIL__OFF_CUR as the offset means "the file position": read(2)/write(2) on any fd. */
 
-int coil_read(int fd, void *buf, size_t len, size_t *nread) { return rw(OP_READ, fd, buf, len, CUR_POS, nread); }
+int coil_read(int fd, void *buf, size_t len, size_t *nread) { return rw(false, fd, buf, len, COIL__OFF_CUR, nread); }
 
 int coil_write(int fd, const void *buf, size_t len, size_t *nwritten)
 {
-    return rw(OP_WRITE, fd, (void *)buf, len, CUR_POS, nwritten);
+    return rw(true, fd, (void *)buf, len, COIL__OFF_CUR, nwritten);
 }
 
 int coil_pread(int fd, void *buf, size_t len, uint64_t offset, size_t *nread)
 {
-    if (offset == CUR_POS)
+    if (offset == COIL__OFF_CUR)
         return -EINVAL;
-    return rw(OP_READ, fd, buf, len, offset, nread);
+    return rw(false, fd, buf, len, offset, nread);
 }
 
 int coil_pwrite(int fd, const void *buf, size_t len, uint64_t offset, size_t *nwritten)
 {
-    if (offset == CUR_POS)
+    if (offset == COIL__OFF_CUR)
         return -EINVAL;
-    return rw(OP_WRITE, fd, (void *)buf, len, offset, nwritten);
+    return rw(true, fd, (void *)buf, len, offset, nwritten);
 }
 
 int coil_write_all(int fd, const void *buf, size_t len)
@@ -138,4 +141,4 @@ int coil_write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-int coil_close(int fd) { return rw(OP_CLOSE, fd, NULL, 0, 0, NULL); }
+int coil_close(int fd) { return coil__io_close(fd); }

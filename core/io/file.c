@@ -1,8 +1,9 @@
-/* coil core: files on the ring (coil/file.h): open, sync, statx, close, whole-file helpers.
+/* coil core: files through the loop's driver (coil/file.h): open, sync, statx, close, whole-file
+ * helpers.
  *
- * Reads and writes are fdio.c's. Each call here is one SQE whose record is the task itself
- * (coil__io_submit_wait): the task resumes only on that SQE's CQE, even when cancelled, so a
- * path or a statx buffer handed to the kernel stays valid for as long as the kernel uses it.
+ * Reads and writes are fdio.c's. Each call here is one operation whose record is the task itself
+ * (coil__io_wait): the task resumes only on that operation's completion, even when cancelled, so
+ * a path or a statx buffer handed to the kernel stays valid for as long as the kernel uses it.
  * Those that sit on the shared stack of compact tasks are bounced through the heap first,
  * because that memory belongs to another task while this one is suspended. */
 #include <errno.h>
@@ -13,7 +14,7 @@
 #include <unistd.h>
 
 #include "coil/file.h"
-#include "engine/internal.h"
+#include "io/io_internal.h"
 
 /* The running task, ready to submit: COIL_ENOTASK outside one, or the pending cancellation. */
 static coil_task *enter(int *err)
@@ -27,17 +28,12 @@ static coil_task *enter(int *err)
     return *err ? NULL : t;
 }
 
-static bool must_bounce(coil_task *t, const void *p, size_t n)
-{
-    return (t->tflags & COIL__TF_COMPACT) && coil__on_shared_stack(t->loop, p, n);
-}
-
 /* A copy of path the kernel may read while the task is switched out, or path itself. */
 static const char *stable_path(coil_task *t, const char *path, char **copy)
 {
     *copy = NULL;
     size_t n = strlen(path) + 1;
-    if (!must_bounce(t, path, n))
+    if (!coil__io_must_bounce(t, path, n))
         return path;
     *copy = malloc(n);
     if (*copy)
@@ -57,13 +53,8 @@ int coil_file_openat(int dirfd, const char *path, int flags, mode_t mode, int *f
     const char *p = stable_path(t, path, &copy);
     if (!p)
         return -ENOMEM;
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    if (!sqe) {
-        free(copy);
-        return -EBUSY;
-    }
-    io_uring_prep_openat(sqe, dirfd, p, flags | O_CLOEXEC, mode);
-    int res = coil__io_submit_wait(t, sqe);
+    coil__op op = { .code = COIL__OP_OPENAT, .fd = dirfd, .buf = (void *)p, .arg = flags | O_CLOEXEC, .arg2 = mode };
+    int res = coil__io_wait(t, &op);
     free(copy);
     if (res < 0)
         return res;
@@ -93,7 +84,7 @@ int coil_file_pwrite(int fd, const void *buf, size_t len, uint64_t offset, size_
     return coil_pwrite(fd, buf, len, offset, nwritten);
 }
 
-static int sync_fd(int fd, unsigned fsync_flags)
+static int sync_fd(int fd, uint8_t op_flags)
 {
     if (fd < 0)
         return -EBADF;
@@ -101,16 +92,13 @@ static int sync_fd(int fd, unsigned fsync_flags)
     coil_task *t = enter(&err);
     if (!t)
         return err;
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    if (!sqe)
-        return -EBUSY;
-    io_uring_prep_fsync(sqe, fd, fsync_flags);
-    int res = coil__io_submit_wait(t, sqe);
+    coil__op op = { .code = COIL__OP_FSYNC, .flags = op_flags, .fd = fd };
+    int res = coil__io_wait(t, &op);
     return res < 0 ? res : 0;
 }
 
 int coil_file_fsync(int fd) { return sync_fd(fd, 0); }
-int coil_file_fdatasync(int fd) { return sync_fd(fd, IORING_FSYNC_DATASYNC); }
+int coil_file_fdatasync(int fd) { return sync_fd(fd, COIL__OPF_DATASYNC); }
 
 static int do_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out)
 {
@@ -125,21 +113,18 @@ static int do_statx(int dirfd, const char *path, int flags, unsigned mask, struc
     if (!p)
         return -ENOMEM;
     struct statx *st = out;
-    if (must_bounce(t, out, sizeof *out)) {
+    if (coil__io_must_bounce(t, out, sizeof *out)) {
         st = malloc(sizeof *st);
         if (!st) {
             free(copy);
             return -ENOMEM;
         }
     }
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    int res = -EBUSY;
-    if (sqe) {
-        io_uring_prep_statx(sqe, dirfd, p, flags, mask ? mask : STATX_BASIC_STATS, st);
-        res = coil__io_submit_wait(t, sqe);
-        if (res >= 0)
-            coil__kernel_wrote(st, sizeof *st);
-    }
+    coil__op op = { .code = COIL__OP_STATX, .fd = dirfd, .buf = (void *)p, .out = st, .arg = flags,
+                    .arg2 = mask ? mask : STATX_BASIC_STATS };
+    int res = coil__io_wait(t, &op);
+    if (res >= 0)
+        coil__kernel_wrote(st, sizeof *st);
     free(copy);
     if (st != out) {
         if (res >= 0)
@@ -161,25 +146,7 @@ int coil_file_fstatx(int fd, unsigned mask, struct statx *out)
     return do_statx(fd, "", AT_EMPTY_PATH, mask, out);
 }
 
-int coil_file_close(int fd)
-{
-    if (fd < 0)
-        return -EBADF;
-    coil_task *t = coil__running_task();
-    if (!t)
-        return COIL_ENOTASK;
-    if (coil__task_check_cancel(t)) {
-        /* The header promises the fd is gone whatever happens: close it here, deliver the cancel. */
-        close(fd);
-        return -ECANCELED;
-    }
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    if (!sqe)
-        return close(fd) ? -errno : 0;
-    io_uring_prep_close(sqe, fd);
-    int res = coil__io_submit_wait(t, sqe);
-    return res < 0 ? res : 0;
-}
+int coil_file_close(int fd) { return coil__io_close(fd); }
 
 /* ---- whole-file helpers ---- */
 

@@ -224,14 +224,8 @@ static int on_thread(coil_task *t, const char *host, const char *port, const str
         req_put(r);
         return e;
     }
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    int res;
-    if (!sqe) {
-        res = -EBUSY;
-    } else {
-        io_uring_prep_read(sqe, r->efd, &r->counter, sizeof r->counter, (uint64_t)-1);
-        res = coil__io_submit_wait(t, sqe);
-    }
+    coil__op op = { .code = COIL__OP_READ, .fd = r->efd, .buf = &r->counter, .len = sizeof r->counter, .off = COIL__OFF_CUR };
+    int res = coil__io_wait(t, &op);
     int err;
     if (res < 0) {
         err = res; /* a finished lookup nobody waits for is freed with the request */

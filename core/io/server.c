@@ -22,7 +22,7 @@
 #define BACKOFF_MAX_NS 1600000000ull
 
 typedef struct listener {
-    coil__uring_cb cb;          /* the multishot accept's completions */
+    coil__io_cb cb;             /* first: the multishot accept's completions */
     coil__timer backoff;
     coil_server *srv;
     int fd;
@@ -147,11 +147,11 @@ static void backoff_fire(coil__timer *tm)
 
 static bool out_of_fds(int res) { return res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM; }
 
-static void accepted(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
+static void accepted(coil__io_cb *cb, const coil__io_done *done)
 {
     listener *l = (listener *)cb;
     coil_server *srv = l->srv;
-    int res = cqe->res;
+    int res = done->res;
     if (res >= 0) {
         l->delay_ns = 0;
         if (srv->closed || srv->loop->closed)
@@ -160,15 +160,10 @@ static void accepted(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
             serve(srv, res);
     } else if (out_of_fds(res) && !srv->closed) {
         l->out_of_fds = true;
-        if (cqe->flags & IORING_CQE_F_MORE) {
-            struct io_uring_sqe *sqe = coil__uring_sqe(srv->loop);
-            if (sqe) {
-                io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&l->cb | COIL__UD_CALLBACK, 0);
-                io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
-            }
-        }
+        if (done->more)
+            coil__backend_cancel_cb(srv->loop, &l->cb);
     }
-    if (cqe->flags & IORING_CQE_F_MORE)
+    if (done->more)
         return;
     l->armed = false;
     srv->refs--;
@@ -193,15 +188,13 @@ static void arm(listener *l)
     coil_server *srv = l->srv;
     if (l->armed || srv->closed)
         return;
-    struct io_uring_sqe *sqe = coil__uring_sqe(srv->loop);
-    if (!sqe) {
-        /* The ring is full even after a submit: try again shortly rather than stop serving. */
+    coil__op op = { .code = COIL__OP_ACCEPT_MULTISHOT, .fd = l->fd, .arg = SOCK_CLOEXEC };
+    if (coil__backend_submit_cb(srv->loop, &op, &l->cb) != 0) {
+        /* The driver is full even after a submit: try again shortly rather than stop serving. */
         if (!coil__timer_armed(&l->backoff))
             coil__timers_add(&srv->loop->timers, &l->backoff, coil__now_ns() + BACKOFF_MIN_NS);
         return;
     }
-    io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&l->cb | COIL__UD_CALLBACK);
     l->armed = true;
     srv->refs++;
 }
@@ -396,13 +389,8 @@ void coil_server_close(coil_server *srv)
     for (size_t i = 0; i < srv->nls; i++) {
         listener *l = &srv->ls[i];
         coil__timers_remove(&srv->loop->timers, &l->backoff);
-        if (l->armed) {
-            struct io_uring_sqe *sqe = coil__uring_sqe(srv->loop);
-            if (sqe) {
-                io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&l->cb | COIL__UD_CALLBACK, 0);
-                io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
-            }
-        }
+        if (l->armed)
+            coil__backend_cancel_cb(srv->loop, &l->cb);
         close(l->fd);
         l->fd = -1;
     }

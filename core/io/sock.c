@@ -1,4 +1,4 @@
-/* coil core: socket operations through the ring (coil/net.h).
+/* coil core: socket operations through the loop's driver (coil/net.h).
  *
  * As in fdio.c, the waiting task is the operation record. What the kernel reads at submission
  * (an address, a msghdr) or writes at completion (a buffer, an accepted peer's address) must not
@@ -26,12 +26,6 @@ static int begin(coil_task **out, int fd)
     return coil__task_check_cancel(t);
 }
 
-/* Must memory [p, p+n) be copied off the stack before the task suspends? */
-static bool needs_bounce(coil_task *t, const void *p, size_t n)
-{
-    return p && n && (t->tflags & COIL__TF_COMPACT) && coil__on_shared_stack(t->loop, p, n);
-}
-
 int coil_socket(int domain, int type, int protocol, int *fd)
 {
     if (!fd)
@@ -43,19 +37,13 @@ int coil_socket(int domain, int type, int protocol, int *fd)
     return 0;
 }
 
-int coil__sock_open(int family, int type, int *fd) { return coil_socket(family, type, 0, fd); }
-
 /* ---- connect, with an optional deadline on the loop's timer heap ---- */
 
 static void connect_deadline(coil__timer *tm)
 {
     /* The task waits on its connect, so its timer slot (shared with the wait node) is free. */
     coil_task *t = coil__container_of(tm, coil_task, timer);
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    if (!sqe)
-        return;
-    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)t | COIL__UD_TASK, 0);
-    io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
+    coil__backend_cancel_task(t->loop, t);
 }
 
 int coil__sock_connect_timeout(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t timeout_ns)
@@ -66,21 +54,16 @@ int coil__sock_connect_timeout(int fd, const struct sockaddr *addr, socklen_t ad
         return err;
     if (!addr || addrlen == 0 || addrlen > sizeof(struct sockaddr_storage))
         return -EINVAL;
-    /* The kernel copies the address when it takes the SQE, after this task has switched out. */
+    /* The kernel copies the address when it takes the operation, after this task has switched out. */
     struct sockaddr_storage *copy = NULL;
-    if (needs_bounce(t, addr, addrlen)) {
+    if (coil__io_must_bounce(t, addr, addrlen)) {
         copy = malloc(sizeof *copy);
         if (!copy)
             return -ENOMEM;
         memcpy(copy, addr, addrlen);
         addr = (const struct sockaddr *)copy;
     }
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    if (!sqe) {
-        free(copy);
-        return -EBUSY;
-    }
-    io_uring_prep_connect(sqe, fd, addr, addrlen);
+    coil__op op = { .code = COIL__OP_CONNECT, .fd = fd, .buf = (void *)addr, .len = addrlen };
     uint16_t cancels = t->cancel_requests;
     bool timed = timeout_ns != 0;
     if (timed) {
@@ -88,14 +71,13 @@ int coil__sock_connect_timeout(int fd, const struct sockaddr *addr, socklen_t ad
         t->timer.idx = 0;
         uint64_t now = coil__now_ns();
         if (coil__timers_add(&t->loop->timers, &t->timer, timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns)) {
-            /* The SQE is already taken: turn it into a no-op that wakes nobody. */
-            io_uring_prep_nop(sqe);
-            io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
             free(copy);
             return -ENOMEM;
         }
     }
-    int res = coil__io_submit_wait(t, sqe);
+    /* Without room in the driver this returns -EBUSY at once, the deadline still armed: it
+     * is taken back below like one that did not fire. */
+    int res = coil__io_wait(t, &op);
     bool fired = false;
     if (timed) {
         fired = !coil__timer_armed(&t->timer);
@@ -131,7 +113,7 @@ int coil_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
     struct accept_bounce *b = NULL;
     struct sockaddr *kaddr = addr;
     socklen_t *klen = addrlen;
-    if (addr && (needs_bounce(t, addr, *addrlen) || needs_bounce(t, addrlen, sizeof *addrlen))) {
+    if (addr && (coil__io_must_bounce(t, addr, *addrlen) || coil__io_must_bounce(t, addrlen, sizeof *addrlen))) {
         b = malloc(sizeof *b);
         if (!b)
             return -ENOMEM;
@@ -139,13 +121,8 @@ int coil_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
         kaddr = (struct sockaddr *)&b->addr;
         klen = &b->len;
     }
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    if (!sqe) {
-        free(b);
-        return -EBUSY;
-    }
-    io_uring_prep_accept(sqe, fd, kaddr, klen, flags | SOCK_CLOEXEC);
-    int res = coil__io_submit_wait(t, sqe);
+    coil__op op = { .code = COIL__OP_ACCEPT, .fd = fd, .buf = kaddr, .out = klen, .arg = flags | SOCK_CLOEXEC };
+    int res = coil__io_wait(t, &op);
     if (res >= 0 && klen) {
         coil__kernel_wrote(klen, sizeof *klen);
         coil__kernel_wrote(kaddr, *klen);
@@ -176,7 +153,7 @@ static int xfer(bool out, int fd, void *buf, size_t len, int flags, size_t *n)
     if (len > 0x7ffff000u)
         len = 0x7ffff000u;
     void *bounce = NULL, *kbuf = buf;
-    if (needs_bounce(t, buf, len)) {
+    if (coil__io_must_bounce(t, buf, len)) {
         bounce = malloc(len);
         if (!bounce)
             return -ENOMEM;
@@ -184,16 +161,9 @@ static int xfer(bool out, int fd, void *buf, size_t len, int flags, size_t *n)
             memcpy(bounce, buf, len);
         kbuf = bounce;
     }
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    if (!sqe) {
-        free(bounce);
-        return -EBUSY;
-    }
-    if (out)
-        io_uring_prep_send(sqe, fd, kbuf, len, flags | MSG_NOSIGNAL);
-    else
-        io_uring_prep_recv(sqe, fd, kbuf, len, flags);
-    int res = coil__io_submit_wait(t, sqe);
+    coil__op op = { .code = out ? COIL__OP_SEND : COIL__OP_RECV, .fd = fd, .buf = kbuf, .len = len,
+                    .arg = out ? flags | MSG_NOSIGNAL : flags };
+    int res = coil__io_wait(t, &op);
     if (!out && res > 0)
         coil__kernel_wrote(kbuf, (size_t)res);
     if (bounce) {
@@ -314,16 +284,9 @@ static int msg_op(bool out, int fd, struct msghdr *msg, int flags, size_t *n)
             return -ENOMEM;
         kmsg = &b->m;
     }
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    if (!sqe) {
-        free(b);
-        return -EBUSY;
-    }
-    if (out)
-        io_uring_prep_sendmsg(sqe, fd, kmsg, (unsigned)(flags | MSG_NOSIGNAL));
-    else
-        io_uring_prep_recvmsg(sqe, fd, kmsg, (unsigned)flags);
-    int res = coil__io_submit_wait(t, sqe);
+    coil__op op = { .code = out ? COIL__OP_SENDMSG : COIL__OP_RECVMSG, .fd = fd, .buf = kmsg,
+                    .arg = out ? flags | MSG_NOSIGNAL : flags };
+    int res = coil__io_wait(t, &op);
     if (!out && res >= 0) {
         size_t left = (size_t)res;
         for (size_t i = 0; i < kmsg->msg_iovlen && left; i++) {
@@ -385,15 +348,12 @@ int coil_sock_shutdown(int fd, int how)
         return err;
     if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
         return -EINVAL;
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    if (!sqe)
-        return -EBUSY;
-    io_uring_prep_shutdown(sqe, fd, how);
-    int res = coil__io_submit_wait(t, sqe);
+    coil__op op = { .code = COIL__OP_SHUTDOWN, .fd = fd, .arg = how };
+    int res = coil__io_wait(t, &op);
     return res < 0 ? res : 0;
 }
 
-int coil_sock_close(int fd) { return coil_close(fd); }
+int coil_sock_close(int fd) { return coil__io_close(fd); }
 
 /* ---- addresses ---- */
 

@@ -26,17 +26,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "backend/uring/bufring.h"
 #include "io/net_internal.h"
 
 #define READ_CHUNK (16 * 1024)
 
 struct coil_stream {
-    coil__uring_cb send_cb;     /* the background send's completion */
-    coil__uring_cb recv_cb;     /* the multishot recv's completions (server streams) */
+    coil__io_cb send_cb;        /* first: the background send's completion */
+    coil__io_cb recv_cb;        /* the multishot recv's completions (server streams) */
     coil_loop *loop;
     int fd;
-    int slot;                   /* the fd's fixed-file slot in the loop's ring, or -1 */
+    int slot;                   /* the fd's registered slot in the loop's driver, or -1 */
     unsigned refs;              /* the handle, a send in flight, a reader inside recv */
     size_t limit, high, low;
     /* read side: data is rbuf[rpos, rlen) */
@@ -66,21 +65,24 @@ static void finish_close(coil_stream *s);
 
 static void release_fd(coil_stream *s)
 {
-    /* Never while an SQE naming the fd may still be unsubmitted: the number could be reused. */
+    /* Never while an operation naming the fd may still be unsubmitted: the number could be
+     * reused. */
     if (s->fd_open && !s->recv_armed && !s->reader) {
         s->fd_open = false;
-        coil__uring_file_remove(s->loop, s->slot);
+        coil__backend_file_remove(s->loop, s->slot);
         s->slot = -1;
         close(s->fd);
     }
 }
 
-/* Name the stream's socket in sqe: by its fixed slot when it has one. */
-static void use_file(const coil_stream *s, struct io_uring_sqe *sqe)
+/* Name the stream's socket in op: by its registered slot when it has one. */
+static void use_file(const coil_stream *s, coil__op *op)
 {
     if (s->slot >= 0) {
-        sqe->fd = s->slot;
-        sqe->flags |= IOSQE_FIXED_FILE;
+        op->fd = s->slot;
+        op->flags |= COIL__OPF_FIXED;
+    } else {
+        op->fd = s->fd;
     }
 }
 
@@ -131,9 +133,9 @@ int coil__stream_new(coil_loop *loop, int fd, const coil_stream_opts *opts, coil
     socklen_t tl = sizeof type;
     bool sock = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;
     s->stream_sock = sock && type == SOCK_STREAM;
-    /* Every recv and send on a socket goes through the ring; a fixed slot saves each one the
-     * file lookup. Other fds (a pipe a user handed in) keep the plain path. */
-    s->slot = sock ? coil__uring_file_add(loop, fd) : -1;
+    /* Every recv and send on a socket goes through the driver; a registered slot saves each one
+     * the file lookup. Other fds (a pipe a user handed in) keep the plain path. */
+    s->slot = sock ? coil__backend_file_add(loop, fd) : -1;
     *out = s;
     return 0;
 }
@@ -154,7 +156,7 @@ int coil_stream_from_fd(int fd, const coil_stream_opts *opts, coil_stream **out)
 
 void coil__stream_use_bufring(coil_stream *s, coil__bufring *br)
 {
-    br->refs++;
+    coil__bufring_ref(br);
     s->br = br;
 }
 
@@ -167,14 +169,7 @@ static size_t avail(const coil_stream *s) { return s->rlen - s->rpos; }
  * the SQE with -EINVAL). Learnt once per process; any loop thread may store it. */
 static atomic_int budget_support = -1;
 
-static void recv_cancel(coil_stream *s)
-{
-    struct io_uring_sqe *sqe = coil__uring_sqe(s->loop);
-    if (!sqe)
-        return;
-    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&s->recv_cb | COIL__UD_CALLBACK, 0);
-    io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
-}
+static void recv_cancel(coil_stream *s) { coil__backend_cancel_cb(s->loop, &s->recv_cb); }
 
 static int reserve(coil_stream *s, size_t more)
 {
@@ -200,28 +195,24 @@ static int reserve(coil_stream *s, size_t more)
     return 0;
 }
 
-static void recv_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe);
+static void recv_done(coil__io_cb *cb, const coil__io_done *done);
 
 /* Arm the background recv: a multishot that delivers about `want` more bytes (at least one
  * buffer's worth), or one buffer's worth where the kernel takes no budget. Takes the reference
- * recv_done gives back. false: no SQE now. */
+ * recv_done gives back. false: no room in the driver now. */
 static bool arm_recv(coil_stream *s, size_t want)
 {
-    struct io_uring_sqe *sqe = coil__uring_sqe(s->loop);
-    if (!sqe)
-        return false;
-    s->recv_budgeted = atomic_load_explicit(&budget_support, memory_order_relaxed) != 0;
-    if (s->recv_budgeted) {
-        io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
-        sqe->file_index = (uint32_t)(want == 0 ? 1 : want > UINT32_MAX ? UINT32_MAX : want); /* optlen */
-    } else {
-        io_uring_prep_recv(sqe, s->fd, NULL, s->br->size, 0);
+    bool budgeted = atomic_load_explicit(&budget_support, memory_order_relaxed) != 0;
+    coil__op op = { .code = COIL__OP_RECV, .bufs = s->br };
+    if (budgeted) {
+        op.code = COIL__OP_RECV_MULTISHOT;
+        op.len = want == 0 ? 1 : want;
     }
-    use_file(s, sqe);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = s->br->bgid;
-    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&s->recv_cb | COIL__UD_CALLBACK);
+    use_file(s, &op);
     s->recv_cb.complete = recv_done;
+    if (coil__backend_submit_cb(s->loop, &op, &s->recv_cb) != 0)
+        return false;
+    s->recv_budgeted = budgeted;
     s->recv_armed = true;
     s->refs++;
     return true;
@@ -234,11 +225,11 @@ static size_t read_ahead(const coil_stream *s, size_t want)
     return room > want ? room : want;
 }
 
-static void recv_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
+static void recv_done(coil__io_cb *cb, const coil__io_done *done)
 {
     coil_stream *s = coil__container_of(cb, coil_stream, recv_cb);
-    int res = cqe->res;
-    bool more = cqe->flags & IORING_CQE_F_MORE;
+    int res = done->res;
+    bool more = done->more;
     if (res == -EINVAL && s->recv_budgeted && !more) {
         /* A kernel older than the budget refuses the SQE: arm without one from now on. */
         atomic_store_explicit(&budget_support, 0, memory_order_relaxed);
@@ -246,19 +237,15 @@ static void recv_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
     } else if (res > 0 && s->recv_budgeted) {
         atomic_store_explicit(&budget_support, 1, memory_order_relaxed);
     }
-    if (cqe->flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        if (res > 0 && !s->closing) {
-            int err = reserve(s, (size_t)res);
-            if (err)
-                s->rerr = err;
-            else {
-                coil__kernel_wrote(coil__bufring_buf(s->br, bid), (size_t)res);
-                memcpy(s->rbuf + s->rlen, coil__bufring_buf(s->br, bid), (size_t)res);
-                s->rlen += (size_t)res;
-            }
+    /* The bytes are in a provided buffer, which goes back to the pool when this returns. */
+    if (done->buf && res > 0 && !s->closing) {
+        int err = reserve(s, (size_t)res);
+        if (err)
+            s->rerr = err;
+        else {
+            memcpy(s->rbuf + s->rlen, done->buf, (size_t)res);
+            s->rlen += (size_t)res;
         }
-        coil__bufring_recycle(s->br, bid);
     }
     if (res == 0)
         s->eof = true;
@@ -350,15 +337,14 @@ static int fill(coil_stream *s, coil_task *t, size_t want)
         s->rbuf = nb;
         s->rcap = cap;
     }
-    struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-    if (!sqe)
+    coil__op op = { .code = COIL__OP_RECV, .buf = s->rbuf + s->rlen, .len = s->rcap - s->rlen };
+    use_file(s, &op);
+    if (coil__backend_submit_task(t->loop, &op, t) != 0)
         return -EBUSY;
-    io_uring_prep_recv(sqe, s->fd, s->rbuf + s->rlen, s->rcap - s->rlen, 0);
-    use_file(s, sqe);
     uint16_t cancels = t->cancel_requests;
     s->reader = t;
     s->refs++;
-    int res = coil__io_submit_wait(t, sqe);
+    int res = coil__io_suspend(t);
     if (res > 0)
         coil__kernel_wrote(s->rbuf + s->rlen, (size_t)res);
     s->reader = NULL;
@@ -366,7 +352,7 @@ static int fill(coil_stream *s, coil_task *t, size_t want)
         return COIL_ECLOSED;
     if (s->closing) {
         /* close waited for this recv to let go of the fd (its number must not be reused while
-         * an SQE naming it may still be unsubmitted). */
+         * an operation naming it may still be unsubmitted). */
         if (!s->sending && !s->closed)
             finish_close(s);
         if (res >= 0 || t->cancel_requests == cancels)
@@ -662,11 +648,11 @@ static void flushed(coil_stream *s)
         finish_close(s);
 }
 
-static void send_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
+static void send_done(coil__io_cb *cb, const coil__io_done *done)
 {
     coil_stream *s = (coil_stream *)cb;
     s->sending = false;
-    int res = cqe->res;
+    int res = done->res;
     if (res < 0 && res != -EAGAIN && res != -EINTR) {
         fail_write(s, res);
     } else {
@@ -698,15 +684,13 @@ static void start_send(coil_stream *s)
         s->wcap = c;
         s->wlen = 0;
     }
-    struct io_uring_sqe *sqe = coil__uring_sqe(s->loop);
-    if (!sqe) {
+    coil__op op = { .code = COIL__OP_SEND, .buf = s->sbuf + s->soff, .len = s->slen - s->soff, .arg = MSG_NOSIGNAL };
+    use_file(s, &op);
+    s->send_cb.complete = send_done;
+    if (coil__backend_submit_cb(s->loop, &op, &s->send_cb) != 0) {
         fail_write(s, -EBUSY);
         return;
     }
-    io_uring_prep_send(sqe, s->fd, s->sbuf + s->soff, s->slen - s->soff, MSG_NOSIGNAL);
-    use_file(s, sqe);
-    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&s->send_cb | COIL__UD_CALLBACK);
-    s->send_cb.complete = send_done;
     s->sending = true;
     s->refs++;
 }
@@ -837,11 +821,7 @@ void coil_stream_close(coil_stream *s)
         wake_all(&s->rwait, 0); /* it sees closing and returns COIL_ECLOSED */
     } else if (s->reader) {
         /* Stop the reader's recv; it returns COIL_ECLOSED (see fill). */
-        struct io_uring_sqe *sqe = coil__uring_sqe(s->loop);
-        if (sqe) {
-            io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)s->reader | COIL__UD_TASK, 0);
-            io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
-        }
+        coil__backend_cancel_task(s->loop, s->reader);
     }
     if (!s->sending && !s->reader)
         finish_close(s);

@@ -27,7 +27,7 @@
 extern char **environ;
 
 struct coil_subprocess {
-    coil__uring_cb poll_cb;     /* the pidfd poll's completion; first, so the record is the object */
+    coil__io_cb poll_cb;        /* the pidfd poll's completion; first, so the record is the object */
     coil_loop *loop;
     pid_t pid;
     int pidfd;                  /* -1 once reaped */
@@ -80,26 +80,24 @@ static void wake_all(coil__wlist *l, int result)
         n->wake(n, result);
 }
 
-static void poll_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe);
+static void poll_done(coil__io_cb *cb, const coil__io_done *done);
 
 static bool arm_poll(coil_subprocess *p)
 {
-    struct io_uring_sqe *sqe = coil__uring_sqe(p->loop);
-    if (!sqe)
-        return false;
-    io_uring_prep_poll_add(sqe, p->pidfd, POLLIN);
-    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&p->poll_cb | COIL__UD_CALLBACK);
+    coil__op op = { .code = COIL__OP_POLL, .fd = p->pidfd, .arg = POLLIN };
     p->poll_cb.complete = poll_done;
+    if (coil__backend_submit_cb(p->loop, &op, &p->poll_cb) != 0)
+        return false;
     p->polling = true;
     return true;
 }
 
-static void poll_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
+static void poll_done(coil__io_cb *cb, const coil__io_done *done)
 {
     coil_subprocess *p = (coil_subprocess *)cb;
     p->polling = false;
     if (!reap(p, false)) {
-        if (cqe->res == -ECANCELED) {
+        if (done->res == -ECANCELED) {
             /* Only the loop's close cancels this poll. A freed child was sent SIGKILL, so the
              * blocking reap is short; one still owned waits for a later coil_subprocess_wait. */
             if (p->freed)

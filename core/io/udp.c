@@ -167,10 +167,6 @@ void coil_udp_close(coil_udp *u)
     }
     for (unsigned i = 0; i < u->nops; i++) {
         coil_task *t = u->ops[i];
-        struct io_uring_sqe *sqe = coil__uring_sqe(t->loop);
-        if (sqe) {
-            io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)t | COIL__UD_TASK, 0);
-            io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
-        }
+        coil__backend_cancel_task(t->loop, t);
     }
 }

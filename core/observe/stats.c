@@ -101,20 +101,17 @@ static coil__stats_seg *create_segment(void)
 
 /* ---- the bell's watch and the answer (see stats.h for the handshake) ---- */
 
-/* Named here because the installed headers may predate them (Linux 6.7 added the op). */
-#define OP_FUTEX_WAIT 51
-#define FUTEX2_SIZE_U32_ 0x02u
 #ifndef MFD_NOEXEC_SEAL
 #define MFD_NOEXEC_SEAL 0x0008u
 #endif
 
 struct coil__stats_watch {
-    coil__uring_cb cb;            /* first: the watch's user_data points here */
+    coil__io_cb cb;               /* first: the watch's completion record */
     coil__loop_closer closer;
     coil_loop *loop;
     unsigned kind;                /* COIL__WATCH_FUTEX or COIL__WATCH_TIMER */
     bool armed;                   /* its SQE is queued or in the kernel */
-    struct __kernel_timespec period; /* the timer's; read by the kernel when it takes the SQE */
+    coil__timespec period;        /* the timer's; read by the kernel when it takes the operation */
     int answer_fd;                /* the memfd of the last answer, -1 when none */
     uint64_t answer_ino;
 };
@@ -140,50 +137,39 @@ static unsigned watch_kind(coil_loop *loop)
     k = __atomic_load_n(&watch_probed, __ATOMIC_RELAXED);
     if (k)
         return k;
-    /* Without the futex op (kernels before 6.7) the fallback is the periodic look: a one-second
-     * timeout in the ring, so an idle loop then still answers, within a second. */
-    struct io_uring_probe *pr = io_uring_get_probe_ring(&loop->io.ring);
-    k = pr && io_uring_opcode_supported(pr, OP_FUTEX_WAIT) ? COIL__WATCH_FUTEX : COIL__WATCH_TIMER;
-    if (pr)
-        io_uring_free_probe(pr);
+    /* Without the futex wait (io_uring before Linux 6.7) the fallback is the periodic look: a
+     * one-second timeout in the driver, so an idle loop then still answers, within a second. */
+    k = coil__backend_supports(loop, COIL__CAP_FUTEX_WAIT) ? COIL__WATCH_FUTEX : COIL__WATCH_TIMER;
     __atomic_store_n(&watch_probed, k, __ATOMIC_RELAXED);
     return k;
 }
 
-static uint64_t watch_ud(coil__stats_watch *w) { return (uint64_t)(uintptr_t)&w->cb | COIL__UD_CALLBACK; }
-
 /* Queue the watch. It is not work: it must not keep run_until_complete from seeing that nothing
- * can happen, nor count as an operation in flight, nor make a busy loop enter the kernel; so the
- * driver's counts are taken back. The next io_uring_enter takes the SQE with the rest, and a loop
- * always enters before it blocks. `seen` is the bell's value already looked at: the futex wait
+ * can happen, nor count as an operation in flight, nor make a busy loop enter the kernel; so it
+ * is started QUIET (backend.h). The next submission takes it with the rest, and a loop always
+ * submits before it blocks. `seen` is the bell's value already looked at: the futex wait
  * completes at once if the bell has moved since. */
 static void watch_arm(coil_loop *loop, coil__stats_watch *w, uint32_t seen)
 {
-    struct io_uring_sqe *sqe = coil__uring_sqe(loop);
-    if (!sqe)
-        return; /* tried again at the end of the next iteration */
-    loop->io.unsubmitted--;
-    loop->io.inflight--;
+    coil__op op = { .code = COIL__OP_TIMEOUT, .flags = COIL__OPF_QUIET, .buf = &w->period };
     if (w->kind == COIL__WATCH_FUTEX) {
-        io_uring_prep_rw(OP_FUTEX_WAIT, sqe, (int)FUTEX2_SIZE_U32_, &loop->stats->bell, 0, seen);
-        sqe->addr3 = FUTEX_BITSET_MATCH_ANY;
-    } else {
-        io_uring_prep_timeout(sqe, &w->period, 0, 0);
+        op.code = COIL__OP_FUTEX_WAIT;
+        op.buf = &loop->stats->bell;
+        op.off = seen;
     }
-    io_uring_sqe_set_data64(sqe, watch_ud(w));
+    if (coil__backend_submit_cb(loop, &op, &w->cb) != 0)
+        return; /* tried again at the end of the next iteration */
     w->armed = true;
 }
 
 /* The watch's CQE: the bell rang (0), had moved before it was armed (-EAGAIN), the period
  * passed (-ETIME), or it was cancelled. The request itself is served at the end of this
  * iteration, which also re-arms the watch. */
-static void watch_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
+static void watch_complete(coil__io_cb *cb, const coil__io_done *done)
 {
     coil__stats_watch *w = (coil__stats_watch *)cb;
-    /* The driver counts one operation done per CQE; this one was never counted. */
-    w->loop->io.inflight++;
     w->armed = false;
-    int res = cqe->res;
+    int res = done->res;
     if (w->kind == COIL__WATCH_FUTEX && res < 0 && res != -EAGAIN && res != -ECANCELED && res != -EINTR) {
         /* The op is refused after all (a kernel that lists it but rejects this use): look
          * periodically rather than re-arm something that fails at once. */
@@ -249,16 +235,12 @@ static void watch_close(coil_loop *loop, coil__loop_closer *c)
 {
     coil__stats_watch *w = coil__container_of(c, coil__stats_watch, closer);
     if (w->armed) {
-        struct io_uring_sqe *sqe = coil__uring_sqe(loop);
-        if (sqe) {
-            io_uring_prep_cancel64(sqe, watch_ud(w), 0);
-            io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
-        }
-        /* The kernel cancels a futex wait or a timeout at once; the bound is for a ring that
-         * no longer answers at all, and a ring whose enter fails (io.broken) is not waited on. */
+        coil__backend_cancel_cb(loop, &w->cb);
+        /* The kernel cancels a futex wait or a timeout at once; the bound is for a driver that
+         * no longer answers at all, and a broken one (io.broken) is not waited on. */
         uint64_t deadline = coil__now_ns() + 1000000000u;
         for (uint64_t now = coil__now_ns(); w->armed && !loop->io.broken && now < deadline; now = coil__now_ns())
-            coil__uring_poll(loop, true, deadline - now);
+            coil__backend_poll(loop, true, deadline - now);
     }
     drop_answer(w, loop->stats);
 }
@@ -272,7 +254,7 @@ static void watch_start(coil_loop *loop)
     w->closer.close = watch_close;
     w->loop = loop;
     w->kind = watch_kind(loop);
-    w->period.tv_sec = 1;
+    w->period.sec = 1;
     w->answer_fd = -1;
     loop->stats_watch = w;
     __atomic_store_n(&loop->stats->watch, w->kind, __ATOMIC_RELAXED);

@@ -50,7 +50,12 @@ int coil_file_statx(const char *path, int flags, unsigned mask, struct statx *ou
 /* statx of an open fd (AT_EMPTY_PATH). Suspends. */
 int coil_file_fstatx(int fd, unsigned mask, struct statx *out);
 
-/* close(2) on the ring. The fd is gone whatever the result, as with close(2). Suspends. */
+/* Close fd. From a task, when this returns the fd is closed, whatever it returns: through the
+ * loop's driver when it has room, else synchronously. A cancel pending at the call or arriving
+ * during the close does not stop it; it is delivered at the task's next await, and this returns
+ * the close's own result (0, or -errno as close(2) reports, e.g. -EIO). -EBADF for a negative fd.
+ * Outside a task: COIL_ENOTASK and the fd is left alone. Suspends. Loop thread only.
+ * coil_close, coil_file_close and coil_sock_close follow this same rule. */
 int coil_file_close(int fd);
 
 /* Read the whole file at `path` into a malloc'd block (NUL-terminated for convenience, the NUL

@@ -52,7 +52,12 @@ int coil_sock_sendto(int fd, const void *buf, size_t len, int flags, const struc
 int coil_sock_recvfrom(int fd, void *buf, size_t len, int flags, coil_sockaddr *from, size_t *n);
 /* shutdown(2) (SHUT_RD, SHUT_WR, SHUT_RDWR). Suspends. */
 int coil_sock_shutdown(int fd, int how);
-/* Close through the ring (same as coil_close). */
+/* Close fd. From a task, when this returns the fd is closed, whatever it returns: through the
+ * loop's driver when it has room, else synchronously. A cancel pending at the call or arriving
+ * during the close does not stop it; it is delivered at the task's next await, and this returns
+ * the close's own result (0, or -errno as close(2) reports, e.g. -EIO). -EBADF for a negative fd.
+ * Outside a task: COIL_ENOTASK and the fd is left alone. Suspends. Loop thread only.
+ * coil_close, coil_file_close and coil_sock_close follow this same rule. */
 int coil_sock_close(int fd);
 
 /* ---- addresses and name resolution ---- */

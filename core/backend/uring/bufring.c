@@ -38,7 +38,7 @@ int coil__bufring_new(coil_loop *loop, unsigned entries, unsigned size, coil__bu
         struct io_uring_buf_reg reg = { .ring_addr = (uint64_t)(uintptr_t)ring, .ring_entries = entries,
                                         .bgid = next_bgid++ };
         b->bgid = reg.bgid;
-        err = io_uring_register_buf_ring(&loop->io.ring, &reg, 0);
+        err = io_uring_register_buf_ring(&loop->io.drv->ring, &reg, 0);
     }
     if (err) {
         munmap(ring, ring_bytes);
@@ -58,7 +58,7 @@ int coil__bufring_new(coil_loop *loop, unsigned entries, unsigned size, coil__bu
  * finds it empty ends with -ENOBUFS and is armed again when its reader next waits. */
 int coil__bufring_shared(coil_loop *loop, coil__bufring **out)
 {
-    coil__bufring *b = loop->io.bufring;
+    coil__bufring *b = loop->io.drv->bufring;
     if (b) {
         b->refs++;
         *out = b;
@@ -67,19 +67,22 @@ int coil__bufring_shared(coil_loop *loop, coil__bufring **out)
     int err = coil__bufring_new(loop, 64, 16384, &b);
     if (err)
         return err;
-    loop->io.bufring = b;
+    loop->io.drv->bufring = b;
     *out = b;
     return 0;
 }
+
+void coil__bufring_ref(coil__bufring *b) { b->refs++; }
 
 void coil__bufring_unref(coil__bufring *b)
 {
     if (!b || --b->refs)
         return;
-    if (b->loop->io.bufring == b)
-        b->loop->io.bufring = NULL;
-    if (!b->loop->closed)
-        io_uring_unregister_buf_ring(&b->loop->io.ring, b->bgid);
+    coil__driver *u = b->loop->io.drv; /* NULL once the loop's ring is gone */
+    if (u && u->bufring == b)
+        u->bufring = NULL;
+    if (u && !b->loop->closed)
+        io_uring_unregister_buf_ring(&u->ring, b->bgid);
     munmap(b->br, (size_t)b->entries * sizeof(struct io_uring_buf));
     free(b->mem);
     free(b);

@@ -1,28 +1,26 @@
-/* coil core: a provided-buffer ring (io_uring_register_buf_ring) for multishot recv. The kernel
+/* coil core: a provided-buffer ring (io_uring_register_buf_ring) for multishot recv, the io_uring
+ * side of backend.h's provided buffers. The kernel
  * picks a buffer per completion; the consumer copies the bytes out and hands the buffer straight
  * back, so a few dozen buffers serve any number of connections. Private to the library. */
 #ifndef COIL_CORE_BUFRING_H
 #define COIL_CORE_BUFRING_H
 
-#include "engine/internal.h"
+#include "backend/uring/driver.h"
 
-typedef struct coil__bufring {
+struct coil__bufring {
     struct io_uring_buf_ring *br;
     coil_loop *loop;
     unsigned char *mem;       /* entries * size bytes */
     unsigned entries, size, mask, refs;
     uint16_t bgid;
-} coil__bufring;
+};
 
 /* A ring of `entries` (a power of two) buffers of `size` bytes, registered on loop's ring.
  * 0, -ENOMEM, or the kernel's error (-EINVAL on kernels without buffer rings). */
 int coil__bufring_new(coil_loop *loop, unsigned entries, unsigned size, coil__bufring **out);
-/* A reference to the loop's shared ring, made on first use: every server on a loop (and every
- * connection they accept) draws from one set of buffers, which go back to the kernel as soon as
- * each completion is copied out. 0 or as coil__bufring_new. */
-int coil__bufring_shared(coil_loop *loop, coil__bufring **out);
-/* Drop a reference; the last one unregisters and frees it. */
-void coil__bufring_unref(coil__bufring *b);
+/* coil__bufring_shared, _ref and _unref: backend.h. Every server on a loop (and every
+ * connection they accept) draws from the one shared ring, whose buffers go back to the kernel as
+ * soon as each completion is copied out. */
 
 static inline unsigned char *coil__bufring_buf(coil__bufring *b, unsigned bid) { return b->mem + (size_t)bid * b->size; }
 

@@ -1,12 +1,17 @@
-/* coil core: the io_uring driver. One SQE per operation; user_data carries a tagged pointer to
- * whatever waits for the completion (see COIL__UD_*). */
+/* coil core: the io_uring driver (core/backend/backend.h). One SQE per operation, translated from
+ * its coil__op; user_data carries a tagged pointer to whatever waits for the completion (see
+ * UD_*). */
 #include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
-#include "engine/internal.h"
+#include "backend/uring/bufring.h"
+#include "backend/uring/driver.h"
 
 /* Slot bookkeeping for coil__uring_file_add. The kernel's update reads the fd from memory at
  * submit time, so each slot's fd lives here (not in a stream that may be gone by then). */
@@ -41,7 +46,7 @@ static void explain(int err)
     fprintf(stderr, "coil: cannot set up io_uring (%s): %s\n", strerror(-err), why);
 }
 
-int coil__uring_init(coil__uring *u, unsigned entries)
+int coil__backend_init(coil_loop *loop, unsigned entries)
 {
     /* Best first; on EINVAL step down one flag at a time to what this kernel accepts. */
     /* TASKRUN_FLAG makes the kernel raise IORING_SQ_TASKRUN when completions wait for us to enter,
@@ -57,7 +62,10 @@ int coil__uring_init(coil__uring *u, unsigned entries)
         0,
     };
     int ret = -EINVAL;
-    memset(u, 0, sizeof *u);
+    memset(&loop->io, 0, sizeof loop->io);
+    coil__driver *u = calloc(1, sizeof *u);
+    if (!u)
+        return -ENOMEM;
     for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
@@ -71,23 +79,31 @@ int coil__uring_init(coil__uring *u, unsigned entries)
              * the thread that made it (SINGLE_ISSUER even enforces it), which is what the slot
              * is bound to. Not fatal if refused (kernels before 5.18): plain fd then. */
             (void)io_uring_register_ring_fd(&u->ring);
+            loop->io.drv = u;
+            loop->io.peek_cheap = (u->flags & IORING_SETUP_TASKRUN_FLAG) != 0;
             return 0;
         }
         if (ret != -EINVAL)
             break;
     }
+    free(u);
     explain(ret);
     return COIL_ENOURING;
 }
 
-void coil__uring_exit(coil__uring *u)
+void coil__backend_exit(coil_loop *loop)
 {
+    coil__driver *u = loop->io.drv;
+    if (!u)
+        return;
     io_uring_queue_exit(&u->ring); /* the kernel drops the fixed files with the ring */
     if (u->files) {
         free(u->files->fds);
         free(u->files->free);
         free(u->files);
     }
+    free(u);
+    loop->io.drv = NULL;
 }
 
 /* The table is sized once (growing it would mean waiting for every fixed-file operation to
@@ -95,7 +111,7 @@ void coil__uring_exit(coil__uring *u)
  * never needs slots never pays for one. */
 static coil__uring_files *files_of(coil_loop *loop)
 {
-    coil__uring *u = &loop->io;
+    coil__driver *u = loop->io.drv;
     if (u->files)
         return u->files;
     coil__uring_files *f = calloc(1, sizeof *f);
@@ -124,13 +140,13 @@ static int files_update(coil_loop *loop, coil__uring_files *f, unsigned slot)
 {
     struct io_uring_sqe *sqe = coil__uring_sqe(loop);
     if (!sqe)
-        return io_uring_register_files_update(&loop->io.ring, slot, &f->fds[slot], 1) == 1 ? 0 : -1;
+        return io_uring_register_files_update(&loop->io.drv->ring, slot, &f->fds[slot], 1) == 1 ? 0 : -1;
     io_uring_prep_files_update(sqe, &f->fds[slot], 1, (int)slot);
-    io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
+    io_uring_sqe_set_data64(sqe, UD_IGNORE);
     return 0;
 }
 
-int coil__uring_file_add(coil_loop *loop, int fd)
+int coil__backend_file_add(coil_loop *loop, int fd)
 {
     coil__uring_files *f = files_of(loop);
     if (!f || (!f->nfree && f->next == f->n))
@@ -145,9 +161,9 @@ int coil__uring_file_add(coil_loop *loop, int fd)
     return (int)slot;
 }
 
-void coil__uring_file_remove(coil_loop *loop, int slot)
+void coil__backend_file_remove(coil_loop *loop, int slot)
 {
-    coil__uring_files *f = loop->io.files;
+    coil__uring_files *f = loop->io.drv ? loop->io.drv->files : NULL;
     if (!f || slot < 0 || (unsigned)slot >= f->n)
         return;
     f->fds[slot] = -1;
@@ -186,16 +202,17 @@ struct io_uring_sqe *coil__uring_sqe(coil_loop *loop)
 {
     if (COIL__FAULT(COIL__FAULT_FAIL_SQE))
         return NULL;
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->io.ring);
+    struct io_uring *ring = &loop->io.drv->ring;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
     if (COIL_UNLIKELY(!sqe)) {
         /* SQ full: push what is queued to the kernel and take a fresh slot. */
-        int n = io_uring_submit(&loop->io.ring);
+        int n = io_uring_submit(ring);
         if (n > 0)
             COIL__STAT_ADD(loop, sqes_submitted, n);
         else if (!enter_transient(n))
             enter_failed(loop, n);
         loop->io.unsubmitted = 0;
-        sqe = io_uring_get_sqe(&loop->io.ring);
+        sqe = io_uring_get_sqe(ring);
         if (!sqe)
             return NULL;
     }
@@ -204,36 +221,67 @@ struct io_uring_sqe *coil__uring_sqe(coil_loop *loop)
     return sqe;
 }
 
+/* A callback's completion. A provided buffer goes back to the pool once the callback has
+ * copied it out; the callback may drop the last reference to the pool meanwhile (a stream that
+ * ends), so the completion holds one of its own. */
+static void complete_cb(coil_loop *loop, coil__io_cb *cb, const struct io_uring_cqe *cqe)
+{
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    if (!more && !cb->quiet)
+        loop->io.inflight--;
+    coil__io_done d = { cqe->res, more, NULL };
+    coil__bufring *b = loop->io.drv->bufring;
+    if (COIL_LIKELY(!(cqe->flags & IORING_CQE_F_BUFFER)) || !b) {
+        cb->complete(cb, &d);
+        return;
+    }
+    unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    d.buf = coil__bufring_buf(b, bid);
+    if (d.res > 0)
+        coil__kernel_wrote(d.buf, (size_t)d.res);
+    b->refs++;
+    cb->complete(cb, &d);
+    coil__bufring_recycle(b, bid);
+    coil__bufring_unref(b);
+}
+
 static void handle_cqe(coil_loop *loop, const struct io_uring_cqe *cqe)
 {
     uint64_t ud = cqe->user_data;
     void *p = (void *)(uintptr_t)(ud & ~(uint64_t)7);
-    if (!(cqe->flags & IORING_CQE_F_MORE))
-        loop->io.inflight--;
     switch (ud & 7) {
-    case COIL__UD_TASK:
+    case UD_TASK:
+        loop->io.inflight--;
         coil__task_wake(p, cqe->res);
         break;
-    case COIL__UD_CALLBACK:
-        ((coil__uring_cb *)p)->complete(p, cqe);
+    case UD_CALLBACK:
+        complete_cb(loop, p, cqe);
         break;
+    case UD_WAKE: {
+        /* Another thread's wake-up (coil__backend_wake): never counted here. */
+        coil__io_done d = { cqe->res, false, NULL };
+        ((coil__io_cb *)p)->complete(p, &d);
+        break;
+    }
     default:
-        break; /* a cancel request's own completion */
+        loop->io.inflight--; /* a cancel request's own completion */
+        break;
     }
 }
 
-bool coil__uring_pending(coil_loop *loop)
+bool coil__backend_pending(coil_loop *loop)
 {
-    struct io_uring *ring = &loop->io.ring;
-    if (!(loop->io.flags & IORING_SETUP_TASKRUN_FLAG))
+    struct io_uring *ring = &loop->io.drv->ring;
+    if (!loop->io.peek_cheap)
         return true; /* no cheap way to tell: assume so */
     return (IO_URING_READ_ONCE(*ring->sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) ||
            io_uring_cq_ready(ring);
 }
 
-unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
+unsigned coil__backend_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
 {
-    struct io_uring *ring = &loop->io.ring;
+    coil__driver *u = loop->io.drv;
+    struct io_uring *ring = &u->ring;
     unsigned queued = loop->io.unsubmitted;
     int ret;
     loop->io.unsubmitted = 0;
@@ -241,9 +289,9 @@ unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
         ret = -coil__fault_errno(COIL__FAULT_ENTER_ERROR);
     } else if (!wait) {
         /* Enter the kernel only if there is something to submit or it says completions wait. */
-        bool flagged = (loop->io.flags & IORING_SETUP_TASKRUN_FLAG) &&
+        bool flagged = (u->flags & IORING_SETUP_TASKRUN_FLAG) &&
                        (IO_URING_READ_ONCE(*ring->sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
-        bool blind = !(loop->io.flags & IORING_SETUP_TASKRUN_FLAG) && (loop->io.flags & IORING_SETUP_DEFER_TASKRUN);
+        bool blind = !(u->flags & IORING_SETUP_TASKRUN_FLAG) && (u->flags & IORING_SETUP_DEFER_TASKRUN);
         if (queued || flagged || blind)
             ret = io_uring_submit_and_get_events(ring);
         else if (!io_uring_cq_ready(ring))
@@ -272,4 +320,222 @@ unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
     io_uring_cq_advance(ring, n);
     COIL__STAT_ADD(loop, cqes_reaped, n);
     return n;
+}
+
+/* ---- operations (backend.h) ---- */
+
+/* Named here because the installed headers may predate them (Linux 6.7 added the op). */
+#define OP_FUTEX_WAIT 51
+#define FUTEX2_SIZE_U32_ 0x02u
+
+_Static_assert(sizeof(coil__timespec) == sizeof(struct __kernel_timespec) &&
+                   offsetof(coil__timespec, nsec) == offsetof(struct __kernel_timespec, tv_nsec),
+               "coil__timespec is read by the kernel as a __kernel_timespec");
+
+static void prep(coil_loop *loop, struct io_uring_sqe *sqe, const coil__op *op)
+{
+    switch (op->code) {
+    case COIL__OP_READ:
+        io_uring_prep_read(sqe, op->fd, op->buf, (unsigned)op->len, op->off);
+        break;
+    case COIL__OP_WRITE:
+        io_uring_prep_write(sqe, op->fd, op->buf, (unsigned)op->len, op->off);
+        break;
+    case COIL__OP_RECV:
+        io_uring_prep_recv(sqe, op->fd, op->buf, op->bufs && !op->len ? op->bufs->size : op->len, op->arg);
+        break;
+    case COIL__OP_RECV_MULTISHOT:
+        io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, op->arg);
+        /* The byte budget (optlen, honoured since 6.17): the multishot ends by itself once about
+         * this much was delivered. */
+        if (op->len)
+            sqe->file_index = (uint32_t)(op->len > UINT32_MAX ? UINT32_MAX : op->len);
+        break;
+    case COIL__OP_SEND:
+        io_uring_prep_send(sqe, op->fd, op->buf, op->len, op->arg);
+        break;
+    case COIL__OP_SENDMSG:
+        io_uring_prep_sendmsg(sqe, op->fd, op->buf, (unsigned)op->arg);
+        break;
+    case COIL__OP_RECVMSG:
+        io_uring_prep_recvmsg(sqe, op->fd, op->buf, (unsigned)op->arg);
+        break;
+    case COIL__OP_ACCEPT:
+        io_uring_prep_accept(sqe, op->fd, op->buf, op->out, op->arg);
+        break;
+    case COIL__OP_ACCEPT_MULTISHOT:
+        io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL, op->arg);
+        break;
+    case COIL__OP_CONNECT:
+        io_uring_prep_connect(sqe, op->fd, op->buf, (socklen_t)op->len);
+        break;
+    case COIL__OP_SHUTDOWN:
+        io_uring_prep_shutdown(sqe, op->fd, op->arg);
+        break;
+    case COIL__OP_CLOSE:
+        io_uring_prep_close(sqe, op->fd);
+        break;
+    case COIL__OP_FSYNC:
+        io_uring_prep_fsync(sqe, op->fd, op->flags & COIL__OPF_DATASYNC ? IORING_FSYNC_DATASYNC : 0);
+        break;
+    case COIL__OP_OPENAT:
+        io_uring_prep_openat(sqe, op->fd, op->buf, op->arg, op->arg2);
+        break;
+    case COIL__OP_STATX:
+        io_uring_prep_statx(sqe, op->fd, op->buf, op->arg, op->arg2, op->out);
+        break;
+    case COIL__OP_POLL:
+        io_uring_prep_poll_add(sqe, op->fd, (unsigned)op->arg);
+        break;
+    case COIL__OP_FUTEX_WAIT:
+        io_uring_prep_rw(OP_FUTEX_WAIT, sqe, (int)FUTEX2_SIZE_U32_, op->buf, 0, op->off);
+        sqe->addr3 = FUTEX_BITSET_MATCH_ANY;
+        break;
+    case COIL__OP_TIMEOUT:
+        io_uring_prep_timeout(sqe, op->buf, 0, 0);
+        break;
+    default:
+        io_uring_prep_nop(sqe);
+        break;
+    }
+    if (op->flags & COIL__OPF_FIXED)
+        sqe->flags |= IOSQE_FIXED_FILE;
+    if (op->bufs) {
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = op->bufs->bgid;
+    }
+    (void)loop;
+}
+
+int coil__backend_submit_task(coil_loop *loop, const coil__op *op, coil_task *t)
+{
+    struct io_uring_sqe *sqe = coil__uring_sqe(loop);
+    if (!sqe)
+        return -EBUSY;
+    prep(loop, sqe, op);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)t | UD_TASK);
+    return 0;
+}
+
+int coil__backend_submit_cb(coil_loop *loop, const coil__op *op, coil__io_cb *cb)
+{
+    struct io_uring_sqe *sqe = coil__uring_sqe(loop);
+    if (!sqe)
+        return -EBUSY;
+    prep(loop, sqe, op);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)cb | UD_CALLBACK);
+    cb->quiet = op->flags & COIL__OPF_QUIET;
+    if (cb->quiet) {
+        /* Not work (see COIL__OPF_QUIET): the next submit takes it with the rest. */
+        loop->io.unsubmitted--;
+        loop->io.inflight--;
+    }
+    return 0;
+}
+
+static bool cancel_ud(coil_loop *loop, uint64_t ud, int flags)
+{
+    struct io_uring_sqe *sqe = coil__uring_sqe(loop);
+    if (!sqe)
+        return false;
+    io_uring_prep_cancel64(sqe, ud, flags);
+    io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    return true;
+}
+
+bool coil__backend_cancel_task(coil_loop *loop, coil_task *t)
+{
+    return cancel_ud(loop, (uint64_t)(uintptr_t)t | UD_TASK, 0);
+}
+
+bool coil__backend_cancel_cb(coil_loop *loop, coil__io_cb *cb)
+{
+    return cancel_ud(loop, (uint64_t)(uintptr_t)cb | UD_CALLBACK, 0);
+}
+
+void coil__backend_cancel_all(coil_loop *loop) { (void)cancel_ud(loop, 0, IORING_ASYNC_CANCEL_ANY); }
+
+/* ---- capabilities ---- */
+
+bool coil__backend_supports(coil_loop *loop, int cap)
+{
+    if (cap != COIL__CAP_FUTEX_WAIT)
+        return false;
+    struct io_uring_probe *pr = io_uring_get_probe_ring(&loop->io.drv->ring);
+    bool yes = pr && io_uring_opcode_supported(pr, OP_FUTEX_WAIT);
+    if (pr)
+        io_uring_free_probe(pr);
+    return yes;
+}
+
+/* ---- waking a loop from another thread: IORING_OP_MSG_RING ----
+ * The message posts a CQE straight into the target loop's ring, whose user_data names the
+ * record (tag UD_WAKE), so the target's driver needs no special case and nothing has to stay in
+ * flight there (run_until_complete's "nothing can wake me" test still works). No eventfd is
+ * needed: MSG_RING works from any ring, a foreign thread's included. */
+
+coil__wake_addr coil__backend_wake_addr(coil_loop *loop)
+{
+    coil__wake_addr a = { loop->io.drv->ring.ring_fd };
+    return a;
+}
+
+/* A foreign thread's own small ring, only for MSG_RING; torn down when the thread exits. */
+struct wake_ring {
+    struct io_uring ring;
+};
+static pthread_key_t wake_key;
+static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
+
+static void wake_ring_free(void *p)
+{
+    struct wake_ring *w = p;
+    io_uring_queue_exit(&w->ring);
+    free(w);
+}
+
+static void wake_key_init(void) { pthread_key_create(&wake_key, wake_ring_free); }
+
+static struct wake_ring *wake_ring_here(void)
+{
+    pthread_once(&wake_once, wake_key_init);
+    struct wake_ring *w = pthread_getspecific(wake_key);
+    if (w)
+        return w;
+    w = malloc(sizeof *w);
+    if (!w)
+        return NULL;
+    if (io_uring_queue_init(4, &w->ring, 0) != 0) {
+        free(w);
+        return NULL;
+    }
+    pthread_setspecific(wake_key, w);
+    return w;
+}
+
+int coil__backend_wake(coil_loop *from, coil__wake_addr to, coil__io_cb *rec)
+{
+    uint64_t ud = (uint64_t)(uintptr_t)rec | UD_WAKE;
+    if (from) {
+        /* From a loop: ride along with its next submission (batched, no extra syscall). */
+        struct io_uring_sqe *sqe = coil__uring_sqe(from);
+        if (sqe) {
+            /* msg_ring passes `len` through as the target's res */
+            io_uring_prep_msg_ring(sqe, to.handle, COIL__WAKE_FROM_LOOP, ud, 0);
+            io_uring_sqe_set_data64(sqe, UD_IGNORE);
+            return COIL__WAKE_FROM_LOOP;
+        }
+    }
+    struct wake_ring *w = wake_ring_here();
+    struct io_uring_sqe *sqe = w ? io_uring_get_sqe(&w->ring) : NULL;
+    if (!sqe)
+        return -ENOMEM;
+    io_uring_prep_msg_ring(sqe, to.handle, COIL__WAKE_FROM_THREAD, ud, 0);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_submit(&w->ring);
+    /* Only failures post a CQE here (the target ring gone or full: then it is not asleep). */
+    struct io_uring_cqe *cqe;
+    while (io_uring_peek_cqe(&w->ring, &cqe) == 0)
+        io_uring_cqe_seen(&w->ring, cqe);
+    return COIL__WAKE_FROM_THREAD;
 }

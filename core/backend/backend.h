@@ -1,0 +1,190 @@
+/* coil core: the driver interface. Everything above the driver (the engine, I/O, observe,
+ * shards) starts operations, cancels them, polls, wakes loops and registers files through this
+ * header only, and never names the kernel interface underneath. Private to the library.
+ *
+ * The model: an operation (coil__op) is described neutrally and started with a completion
+ * target, either a task (which the completion wakes with the result) or a callback record
+ * (coil__io_cb, which the completion calls on the loop's thread). Nothing an operation names
+ * (buffer, address, msghdr, path) may move or be freed until its completion arrives: a cancel
+ * only asks, and the completion still comes (with -ECANCELED, or with the result if the
+ * operation won the race).
+ *
+ * One backend exists: io_uring (core/backend/uring/), whose functions these are. A second one
+ * (epoll: readiness plus non-blocking syscalls, an eventfd for wake-ups, a thread pool for regular
+ * files) implements the same functions in its own folder with its own struct coil__driver; the
+ * loop then picks one at creation, either by linking one set of these functions or, if both are
+ * to be in one build, by a table of them selected in coil__backend_init. The hot path reads only
+ * the common fields of coil__backend, which every backend keeps up to date, so it stays the same
+ * whatever the backend. */
+#ifndef COIL_CORE_BACKEND_H
+#define COIL_CORE_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct coil_loop coil_loop;
+typedef struct coil_task coil_task;
+
+/* ---- operations ---- */
+
+enum {
+    COIL__OP_READ,            /* read(2)/pread(2): fd, buf, len, off */
+    COIL__OP_WRITE,           /* write(2)/pwrite(2): fd, buf, len, off */
+    COIL__OP_RECV,            /* recv(2): fd, buf, len, arg = msg flags; or, with bufs, into a
+                               * provided buffer (buf NULL, len 0: a whole buffer) */
+    COIL__OP_RECV_MULTISHOT,  /* recv into provided buffers (bufs), one completion per arrival,
+                               * until about len bytes were delivered (len 0: no budget) */
+    COIL__OP_SEND,            /* send(2): fd, buf, len, arg = msg flags */
+    COIL__OP_SENDMSG,         /* sendmsg(2): fd, buf = struct msghdr *, arg = msg flags */
+    COIL__OP_RECVMSG,         /* recvmsg(2): fd, buf = struct msghdr *, arg = msg flags */
+    COIL__OP_ACCEPT,          /* accept4(2): fd, buf = address or NULL, out = socklen_t *, arg =
+                               * SOCK_* flags */
+    COIL__OP_ACCEPT_MULTISHOT,/* accept4(2) for every connection until cancelled: fd, arg */
+    COIL__OP_CONNECT,         /* connect(2): fd, buf = address, len = its length */
+    COIL__OP_SHUTDOWN,        /* shutdown(2): fd, arg = how */
+    COIL__OP_CLOSE,           /* close(2): fd */
+    COIL__OP_FSYNC,           /* fsync(2), or fdatasync(2) with COIL__OPF_DATASYNC: fd */
+    COIL__OP_OPENAT,          /* openat(2): fd = dirfd, buf = path, arg = O_* flags, arg2 = mode;
+                               * the result is the new fd */
+    COIL__OP_STATX,           /* statx(2): fd = dirfd, buf = path, arg = AT_* flags, arg2 = mask,
+                               * out = struct statx * */
+    COIL__OP_POLL,            /* one readiness event: fd, arg = POLL* mask; the result is the
+                               * revents */
+    COIL__OP_FUTEX_WAIT,      /* futex wait on a shared (not private) 32-bit word: buf = word,
+                               * off = the value seen; only where COIL__CAP_FUTEX_WAIT */
+    COIL__OP_TIMEOUT,         /* completes with -ETIME after buf = const coil__timespec * */
+};
+
+enum {
+    COIL__OPF_FIXED = 1 << 0,    /* fd is a slot from coil__backend_file_add, not an fd */
+    COIL__OPF_DATASYNC = 1 << 1, /* FSYNC: data only */
+    /* Not work: the operation does not count in inflight or unsubmitted (so it neither keeps
+     * run_until_complete from seeing that nothing can happen nor makes a busy loop enter the
+     * kernel for it); it reaches the kernel with the next submission. Callback targets only. */
+    COIL__OPF_QUIET = 1 << 2,
+};
+
+/* READ/WRITE at the file position (read(2)/write(2)) rather than at an offset. */
+#define COIL__OFF_CUR ((uint64_t)-1)
+
+typedef struct coil__timespec {
+    int64_t sec, nsec;
+} coil__timespec;
+
+struct coil__bufring;
+
+typedef struct coil__op {
+    uint8_t code;               /* COIL__OP_* */
+    uint8_t flags;              /* COIL__OPF_* */
+    int fd;
+    void *buf;
+    void *out;
+    uint64_t len;
+    uint64_t off;
+    int arg;
+    unsigned arg2;
+    struct coil__bufring *bufs; /* RECV, RECV_MULTISHOT: the provided buffers to receive into */
+} coil__op;
+
+/* ---- completion targets ---- */
+
+/* What a callback record hears for each completion. */
+typedef struct coil__io_done {
+    int res;                    /* the result: >= 0, or a negative errno */
+    bool more;                  /* a multishot operation goes on: more completions follow */
+    const void *buf;            /* provided-buffer receives: the res bytes received, valid only
+                                 * during the call (the buffer then goes back to the pool) */
+} coil__io_done;
+
+/* A callback target. It must stay where it is until its operation's last completion (more ==
+ * false). Embed it in the object it completes. */
+typedef struct coil__io_cb {
+    void (*complete)(struct coil__io_cb *self, const coil__io_done *done);
+    bool quiet;                 /* the driver's: its operation was started COIL__OPF_QUIET */
+} coil__io_cb;
+
+/* Start op for task t: its completion wakes t (coil__task_wake) with the result. Does not
+ * suspend: the caller does (coil__io_wait in io/io_internal.h). 0, or -EBUSY when the driver can
+ * take no operation now (nothing was started then). Loop thread only. */
+int coil__backend_submit_task(coil_loop *loop, const coil__op *op, coil_task *t);
+/* Start op for a callback record. 0, or -EBUSY as above. Loop thread only. */
+int coil__backend_submit_cb(coil_loop *loop, const coil__op *op, coil__io_cb *cb);
+/* Ask that the operation started for t / for cb end early: its completion still comes
+ * (-ECANCELED, or its result if it won the race). False when the request could not be queued
+ * (the caller's cancel is then only a mark on the task). Loop thread only. */
+bool coil__backend_cancel_task(coil_loop *loop, coil_task *t);
+bool coil__backend_cancel_cb(coil_loop *loop, coil__io_cb *cb);
+/* Ask that every operation in flight end (loop close); their completions still come. */
+void coil__backend_cancel_all(coil_loop *loop);
+
+/* ---- the loop's handle on its driver ----
+ * Embedded in the loop, so the scheduler's checks read these at a fixed offset from the loop
+ * with no call and no pointer to follow. The driver's own state lives behind `drv`. */
+typedef struct coil__backend {
+    unsigned unsubmitted;       /* operations started since the last poll */
+    unsigned inflight;          /* operations whose (last) completion has not arrived */
+    int err;                    /* a hard failure of the driver not yet returned by a run */
+    bool broken;                /* the driver has failed hard once: waiting on it is futile */
+    bool peek_cheap;            /* coil__backend_pending costs a couple of loads, so a busy
+                                 * loop may look for completions every iteration */
+    struct coil__driver *drv;   /* the backend's private state */
+} coil__backend;
+
+/* Set up loop->io. 0, or COIL_ENOURING after saying on stderr why the kernel refused (with what
+ * to change); -ENOMEM. */
+int coil__backend_init(coil_loop *loop, unsigned entries);
+/* Tear it down (registered files and buffers go with it). */
+void coil__backend_exit(coil_loop *loop);
+/* Submit what is queued and run the completions that arrived; when `wait`, wait up to
+ * timeout_ns (UINT64_MAX: no limit) for at least one. Returns the number handled. A hard
+ * failure sets io.err and io.broken, which ends the run (loop.c). Loop thread only. */
+unsigned coil__backend_poll(coil_loop *loop, bool wait, uint64_t timeout_ns);
+/* Might a poll find completions (or need to enter the kernel to post them)? Cheap when
+ * io.peek_cheap; true when the driver cannot tell. */
+bool coil__backend_pending(coil_loop *loop);
+
+/* ---- capabilities ---- */
+enum { COIL__CAP_FUTEX_WAIT = 1 };
+/* Does this loop's driver support the capability? May ask the kernel once. Loop thread only. */
+bool coil__backend_supports(coil_loop *loop, int cap);
+
+/* ---- registered files ----
+ * Install fd in a slot of the driver's file table, so operations naming the slot
+ * (COIL__OPF_FIXED) skip the kernel's file lookup. Returns the slot, or -1 (no slot free, or no
+ * table here): use the fd then. The fd must stay open until the loop's next poll; the file
+ * stays open until the slot is removed. No operation may name the slot after
+ * coil__backend_file_remove. Loop thread only. */
+int coil__backend_file_add(coil_loop *loop, int fd);
+void coil__backend_file_remove(coil_loop *loop, int slot);
+
+/* ---- provided buffers ----
+ * A pool of buffers the driver fills on its own for RECV / RECV_MULTISHOT with `bufs`: each
+ * completion hands its bytes to the callback (coil__io_done.buf) and the buffer goes straight
+ * back to the pool after the call, so a few dozen buffers serve any number of connections. */
+typedef struct coil__bufring coil__bufring;
+/* A reference to the loop's shared pool, made on first use. 0, -ENOMEM, or the kernel's error
+ * (a kernel without provided buffers: receive the plain way then). */
+int coil__bufring_shared(coil_loop *loop, coil__bufring **out);
+void coil__bufring_ref(coil__bufring *b);
+/* Drop a reference; the last one unregisters and frees the pool. */
+void coil__bufring_unref(coil__bufring *b);
+
+/* ---- waking a loop from another thread ---- */
+
+/* How another thread names a loop to wake. Taken once the loop exists, on any thread. */
+typedef struct coil__wake_addr {
+    int handle;
+} coil__wake_addr;
+coil__wake_addr coil__backend_wake_addr(coil_loop *loop);
+enum { COIL__WAKE_FROM_LOOP = 1, COIL__WAKE_FROM_THREAD = 2 };
+/* Wake the loop at `to` if it waits in its poll: on its thread, its driver calls rec->complete,
+ * counted as no operation of that loop's, with res saying how it was sent (COIL__WAKE_FROM_*).
+ * rec must outlive every loop (a static record). `from` is the calling thread's running loop
+ * (the wake-up then rides along with that loop's next submission, no extra syscall) or NULL
+ * (sent now, through a small waker the calling thread keeps until it exits). Returns how it was
+ * sent (COIL__WAKE_FROM_*), or a negative errno when nothing could be sent (no memory for the
+ * thread's waker). Thread-safe. */
+int coil__backend_wake(coil_loop *from, coil__wake_addr to, coil__io_cb *rec);
+
+#endif
