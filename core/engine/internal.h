@@ -243,6 +243,8 @@ typedef struct coil__uring {
     struct coil__uring_files *files; /* fixed-file slots (uring.c), made on first use */
     struct coil__bufring *bufring;   /* the provided buffers every multishot recv on this loop
                                       * shares (bufring.c); not a reference, cleared when freed */
+    uint64_t alarm_at;            /* deadline of the armed alarm (coil__uring_alarm), 0 = none */
+    struct __kernel_timespec alarm_ts; /* what the alarm's SQEs point at until they are submitted */
     int err;                      /* a hard io_uring_enter failure not yet returned by a run */
     bool broken;                  /* enter has failed hard once: waiting on this ring is futile */
 } coil__uring;
@@ -252,6 +254,7 @@ enum {
     COIL__UD_TASK = 0,            /* a task's own operation; the CQE wakes it */
     COIL__UD_IGNORE = 1,          /* a cancel request's own completion */
     COIL__UD_CALLBACK = 2,        /* a coil__uring_cb record */
+    COIL__UD_ALARM = 3,           /* the loop's alarm (coil__uring_alarm) */
 };
 typedef struct coil__uring_cb {
     void (*complete)(struct coil__uring_cb *self, const struct io_uring_cqe *cqe);
@@ -266,6 +269,12 @@ struct io_uring_sqe *coil__uring_sqe(coil_loop *loop);
  * `wait` (UINT64_MAX = no timeout). Returns the number of CQEs handled. A hard failure of
  * io_uring_enter sets io.err (and io.broken), which ends the run (loop.c). */
 unsigned coil__uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns);
+/* Arm (or move) the loop's alarm: one absolute timeout on the ring at deadline_ns, whose expiry
+ * flags the ring like any completion. A loop that keeps running without blocking then learns that
+ * a timer may be due from the load it already makes for I/O (coil__uring_pending) instead of
+ * reading the clock every iteration. The alarm is not counted in `inflight`: it stands for the
+ * timers, which count already. Without an SQE nothing is armed and alarm_at stays as it was. */
+void coil__uring_alarm(coil_loop *loop, uint64_t deadline_ns);
 /* Might a poll find completions (or need to enter the kernel to post them)? One or two loads. */
 bool coil__uring_pending(coil_loop *loop);
 /* Install fd in a fixed-file slot of the loop's ring, so operations on it (IOSQE_FIXED_FILE)
@@ -329,7 +338,6 @@ struct coil_loop {
     void *sched_sp;               /* the scheduler context while a task runs */
     coil__uring io;
     coil__timerheap timers;
-    uint64_t now_ns;              /* cached at the start of each iteration */
     unsigned ntasks_alive;
     uint64_t tasks_created;       /* published with the gauges, once an iteration (stats.c) */
     uint64_t iterations;          /* likewise */
@@ -374,7 +382,13 @@ extern COIL__TLS coil_loop *coil__tls_loop;
 extern COIL__TLS coil_exception **coil__tls_worker_exc;
 
 uint64_t coil__now_ns(void);
-void coil__loop_update_time(coil_loop *loop);
+/* Does the alarm stand guard over the timers: armed no later than the earliest deadline, so no
+ * timer can be due before its completion shows up on the ring? Loops with no timer need none. */
+static inline bool coil__loop_timers_guarded(coil_loop *loop)
+{
+    return coil__timers_empty(&loop->timers) ||
+           (loop->io.alarm_at && loop->io.alarm_at <= coil__timers_next(&loop->timers));
+}
 void coil__loop_add_source(coil_loop *loop, coil__loop_source *s);
 void coil__loop_remove_source(coil_loop *loop, coil__loop_source *s);
 /* Run one iteration: the ready batch, I/O, timers, sources. `block` allows waiting in the ring. */

@@ -204,6 +204,28 @@ struct io_uring_sqe *coil__uring_sqe(coil_loop *loop)
     return sqe;
 }
 
+void coil__uring_alarm(coil_loop *loop, uint64_t deadline_ns)
+{
+    struct io_uring_sqe *sqe = coil__uring_sqe(loop);
+    if (!sqe)
+        return;
+    /* Both ops read the timespec when the kernel takes the SQE, so it lives in the loop; a second
+     * arm before that submit moves both to the newer deadline, which alarm_at then names. */
+    loop->io.alarm_ts.tv_sec = (long long)(deadline_ns / 1000000000u);
+    loop->io.alarm_ts.tv_nsec = (long long)(deadline_ns % 1000000000u);
+    if (loop->io.alarm_at) {
+        /* Move the armed one. If it has fired meanwhile the update fails (its own CQE is
+         * ignored) and the alarm's completion clears alarm_at: the next iteration re-arms. */
+        io_uring_prep_timeout_update(sqe, &loop->io.alarm_ts, COIL__UD_ALARM, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, COIL__UD_IGNORE);
+    } else {
+        io_uring_prep_timeout(sqe, &loop->io.alarm_ts, 0, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, COIL__UD_ALARM);
+        loop->io.inflight--;
+    }
+    loop->io.alarm_at = deadline_ns;
+}
+
 static void handle_cqe(coil_loop *loop, const struct io_uring_cqe *cqe)
 {
     uint64_t ud = cqe->user_data;
@@ -216,6 +238,10 @@ static void handle_cqe(coil_loop *loop, const struct io_uring_cqe *cqe)
         break;
     case COIL__UD_CALLBACK:
         ((coil__uring_cb *)p)->complete(p, cqe);
+        break;
+    case COIL__UD_ALARM:
+        loop->io.inflight++; /* never counted: see coil__uring_alarm */
+        loop->io.alarm_at = 0;
         break;
     default:
         break; /* a cancel request's own completion */
