@@ -14,7 +14,10 @@
 #include "inbox_debug.h"
 #include "shards.h"
 
-enum { RING_CAPACITY = COIL__LANE_CAPACITY, DRAIN_BATCH = 64, EXPECT_SPIN_NS = 20 * 1000 };
+enum { RING_CAPACITY = COIL__LANE_CAPACITY, DRAIN_BATCH = 64 };
+/* The spin before a sleep: at most SPIN_MAX_NS (a runtime's spin_us overrides), and only as long as
+ * spinning has paid off lately; SPIN_COOLDOWN sleeps without it after a spin that hurt. */
+enum { SPIN_MAX_NS = 50 * 1000, SPIN_MIN_NS = 1000, SPIN_COOLDOWN = 64 };
 /* Messages one iteration takes in. Each may start a task, and all of them run before the tasks
  * do: 512 tasks fit the loop's first task chunk and its cache, where a full ring's worth (4096,
  * 460 KB of tasks) made a flooded loop fault in a 2 MiB chunk and run its tasks from memory. */
@@ -294,24 +297,52 @@ static bool src_drain(coil_loop *loop, coil__loop_source *s)
     return drain(ib, pace) > 0;
 }
 
+/* The spin adapts to what followed it. It paid off when a message came while it ran, or would
+ * have when a message ended the sleep within the cap: keep the budget with room above that wait.
+ * A longer wait (or a sleep ended by anything else) means spinning is wasted here: halve the
+ * budget, down to none. A wake-up sent from the loop's own CPU means the producer could not run
+ * while the loop spun: the spin only delayed it, so the loop does not spin for a while. */
+static void spin_paid(coil__inbox *ib, uint64_t waited_ns)
+{
+    uint64_t want = waited_ns + waited_ns / 2 + SPIN_MIN_NS;
+    if (want > ib->spin_budget_ns)
+        ib->spin_budget_ns = (unsigned)(want < ib->spin_ns ? want : ib->spin_ns);
+}
+
+static void spin_learn(coil__inbox *ib, uint64_t waited_ns, bool for_a_message)
+{
+    if (for_a_message && atomic_load_explicit(&ib->waker_cpu, memory_order_relaxed) == sched_getcpu()) {
+        ib->spin_budget_ns = 0;
+        ib->spin_cooldown = SPIN_COOLDOWN;
+    } else if (ib->spin_cooldown) {
+        ib->spin_cooldown--;
+    } else if (for_a_message && waited_ns < ib->spin_ns) {
+        spin_paid(ib, waited_ns);
+    } else {
+        ib->spin_budget_ns /= 2;
+        if (ib->spin_budget_ns < SPIN_MIN_NS)
+            ib->spin_budget_ns = 0;
+    }
+}
+
 static bool src_before_block(coil_loop *loop, coil__loop_source *s)
 {
     (void)loop;
     coil__inbox *ib = coil__container_of(s, coil__inbox, src);
     if (ib->ovf_head || !inbox_empty(ib))
         return ib->look_now = true;
-    /* A reply is often a few microseconds away: a short spin saves both sides a syscall, and
-     * on a virtual machine the wake-up of an idle vCPU can cost tens of microseconds. Runtime
-     * shards always spin; other loops only while they wait for outside completions. */
-    unsigned spin = ib->spin_ns ? ib->spin_ns : ib->expect ? EXPECT_SPIN_NS : 0;
-    if (spin) {
-        uint64_t t0 = coil__now_ns();
+    /* A message is often a few microseconds away: a short spin saves both sides a syscall, and
+     * on a virtual machine the wake-up of an idle vCPU can cost tens of microseconds. */
+    uint64_t t0 = ib->idle_t0 = ib->spin_ns ? coil__now_ns() : 0;
+    if (ib->spin_budget_ns) {
         do {
             for (int i = 0; i < 32; i++)
                 coil__cpu_relax();
-            if (!inbox_empty(ib))
+            if (!inbox_empty(ib)) {
+                spin_paid(ib, coil__now_ns() - t0);
                 return ib->look_now = true;
-        } while (coil__now_ns() - t0 < spin);
+            }
+        } while (coil__now_ns() - t0 < ib->spin_budget_ns);
     }
     bool asym = atomic_load_explicit(&ib->asym, memory_order_relaxed);
     if (asym && ib->lane_msgs < ib->asym_after)
@@ -344,6 +375,8 @@ static void src_after_block(coil_loop *loop, coil__loop_source *s)
     /* Only after a sleep: touching the line every iteration would pull it away from producers. */
     if (ib->may_sleep) {
         ib->may_sleep = false;
+        if (ib->spin_ns)
+            spin_learn(ib, coil__now_ns() - ib->idle_t0, !inbox_empty(ib));
         atomic_store_explicit(&ib->asleep, 0, memory_order_relaxed);
     }
 }
@@ -451,6 +484,8 @@ static coil__inbox *inbox_new(coil_loop *loop)
     ib->id = atomic_fetch_add_explicit(&last_id, 1, memory_order_relaxed) + 1;
     ib->ovf_tail = &ib->ovf_head;
     ib->asym_after = ASYM_AFTER;
+    ib->spin_ns = SPIN_MAX_NS;
+    atomic_init(&ib->waker_cpu, -1);
     ib->lane_pace_ns = LANE_PACE_NS;
     coil__ilink_init(&ib->cf_waiters);
     /* Not listening yet: the first producer sends a wake-up, whose CQE hooks us in. */
@@ -574,6 +609,7 @@ static inline void after_push(coil__inbox *ib)
         return;
     if (atomic_exchange_explicit(&ib->asleep, 0, memory_order_acq_rel)) {
         atomic_fetch_add_explicit(&ib->wakes_sent, 1, memory_order_relaxed);
+        atomic_store_explicit(&ib->waker_cpu, sched_getcpu(), memory_order_relaxed);
         send_wake(ib);
     }
 }
@@ -722,6 +758,12 @@ unsigned coil__loop_inbox_lanes(coil_loop *loop)
     for (coil__lane *l = ib ? atomic_load_explicit(&ib->lanes, memory_order_acquire) : NULL; l; l = l->next)
         n++;
     return n;
+}
+
+unsigned coil__loop_inbox_spin_budget(coil_loop *loop)
+{
+    coil__inbox *ib = coil__inbox_of(loop);
+    return ib ? ib->spin_budget_ns : 0;
 }
 
 int coil__loop_inbox_asym(coil_loop *loop)

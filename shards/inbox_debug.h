@@ -29,6 +29,9 @@ int coil__loop_inbox_asleep(coil_loop *loop);
 unsigned coil__loop_inbox_capacity(coil_loop *loop);
 /* How many threads' own lanes (lane.h) the loop's inbox has. The loop's thread. */
 unsigned coil__loop_inbox_lanes(coil_loop *loop);
+/* How long the loop now spins on its inbox before it sleeps (ns; learnt, see inbox.c). The loop's
+ * thread. */
+unsigned coil__loop_inbox_spin_budget(coil_loop *loop);
 /* 1 while the loop fences for its producers before sleeping (inbox.c, asym). Any thread. */
 int coil__loop_inbox_asym(coil_loop *loop);
 /* Lane messages between two sleeps that switch that on (default 4096). The loop's thread. */

@@ -288,7 +288,7 @@ int coil_runtime_new(coil_runtime **out, const coil_runtime_opts *opts)
         rt->loop_opts = *opts->loop;
         rt->have_loop_opts = true;
     }
-    rt->spin_ns = opts->spin_us < 0 ? 0 : (unsigned)(opts->spin_us ? opts->spin_us : 20) * 1000u;
+    rt->spin_ns = opts->spin_us < 0 ? 0 : (unsigned)(opts->spin_us ? opts->spin_us : 50) * 1000u;
     pthread_mutex_init(&rt->mu, NULL);
     pthread_cond_init(&rt->cv, NULL);
     for (unsigned i = 0; i < n; i++) {

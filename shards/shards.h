@@ -97,6 +97,8 @@ typedef struct coil__inbox {
      * the producer's cache. */
     _Alignas(64) _Atomic int asleep; /* 1: the loop may be blocked; whoever clears it wakes it */
     _Atomic uint64_t wakes_sent;  /* by producers that cleared it (on the line they just wrote) */
+    _Atomic int waker_cpu;        /* the CPU the last of them ran on: one that shares the loop's
+                                   * CPU cannot post while the loop spins (inbox.c) */
     _Alignas(64) _Atomic uint32_t space_seq; /* bumped (and futex-woken) after a drain when producers wait */
     _Atomic uint32_t space_waiters;
     /* The struct outlives the loop's close while other loops' overflow lists still name it: one
@@ -112,7 +114,10 @@ typedef struct coil__inbox {
     unsigned expect;              /* outside completions this loop waits for (keeps it wakeable) */
     uint64_t drained;             /* messages run so far: shutdown's "still busy?" test, which must
                                    * not depend on counters that COIL_STATS=OFF compiles out */
-    unsigned spin_ns;             /* poll the ring this long before going to sleep */
+    unsigned spin_ns;             /* poll the inbox at most this long before going to sleep */
+    unsigned spin_budget_ns;      /* ...and this long now: learnt from the last sleeps (inbox.c) */
+    unsigned spin_cooldown;       /* sleeps to go without spinning after a spin hurt */
+    uint64_t idle_t0;             /* when the loop last ran out of work and began to spin or sleep */
     unsigned lane_msgs;           /* messages from lanes since the loop last went to sleep */
     unsigned asym_after;          /* ...that switch `asym` on (ASYM_AFTER; tests lower it) */
     uint64_t lane_pace_ns;        /* a lane's stream, once run dry, waits this long for a look */

@@ -128,6 +128,7 @@ typedef struct coil__backend {
     bool broken;                /* the driver has failed hard once: waiting on it is futile */
     bool peek_cheap;            /* coil__backend_pending costs a couple of loads, so a busy
                                  * loop may look for completions every iteration */
+    uint64_t alarm_at;          /* the armed alarm's deadline (coil__backend_alarm), 0 = none */
     struct coil__driver *drv;   /* the backend's private state */
 } coil__backend;
 
@@ -143,6 +144,15 @@ unsigned coil__backend_poll(coil_loop *loop, bool wait, uint64_t timeout_ns);
 /* Might a poll find completions (or need to enter the kernel to post them)? Cheap when
  * io.peek_cheap; true when the driver cannot tell. */
 bool coil__backend_pending(coil_loop *loop);
+
+/* Arm (or move) the loop's alarm: a completion at deadline_ns (CLOCK_MONOTONIC) that makes
+ * coil__backend_pending true, and clears alarm_at, once it is due. A loop that keeps running
+ * without blocking then learns that a timer may be due from the look it already takes for
+ * completions instead of reading the clock every iteration. The alarm is not work: it is counted
+ * in unsubmitted (the next poll must take it to the kernel) but not in inflight (it stands for
+ * the timers, which count already). Without room for it nothing is armed and alarm_at stays as
+ * it was. Useful only where io.peek_cheap; loop thread only. */
+void coil__backend_alarm(coil_loop *loop, uint64_t deadline_ns);
 
 /* ---- capabilities ---- */
 enum { COIL__CAP_FUTEX_WAIT = 1 };

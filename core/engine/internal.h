@@ -287,7 +287,6 @@ struct coil_loop {
     void *sched_sp;               /* the scheduler context while a task runs */
     coil__backend io;             /* the driver (backend.h) */
     coil__timerheap timers;
-    uint64_t now_ns;              /* cached at the start of each iteration */
     unsigned ntasks_alive;
     uint64_t tasks_created;       /* published with the gauges, once an iteration (stats.c) */
     uint64_t iterations;          /* likewise */
@@ -332,7 +331,13 @@ extern COIL__TLS coil_loop *coil__tls_loop;
 extern COIL__TLS coil_exception **coil__tls_worker_exc;
 
 uint64_t coil__now_ns(void);
-void coil__loop_update_time(coil_loop *loop);
+/* Does the alarm stand guard over the timers: armed no later than the earliest deadline, so no
+ * timer can be due before its completion shows up on the ring? Loops with no timer need none. */
+static inline bool coil__loop_timers_guarded(coil_loop *loop)
+{
+    return coil__timers_empty(&loop->timers) ||
+           (loop->io.alarm_at && loop->io.alarm_at <= coil__timers_next(&loop->timers));
+}
 void coil__loop_add_source(coil_loop *loop, coil__loop_source *s);
 void coil__loop_remove_source(coil_loop *loop, coil__loop_source *s);
 /* Run one iteration: the ready batch, I/O, timers, sources. `block` allows waiting in the ring. */

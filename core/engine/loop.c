@@ -20,8 +20,6 @@ uint64_t coil__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void coil__loop_update_time(coil_loop *loop) { loop->now_ns = coil__now_ns(); }
-
 static bool env_debug(void)
 {
     const char *d = getenv("COIL_DEBUG");
@@ -70,7 +68,6 @@ int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts)
     coil__stats_attach(loop);
     coil__debug_loop_init(loop);
     coil__stack_install_guard_handler();
-    coil__loop_update_time(loop);
     *out = loop;
     return 0;
 }
@@ -154,11 +151,13 @@ void coil__loop_run_once(coil_loop *loop, bool block)
 
     uint64_t timeout = 0;
     bool wait = block && !loop->rq_head && !loop->stopping;
+    bool due = false; /* the clock said a timer is due */
     if (wait) {
         if (!coil__timers_empty(&loop->timers)) {
             uint64_t now = coil__now_ns(), next = coil__timers_next(&loop->timers);
             timeout = next > now ? next - now : 0;
             wait = timeout > 0;
+            due = !wait;
         } else {
             timeout = UINT64_MAX;
             /* run_until_complete must see that nothing could ever wake the loop, not sleep on it. */
@@ -178,7 +177,7 @@ void coil__loop_run_once(coil_loop *loop, bool block)
      * looking costs two loads, so a busy loop looks every iteration; where it does not, a loop
      * whose inbox exists but is not hooked in yet (no source) still looks until its wake-up
      * arrives. */
-    if (wait || loop->io.inflight || loop->io.unsubmitted || loop->io.peek_cheap ||
+    if (wait || loop->io.inflight || loop->io.alarm_at || loop->io.unsubmitted || loop->io.peek_cheap ||
         (!loop->sources && __atomic_load_n(&loop->inbox, __ATOMIC_RELAXED))) {
         uint64_t t0 = wait ? coil__now_ns() : 0;
         coil__backend_poll(loop, wait, timeout);
@@ -190,7 +189,10 @@ void coil__loop_run_once(coil_loop *loop, bool block)
         if (s->after_block)
             s->after_block(loop, s);
 
-    if (!coil__timers_empty(&loop->timers)) {
+    /* The clock is read only when a timer can be due: after a wait (which ends at the earliest
+     * deadline) or when the clock said so, or when the alarm does not guard them (while it has
+     * not completed, the earliest deadline has not passed). */
+    if (wait || due ? !coil__timers_empty(&loop->timers) : !coil__loop_timers_guarded(loop)) {
         uint64_t now = coil__now_ns();
         coil__timer *t;
         while ((t = coil__timers_pop_due(&loop->timers, now)))
@@ -198,6 +200,10 @@ void coil__loop_run_once(coil_loop *loop, bool block)
     }
     for (coil__loop_source *s = loop->sources; s; s = s->next)
         s->drain(loop, s);
+    /* Work is ready, so the next iteration will not block: hand the timers to the alarm, which
+     * lets that iteration skip the clock and the tasks' own next iterations run inline. */
+    if (loop->rq_head && !coil__loop_timers_guarded(loop))
+        coil__backend_alarm(loop, coil__timers_next(&loop->timers));
     loop->iterations++;
     coil__stats_iteration(loop, nbatch);
 }

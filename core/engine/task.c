@@ -401,8 +401,9 @@ static void finish(coil_loop *loop, coil_task *t)
 
 /* Start the next iteration right here, on a task's stack, when the scheduler would have nothing
  * to do but take the ready queue: no stop request, no SQE to submit, no completion waiting, no
- * timer, no other source. A loop of tasks that only yield to each other then never leaves task
- * context. Anything else goes back to the scheduler.
+ * timer that can be due (the loop's alarm guards them: its expiry is a completion), no other
+ * source. A loop of tasks that only yield to each other then never leaves task context, timers
+ * armed or not. Anything else goes back to the scheduler.
  *
  * Another thread's first message creates the loop's inbox (loop->inbox) and wakes the loop with a
  * CQE, which the scheduler must reap to hook the inbox in as a source: a loop with no I/O of its
@@ -411,9 +412,9 @@ static void finish(coil_loop *loop, coil_task *t)
 static bool next_iteration_inline(coil_loop *loop)
 {
     if (!loop->rq_head || loop->stopping || loop->sources || loop->eager_task || loop->io.unsubmitted ||
-        !coil__timers_empty(&loop->timers) || __atomic_load_n(&loop->inbox, __ATOMIC_RELAXED))
+        !coil__loop_timers_guarded(loop) || __atomic_load_n(&loop->inbox, __ATOMIC_RELAXED))
         return false;
-    if (loop->io.inflight && coil__backend_pending(loop))
+    if ((loop->io.inflight || loop->io.alarm_at) && coil__backend_pending(loop))
         return false;
     loop->batch = loop->rq_head;
     loop->rq_head = NULL;

@@ -9,7 +9,7 @@
 /* Logical slot k lives at e[k + PAD]: the four children of k (4k+1 .. 4k+4) then sit at
  * e[4k+4 .. 4k+7], one 64-byte line when e is 64-byte aligned, so each level of a sift
  * touches one line. */
-enum { PAD = 3 };
+enum { PAD = COIL__TIMER_PAD };
 #define AT(h, k) ((h)->e[(k) + PAD])
 
 static inline bool before(const coil__heapent *a, const coil__heapent *b)
@@ -185,8 +185,6 @@ static inline const coil__heapent *first(const coil__timerheap *h)
         return r;
     return r && before(r, &AT(h, 0)) ? r : &AT(h, 0);
 }
-
-uint64_t coil__timers_next(coil__timerheap *h) { return first(h)->when; }
 
 coil__timer *coil__timers_pop_due(coil__timerheap *h, uint64_t now)
 {

@@ -45,8 +45,17 @@ int coil__timers_add(coil__timerheap *h, coil__timer *t, uint64_t when);
 void coil__timers_remove(coil__timerheap *h, coil__timer *t);
 /* Pop the earliest timer if it is due at `now`, else NULL. */
 coil__timer *coil__timers_pop_due(coil__timerheap *h, uint64_t now);
-/* The earliest deadline; the queue must not be empty. */
-uint64_t coil__timers_next(coil__timerheap *h);
+/* Heap slot k sits at e[k + COIL__TIMER_PAD] (timer.c says why). */
+#define COIL__TIMER_PAD 3
+/* The earliest deadline; UINT64_MAX when the queue is empty. Inline and branch-light: a busy loop
+ * with timers armed asks every iteration whether its alarm still covers them. */
+static inline uint64_t coil__timers_next(const coil__timerheap *h)
+{
+    uint64_t when = h->run_live ? h->run[h->run_head & (h->run_cap - 1)].when : UINT64_MAX;
+    if (h->n && h->e[COIL__TIMER_PAD].when < when)
+        when = h->e[COIL__TIMER_PAD].when;
+    return when;
+}
 
 static inline bool coil__timer_armed(const coil__timer *t) { return t->idx != 0; }
 static inline bool coil__timers_empty(const coil__timerheap *h) { return h->n == 0 && h->run_live == 0; }

@@ -13,6 +13,7 @@ enum {
     UD_IGNORE = 1,   /* a cancel request's or a file update's own completion */
     UD_CALLBACK = 2, /* a coil__io_cb record */
     UD_WAKE = 3,     /* another thread's wake-up (MSG_RING) carrying a coil__io_cb record */
+    UD_ALARM = 4,    /* the loop's alarm (coil__backend_alarm) */
 };
 
 struct coil__driver {
@@ -21,6 +22,7 @@ struct coil__driver {
     struct coil__uring_files *files; /* fixed-file slots (uring.c), made on first use */
     struct coil__bufring *bufring;   /* the provided buffers every multishot recv on this loop
                                       * shares (bufring.c); not a reference, cleared when freed */
+    struct __kernel_timespec alarm_ts; /* what the alarm's SQEs point at until they are submitted */
 };
 typedef struct coil__driver coil__driver;
 

@@ -245,6 +245,28 @@ static void complete_cb(coil_loop *loop, coil__io_cb *cb, const struct io_uring_
     coil__bufring_unref(b);
 }
 
+void coil__backend_alarm(coil_loop *loop, uint64_t deadline_ns)
+{
+    struct io_uring_sqe *sqe = coil__uring_sqe(loop);
+    if (!sqe)
+        return;
+    /* Both ops read the timespec when the kernel takes the SQE, so it lives in the loop; a second
+     * arm before that submit moves both to the newer deadline, which alarm_at then names. */
+    loop->io.drv->alarm_ts.tv_sec = (long long)(deadline_ns / 1000000000u);
+    loop->io.drv->alarm_ts.tv_nsec = (long long)(deadline_ns % 1000000000u);
+    if (loop->io.alarm_at) {
+        /* Move the armed one. If it has fired meanwhile the update fails (its own CQE is
+         * ignored) and the alarm's completion clears alarm_at: the next iteration re-arms. */
+        io_uring_prep_timeout_update(sqe, &loop->io.drv->alarm_ts, UD_ALARM, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    } else {
+        io_uring_prep_timeout(sqe, &loop->io.drv->alarm_ts, 0, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, UD_ALARM);
+        loop->io.inflight--; /* it stands for the timers, which count already */
+    }
+    loop->io.alarm_at = deadline_ns;
+}
+
 static void handle_cqe(coil_loop *loop, const struct io_uring_cqe *cqe)
 {
     uint64_t ud = cqe->user_data;
@@ -263,6 +285,9 @@ static void handle_cqe(coil_loop *loop, const struct io_uring_cqe *cqe)
         ((coil__io_cb *)p)->complete(p, &d);
         break;
     }
+    case UD_ALARM:
+        loop->io.alarm_at = 0;
+        break;
     default:
         loop->io.inflight--; /* a cancel request's own completion */
         break;
