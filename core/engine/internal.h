@@ -144,6 +144,9 @@ typedef struct coil__wait_ops {
      * await. True for futures and primitives (which then pass the wake-up on); false for I/O,
      * whose completed result must not be lost. */
     bool late_cancel_wins;
+    /* What the wait is on, for the call graph: fills up to `max` awaitables and returns how many
+     * there are. NULL: nothing the call graph can follow (a sleep, I/O, a lock...). */
+    size_t (*awaits)(const void *wait_obj, coil__aw **out, size_t max);
 } coil__wait_ops;
 
 typedef struct coil__task_ext coil__task_ext;
@@ -404,6 +407,9 @@ void coil__wnode_wake_task(coil__wnode *n, int result);
 /* A wait_ops cancel for a task waiting on an awaitable's list (t->wait_obj): leave the list and
  * wake with -ECANCELED, leaving the awaitable itself alone. */
 void coil__aw_cancel_waiter(coil_task *t);
+/* A wait_ops awaits hook for a wait whose wait_obj is the awaited awaitable itself (a plain await,
+ * shield, wait_for): that one awaitable. */
+size_t coil__aw_awaits_self(const void *wait_obj, coil__aw **out, size_t max);
 /* Consume a pending cancellation at an await point: -ECANCELED if there was one, else 0. */
 static inline int coil__task_check_cancel(coil_task *t)
 {
@@ -467,13 +473,5 @@ static inline bool coil__foreign_thread(const coil_loop *loop, const char *fn)
     coil__wrong_thread(fn);
     return true;
 }
-
-/* ---- call graph (callgraph.c) ----
- * For a wait whose wait_obj is not itself an awaitable: the awaitables it still waits on. Each
- * fills up to `max` and returns how many there are. */
-size_t coil__gather_awaits(const void *wait_obj, coil__aw **out, size_t max);
-size_t coil__wait_awaits(const void *wait_obj, coil__aw **out, size_t max);
-size_t coil__as_completed_awaits(const void *wait_obj, coil__aw **out, size_t max);
-size_t coil__taskgroup_awaits(const void *wait_obj, coil__aw **out, size_t max);
 
 #endif
