@@ -14,7 +14,6 @@
 #include "engine/faults.h"
 #include "mem/pool.h"
 #include "engine/stack.h"
-#include "observe/stats.h"
 #include "engine/timer.h"
 
 #define COIL_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -298,8 +297,36 @@ int coil__io_submit_wait(coil_task *t, struct io_uring_sqe *sqe);
 /* Does [p, p+n) overlap the loop's shared compact stack? (Such buffers must be bounced.) */
 bool coil__on_shared_stack(coil_loop *loop, const void *p, size_t n);
 
+/* ---- observability hooks ----
+ * The engine never calls observability by name. Whoever builds a loop (core/assemble.c, the one
+ * place that knows every layer) hands coil__loop_new a table of hooks, and the engine calls them
+ * where a loop has something to report, behind the same gates as the work itself: the step hooks
+ * only while loop->timing is on, so a loop that is not timed pays nothing per task switch. Every
+ * member must be set (the engine calls them without a NULL check). All run on the loop's thread. */
+typedef struct coil__loop_hooks {
+    /* The loop is built (not yet running) / its debug flag changed / it is being freed (its ring,
+     * tasks and pools are gone). */
+    void (*open)(coil_loop *loop);
+    void (*configure)(coil_loop *loop);
+    void (*close)(coil_loop *loop);
+    /* Once per scheduler iteration, after `batch` ready tasks and callbacks ran. */
+    void (*iteration)(coil_loop *loop, unsigned batch);
+    /* The loop was blocked waiting for completions from t0 to t1 (coil__now_ns). */
+    void (*block)(coil_loop *loop, uint64_t t0, uint64_t t1);
+    /* Publish the task and iteration counts the loop keeps on its own line; iterations started
+     * inline, without the scheduler, call it now and then. */
+    void (*publish)(coil_loop *loop);
+    /* While loop->timing: a step of `task` starts / ends on the loop's thread. */
+    void (*step_begin)(coil_loop *loop, void *task);
+    void (*step_end)(coil_loop *loop, void *task);
+} coil__loop_hooks;
+
+/* The loop's published counters and the state of their publisher, owned by the hooks above
+ * (observability's stats.h); the engine only carries the pointers. */
+typedef struct coil__loop_stats coil__loop_stats;
+typedef struct coil__stats_watch coil__stats_watch;
+
 /* ---- the loop ---- */
-/* coil__loop_stats, the loop's published counters: stats.h. */
 
 /* An extra source of work the loop drains every iteration (the shards layer's inbound ring). */
 typedef struct coil__loop_source {
@@ -356,6 +383,7 @@ struct coil_loop {
     void *handler_arg;
     pthread_t thread;
     double slow_callback_duration;
+    const coil__loop_hooks *hooks; /* what observes the loop (see coil__loop_hooks) */
     coil__loop_stats *stats;      /* its slot in the process's segment (stats.h), or a private copy */
     coil__stats_watch *stats_watch; /* how it hears loopstat (stats.c); NULL for a private slot */
     uint64_t stall_ns;            /* stall watchdog threshold; 0 = not watched */
@@ -376,6 +404,9 @@ extern COIL__TLS coil_loop *coil__tls_loop;
  * records the exception (the job's slot), so the awaiting task receives it. */
 extern COIL__TLS coil_exception **coil__tls_worker_exc;
 
+/* Build a loop as coil_new_event_loop does, observed through `hooks` (required, every member
+ * set; it must outlive the loop). */
+int coil__loop_new(coil_loop **out, const coil_loop_opts *opts, const coil__loop_hooks *hooks);
 uint64_t coil__now_ns(void);
 void coil__loop_update_time(coil_loop *loop);
 void coil__loop_add_source(coil_loop *loop, coil__loop_source *s);
@@ -454,7 +485,7 @@ void coil__task_free_now(coil_loop *loop, coil_task *t);
 /* ---- signals (signal.c) ---- */
 void coil__signals_close(coil_loop *loop);
 
-/* ---- debug mode (debug.c) ---- */
+/* ---- debug mode: the wrong-thread checks (loop.c; the timing debug mode turns on is a hook) ---- */
 /* Prints "coil: <fn> called from a thread that does not own the loop"; returns COIL_EWRONGLOOP. */
 int coil__wrong_thread(const char *fn);
 /* At the top of loop-only public functions: a foreign-thread call fails loudly in debug mode. */

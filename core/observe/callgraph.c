@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "engine/internal.h"
+#include "observe/stats.h"
 
 typedef struct edge {
     size_t from, to;

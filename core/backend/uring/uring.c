@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include "engine/internal.h"
+#include "observe/stats.h"
 
 /* Slot bookkeeping for coil__uring_file_add. The kernel's update reads the fd from memory at
  * submit time, so each slot's fd lives here (not in a stream that may be gone by then). */
