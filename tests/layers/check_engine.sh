@@ -10,7 +10,10 @@
 set -euo pipefail
 root=$(cd "${1:-$(dirname "$0")/../..}" && pwd)
 cd "$root"
-[ -d core/engine ] && [ -d shards ] || { echo "check_engine: $root is not a coil tree" >&2; exit 2; }
+if [ ! -d core/engine ] || [ ! -d shards ]; then
+    echo "check_engine: $root is not a coil tree" >&2
+    exit 2
+fi
 
 # The file a quoted include names, as a path relative to the root; a name found nowhere is read
 # as relative to core/, the way the tree spells its includes.
@@ -38,7 +41,7 @@ check() {
                 bad=1
             fi
         done < <(grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$f" || true)
-    done < <(find $files -type f \( -name '*.c' -o -name '*.h' -o -name '*.S' \) | sort)
+    done < <(find "$files" -type f \( -name '*.c' -o -name '*.h' -o -name '*.S' \) | sort)
 }
 
 check core/engine '^(core/(observe|io|toolkit)/|shards/)' "the engine includes no observe/, io/, toolkit/ or shards header"
