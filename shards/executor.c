@@ -307,7 +307,7 @@ static void job_timeout(coil__timer *tm)
 }
 
 /* A result that came back must not be lost to a cancel landing after the wake-up. */
-static const coil__wait_ops job_ops = { "executor", job_cancel, false };
+static const coil__wait_ops job_ops = { "executor", job_cancel, false, NULL };
 
 /* Suspend t until j completes (or times out after timeout_ns, UINT64_MAX = never). Returns 0
  * with the job freed and its result in *result, or -ECANCELED/-ETIMEDOUT (job_done frees j). */

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "engine/internal.h"
+#include "observe/stats.h"
 #include "lane.h"
 #include "mpsc.h"
 

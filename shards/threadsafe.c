@@ -592,7 +592,7 @@ static void cfwait_cancel(coil_task *t)
 }
 
 /* A completed result must not be lost to a cancel that lands after the wake-up. */
-static const coil__wait_ops cfwait_ops = { "cfuture", cfwait_cancel, false };
+static const coil__wait_ops cfwait_ops = { "cfuture", cfwait_cancel, false, NULL };
 
 int coil_cfuture_await(coil_cfuture *cf, void **result)
 {

@@ -80,6 +80,13 @@ void coil__aw_cancel_waiter(coil_task *t)
     coil__task_wake(t, -ECANCELED);
 }
 
+size_t coil__aw_awaits_self(const void *wait_obj, coil__aw **out, size_t max)
+{
+    if (max)
+        out[0] = (coil__aw *)wait_obj;
+    return 1;
+}
+
 static void cancel_future_wait(coil_task *t)
 {
     coil_future_cancel((coil_future *)t->wait_obj, t->ext ? t->ext->cancel_msg : NULL);
@@ -92,8 +99,8 @@ static void cancel_task_wait(coil_task *t)
     coil_task_cancel((coil_task *)t->wait_obj, t->ext ? t->ext->cancel_msg : NULL);
 }
 
-static const coil__wait_ops future_wait = { "future", cancel_future_wait, true };
-static const coil__wait_ops task_wait = { "task", cancel_task_wait, true };
+static const coil__wait_ops future_wait = { "future", cancel_future_wait, true, coil__aw_awaits_self };
+static const coil__wait_ops task_wait = { "task", cancel_task_wait, true, coil__aw_awaits_self };
 
 int coil__aw_await(coil_loop *loop, coil__aw *aw, void **result)
 {

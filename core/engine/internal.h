@@ -15,7 +15,6 @@
 #include "engine/faults.h"
 #include "mem/pool.h"
 #include "engine/stack.h"
-#include "observe/stats.h"
 #include "engine/timer.h"
 
 #define COIL_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -145,6 +144,9 @@ typedef struct coil__wait_ops {
      * await. True for futures and primitives (which then pass the wake-up on); false for I/O,
      * whose completed result must not be lost. */
     bool late_cancel_wins;
+    /* What the wait is on, for the call graph: fills up to `max` awaitables and returns how many
+     * there are. NULL: nothing the call graph can follow (a sleep, I/O, a lock...). */
+    size_t (*awaits)(const void *wait_obj, coil__aw **out, size_t max);
 } coil__wait_ops;
 
 typedef struct coil__task_ext coil__task_ext;
@@ -253,8 +255,36 @@ enum { COIL__RQ_DONECB = 4 };
 /* Does [p, p+n) overlap the loop's shared compact stack? (Such buffers must be bounced.) */
 bool coil__on_shared_stack(coil_loop *loop, const void *p, size_t n);
 
+/* ---- observability hooks ----
+ * The engine never calls observability by name. Whoever builds a loop (core/assemble.c, the one
+ * place that knows every layer) hands coil__loop_new a table of hooks, and the engine calls them
+ * where a loop has something to report, behind the same gates as the work itself: the step hooks
+ * only while loop->timing is on, so a loop that is not timed pays nothing per task switch. Every
+ * member must be set (the engine calls them without a NULL check). All run on the loop's thread. */
+typedef struct coil__loop_hooks {
+    /* The loop is built (not yet running) / its debug flag changed / it is being freed (its ring,
+     * tasks and pools are gone). */
+    void (*open)(coil_loop *loop);
+    void (*configure)(coil_loop *loop);
+    void (*close)(coil_loop *loop);
+    /* Once per scheduler iteration, after `batch` ready tasks and callbacks ran. */
+    void (*iteration)(coil_loop *loop, unsigned batch);
+    /* The loop was blocked waiting for completions from t0 to t1 (coil__now_ns). */
+    void (*block)(coil_loop *loop, uint64_t t0, uint64_t t1);
+    /* Publish the task and iteration counts the loop keeps on its own line; iterations started
+     * inline, without the scheduler, call it now and then. */
+    void (*publish)(coil_loop *loop);
+    /* While loop->timing: a step of `task` starts / ends on the loop's thread. */
+    void (*step_begin)(coil_loop *loop, void *task);
+    void (*step_end)(coil_loop *loop, void *task);
+} coil__loop_hooks;
+
+/* The loop's published counters and the state of their publisher, owned by the hooks above
+ * (observability's stats.h); the engine only carries the pointers. */
+typedef struct coil__loop_stats coil__loop_stats;
+typedef struct coil__stats_watch coil__stats_watch;
+
 /* ---- the loop ---- */
-/* coil__loop_stats, the loop's published counters: stats.h. */
 
 /* An extra source of work the loop drains every iteration (the shards layer's inbound ring). */
 typedef struct coil__loop_source {
@@ -310,6 +340,7 @@ struct coil_loop {
     void *handler_arg;
     pthread_t thread;
     double slow_callback_duration;
+    const coil__loop_hooks *hooks; /* what observes the loop (see coil__loop_hooks) */
     coil__loop_stats *stats;      /* its slot in the process's segment (stats.h), or a private copy */
     coil__stats_watch *stats_watch; /* how it hears loopstat (stats.c); NULL for a private slot */
     uint64_t stall_ns;            /* stall watchdog threshold; 0 = not watched */
@@ -330,6 +361,9 @@ extern COIL__TLS coil_loop *coil__tls_loop;
  * records the exception (the job's slot), so the awaiting task receives it. */
 extern COIL__TLS coil_exception **coil__tls_worker_exc;
 
+/* Build a loop as coil_new_event_loop does, observed through `hooks` (required, every member
+ * set; it must outlive the loop). */
+int coil__loop_new(coil_loop **out, const coil_loop_opts *opts, const coil__loop_hooks *hooks);
 uint64_t coil__now_ns(void);
 /* Does the alarm stand guard over the timers: armed no later than the earliest deadline, so no
  * timer can be due before its completion shows up on the ring? Loops with no timer need none. */
@@ -367,6 +401,9 @@ void coil__wnode_wake_task(coil__wnode *n, int result);
 /* A wait_ops cancel for a task waiting on an awaitable's list (t->wait_obj): leave the list and
  * wake with -ECANCELED, leaving the awaitable itself alone. */
 void coil__aw_cancel_waiter(coil_task *t);
+/* A wait_ops awaits hook for a wait whose wait_obj is the awaited awaitable itself (a plain await,
+ * shield, wait_for): that one awaitable. */
+size_t coil__aw_awaits_self(const void *wait_obj, coil__aw **out, size_t max);
 /* Consume a pending cancellation at an await point: -ECANCELED if there was one, else 0. */
 static inline int coil__task_check_cancel(coil_task *t)
 {
@@ -411,7 +448,7 @@ void coil__task_free_now(coil_loop *loop, coil_task *t);
 /* ---- signals (signal.c) ---- */
 void coil__signals_close(coil_loop *loop);
 
-/* ---- debug mode (debug.c) ---- */
+/* ---- debug mode: the wrong-thread checks (loop.c; the timing debug mode turns on is a hook) ---- */
 /* Prints "coil: <fn> called from a thread that does not own the loop"; returns COIL_EWRONGLOOP. */
 int coil__wrong_thread(const char *fn);
 /* At the top of loop-only public functions: a foreign-thread call fails loudly in debug mode. */
@@ -430,13 +467,5 @@ static inline bool coil__foreign_thread(const coil_loop *loop, const char *fn)
     coil__wrong_thread(fn);
     return true;
 }
-
-/* ---- call graph (callgraph.c) ----
- * For a wait whose wait_obj is not itself an awaitable: the awaitables it still waits on. Each
- * fills up to `max` and returns how many there are. */
-size_t coil__gather_awaits(const void *wait_obj, coil__aw **out, size_t max);
-size_t coil__wait_awaits(const void *wait_obj, coil__aw **out, size_t max);
-size_t coil__as_completed_awaits(const void *wait_obj, coil__aw **out, size_t max);
-size_t coil__taskgroup_awaits(const void *wait_obj, coil__aw **out, size_t max);
 
 #endif

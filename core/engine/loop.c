@@ -26,10 +26,10 @@ static bool env_debug(void)
     return d && *d && strcmp(d, "0") != 0;
 }
 
-int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts)
+int coil__loop_new(coil_loop **out, const coil_loop_opts *opts, const coil__loop_hooks *hooks)
 {
     static const coil_loop_opts defaults;
-    if (!out)
+    if (!out || !hooks)
         return -EINVAL;
     if (!opts)
         opts = &defaults;
@@ -65,8 +65,8 @@ int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts)
     loop->debug = opts->debug > 0 || (opts->debug == 0 && env_debug());
     loop->slow_callback_duration = opts->slow_callback_duration > 0 ? opts->slow_callback_duration : 0.1;
     loop->thread = pthread_self();
-    coil__stats_attach(loop);
-    coil__debug_loop_init(loop);
+    loop->hooks = hooks;
+    hooks->open(loop);
     coil__stack_install_guard_handler();
     *out = loop;
     return 0;
@@ -182,7 +182,7 @@ void coil__loop_run_once(coil_loop *loop, bool block)
         uint64_t t0 = wait ? coil__now_ns() : 0;
         coil__backend_poll(loop, wait, timeout);
         if (wait)
-            coil__stats_block(loop, t0, coil__now_ns());
+            loop->hooks->block(loop, t0, coil__now_ns());
     }
     /* Every source hears after_block, even one whose before_block ran before another said no. */
     for (coil__loop_source *s = loop->sources; s; s = s->next)
@@ -205,7 +205,7 @@ void coil__loop_run_once(coil_loop *loop, bool block)
     if (loop->rq_head && !coil__loop_timers_guarded(loop))
         coil__backend_alarm(loop, coil__timers_next(&loop->timers));
     loop->iterations++;
-    coil__stats_iteration(loop, nbatch);
+    loop->hooks->iteration(loop, nbatch);
 }
 
 void coil__loop_on_close(coil_loop *loop, coil__loop_closer *c)
@@ -414,8 +414,7 @@ int coil_loop_close(coil_loop *loop)
     coil__pool_destroy(&loop->timeout_pool);
     if (coil__tls_loop == loop)
         coil__tls_loop = NULL;
-    coil__debug_loop_close(loop);
-    coil__stats_detach(loop);
+    loop->hooks->close(loop);
     free(loop);
     return 0;
 }
@@ -604,6 +603,12 @@ void coil__loop_report(coil_loop *loop, const char *message, int code, const coi
 void coil_loop_set_debug(coil_loop *loop, bool on)
 {
     loop->debug = on;
-    coil__debug_loop_init(loop);
+    loop->hooks->configure(loop);
 }
 bool coil_loop_get_debug(const coil_loop *loop) { return loop->debug; }
+
+int coil__wrong_thread(const char *fn)
+{
+    fprintf(stderr, "coil: %s called from a thread that does not own the loop\n", fn);
+    return COIL_EWRONGLOOP;
+}

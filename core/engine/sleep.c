@@ -16,8 +16,8 @@ static void sleep_cancel(coil_task *t)
     coil__task_wake(t, -ECANCELED);
 }
 
-static const coil__wait_ops sleep_wait = { "sleep", sleep_cancel, true };
-static const coil__wait_ops yield_wait = { "yield", NULL, true };
+static const coil__wait_ops sleep_wait = { "sleep", sleep_cancel, true, NULL };
+static const coil__wait_ops yield_wait = { "yield", NULL, true, NULL };
 
 int coil_sleep_ns(uint64_t ns)
 {

@@ -223,7 +223,7 @@ static coil_task *resume(coil_loop *loop, coil_task *t)
     t->tstate = COIL__T_RUNNING;
     loop->current = t;
     if (COIL_UNLIKELY(loop->timing))
-        coil__step_begin(loop, t);
+        loop->hooks->step_begin(loop, t);
 #if defined(COIL_SANITIZE_BUILD)
     coil__fiber_switch(&loop->sched_sp, t->sp, &loop->sched_fiber, &t->fiber, 0);
 #else
@@ -231,7 +231,7 @@ static coil_task *resume(coil_loop *loop, coil_task *t)
 #endif
     coil_task *back = loop->current;
     if (COIL_UNLIKELY(loop->timing))
-        coil__step_end(loop, back);
+        loop->hooks->step_end(loop, back);
     loop->current = NULL;
     if (back->tstate == COIL__T_FINISHED) {
         finish(loop, back);
@@ -421,7 +421,7 @@ static bool next_iteration_inline(coil_loop *loop)
     loop->rq_tail = &loop->rq_head;
     /* Counted on the loop's own line; published every 256 so loopstat still sees a busy loop. */
     if (COIL_UNLIKELY((++loop->iterations & 255) == 0))
-        coil__stats_publish_tasks(loop);
+        loop->hooks->publish(loop);
     return true;
 }
 
@@ -454,8 +454,8 @@ static void switch_out(coil_loop *loop, coil_task *t)
     coil_task *next = next_direct(loop, t);
     if (COIL_UNLIKELY(loop->timing) && next) {
         /* A direct hand-over ends one step and starts the next without the scheduler. */
-        coil__step_end(loop, t);
-        coil__step_begin(loop, next);
+        loop->hooks->step_end(loop, t);
+        loop->hooks->step_begin(loop, next);
     }
     if (next == t) {
         t->tstate = COIL__T_RUNNING; /* it yielded and is the only one ready: carry on */

@@ -21,7 +21,7 @@ static void io_cancel(coil_task *t)
     t->tflags |= COIL__TF_MUST_CANCEL;
 }
 
-static const coil__wait_ops io_wait = { "io", io_cancel, false };
+static const coil__wait_ops io_wait = { "io", io_cancel, false, NULL };
 
 /* Is [p, p+n) on the shared stack of compact tasks? Such memory belongs to another task while
  * this one is suspended, so the kernel must not be given it. */

@@ -413,8 +413,8 @@ static void wait_cancel(coil_task *t)
     coil__task_wake(t, -ECANCELED);
 }
 
-static const coil__wait_ops forever_wait = { "server serve_forever", wait_cancel, true };
-static const coil__wait_ops closed_wait = { "server wait_closed", wait_cancel, true };
+static const coil__wait_ops forever_wait = { "server serve_forever", wait_cancel, true, NULL };
+static const coil__wait_ops closed_wait = { "server wait_closed", wait_cancel, true, NULL };
 
 static int wait_on(coil_task *t, coil__wlist *l, const coil__wait_ops *ops)
 {

@@ -277,7 +277,7 @@ static void rwait_cancel(coil_task *t)
     coil__task_wake(t, -ECANCELED);
 }
 
-static const coil__wait_ops rwait_ops = { "stream read", rwait_cancel, true };
+static const coil__wait_ops rwait_ops = { "stream read", rwait_cancel, true, NULL };
 
 /* fill() for multishot streams: arm the recv if it is not, then wait for a completion. */
 static int fill_multishot(coil_stream *s, coil_task *t, size_t want)
@@ -754,8 +754,8 @@ static void wait_cancel(coil_task *t)
     coil__task_wake(t, -ECANCELED);
 }
 
-static const coil__wait_ops drain_wait = { "stream drain", wait_cancel, true };
-static const coil__wait_ops closed_wait = { "stream wait_closed", wait_cancel, true };
+static const coil__wait_ops drain_wait = { "stream drain", wait_cancel, true, NULL };
+static const coil__wait_ops closed_wait = { "stream wait_closed", wait_cancel, true, NULL };
 
 static int wait_on(coil_task *t, coil__wlist *l, const coil__wait_ops *ops)
 {

@@ -306,7 +306,7 @@ static void wait_cancel(coil_task *t)
 }
 
 /* The exit status is kept in the object, so a cancel landing after the wake-up loses nothing. */
-static const coil__wait_ops exit_wait = { "subprocess wait", wait_cancel, true };
+static const coil__wait_ops exit_wait = { "subprocess wait", wait_cancel, true, NULL };
 
 int coil_subprocess_wait(coil_subprocess *p, int *returncode)
 {

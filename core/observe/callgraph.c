@@ -1,8 +1,9 @@
 /* coil core: the call graph. Which task awaits which task or future, built from what every
- * suspended task records anyway: wait_ops->what says the kind of wait and wait_obj the object;
- * for combinators whose wait_obj is their own state (gather, wait, as_completed, TaskGroup) the
- * combinator lists what it still waits on (coil__*_awaits). Edges go from the awaiting task to
- * the awaited awaitable; "awaited by" is the same edge list read backwards. */
+ * suspended task records anyway: wait_ops->what names the kind of wait, and wait_ops->awaits
+ * lists the awaitables its wait_obj still waits on. Each waiter kind describes itself through
+ * that hook, so this file knows none of them by name and a new combinator never edits it. Edges
+ * go from the awaiting task to the awaited awaitable; "awaited by" is the same edge list read
+ * backwards. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "engine/internal.h"
+#include "observe/stats.h"
 
 typedef struct edge {
     size_t from, to;
@@ -83,23 +85,9 @@ static bool add_edge(graph *g, size_t from, size_t to)
 /* What a suspended task waits on, as awaitables. */
 static size_t awaits_of(coil_task *t, coil__aw **out, size_t max)
 {
-    if (t->tstate != COIL__T_SUSPENDED || !t->wait_ops || !t->wait_obj)
+    if (t->tstate != COIL__T_SUSPENDED || !t->wait_ops || !t->wait_ops->awaits || !t->wait_obj)
         return 0;
-    const char *w = t->wait_ops->what;
-    if (!strcmp(w, "future") || !strcmp(w, "task") || !strcmp(w, "shield") || !strcmp(w, "wait_for")) {
-        if (max)
-            out[0] = t->wait_obj;
-        return 1;
-    }
-    if (!strcmp(w, "gather"))
-        return coil__gather_awaits(t->wait_obj, out, max);
-    if (!strcmp(w, "wait"))
-        return coil__wait_awaits(t->wait_obj, out, max);
-    if (!strcmp(w, "as_completed"))
-        return coil__as_completed_awaits(t->wait_obj, out, max);
-    if (!strcmp(w, "taskgroup"))
-        return coil__taskgroup_awaits(t->wait_obj, out, max);
-    return 0;
+    return t->wait_ops->awaits(t->wait_obj, out, max);
 }
 
 static int cmp_from(const void *a, const void *b)

@@ -1,6 +1,5 @@
-/* coil core: timing mode and debug-mode checks: per-step clock reads (longest step, the
- * step-duration histogram, the stall watchdog's "step started at"), the slow-step log and the
- * wrong-thread check. */
+/* coil core: timing mode: per-step clock reads (longest step, the step-duration histogram, the
+ * stall watchdog's "step started at") and the slow-step log, which debug mode switches on. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +8,7 @@
 #include <unistd.h>
 
 #include "engine/internal.h"
+#include "observe/stats.h"
 
 static COIL__TLS uint64_t my_tid;
 
@@ -133,12 +133,6 @@ void coil__step_end(coil_loop *loop, void *task)
         __atomic_store_n(&p->longest_step_ns, d, __ATOMIC_RELAXED);
     if (loop->debug && task && (double)d > loop->slow_callback_duration * 1e9)
         log_slow(task, d);
-}
-
-int coil__wrong_thread(const char *fn)
-{
-    fprintf(stderr, "coil: %s called from a thread that does not own the loop\n", fn);
-    return COIL_EWRONGLOOP;
 }
 
 int coil_loop_get_stats(const coil_loop *loop, coil_loop_stats *out)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "engine/internal.h"
+#include "observe/stats.h"
 
 enum { POLL_NS = 2000000, MAX_WATCHED = 256, REPORTS_PER_MINUTE = 5, MAX_FRAMES = 64 };
 

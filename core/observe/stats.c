@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "engine/internal.h"
+#include "observe/stats.h"
 
 /* Process-wide: the mapping and how many loops hold a slot. The lock is taken only when a loop
  * is created or closed. */

@@ -128,6 +128,10 @@ typedef struct coil__stats_seg {
 static inline uint64_t coil__stat_get(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
 struct coil_loop;
+struct coil__loop_hooks;
+/* The hooks observability installs on every loop (hooks.c; the engine's coil__loop_hooks):
+ * core/assemble.c builds each loop with them. The functions below are what they call. */
+extern const struct coil__loop_hooks coil__observe_hooks;
 typedef struct coil__stats_watch coil__stats_watch; /* a loop's watch on its bell (stats.c) */
 /* Give the loop its slot (or a private fallback when shm is unavailable). Loop creation. */
 void coil__stats_attach(struct coil_loop *loop);

@@ -137,7 +137,8 @@ static void cancel_next(coil_task *t)
     coil__task_wake(t, -ECANCELED);
 }
 
-static const coil__wait_ops next_wait = { "as_completed", cancel_next, true };
+static size_t as_completed_awaits(const void *wait_obj, coil__aw **out, size_t max);
+static const coil__wait_ops next_wait = { "as_completed", cancel_next, true, as_completed_awaits };
 
 int coil_as_completed_next(coil_as_completed_iter *it, coil_future **fut)
 {
@@ -189,8 +190,8 @@ void coil_as_completed_free(coil_as_completed_iter *it)
     unref(it);
 }
 
-/* The call graph (callgraph.c): the awaitables not yet completed. */
-size_t coil__as_completed_awaits(const void *wait_obj, coil__aw **out, size_t max)
+/* The awaits hook of its wait (what the call graph follows): the awaitables not yet completed. */
+static size_t as_completed_awaits(const void *wait_obj, coil__aw **out, size_t max)
 {
     const coil_as_completed_iter *it = wait_obj;
     size_t k = 0;

@@ -22,7 +22,7 @@ static void cond_cancel(coil_task *t)
     coil__task_wake(t, -ECANCELED);
 }
 
-static const coil__wait_ops cond_wait = { "condition", cond_cancel, true };
+static const coil__wait_ops cond_wait = { "condition", cond_cancel, true, NULL };
 
 static void notify_n(coil_condition *c, int n)
 {

@@ -20,7 +20,7 @@ static void event_cancel(coil_task *t)
 }
 
 /* A cancel landing after set() still wins (asyncio); nothing was consumed, so nothing to pass on. */
-static const coil__wait_ops event_wait = { "event", event_cancel, true };
+static const coil__wait_ops event_wait = { "event", event_cancel, true, NULL };
 
 int coil_event_new(coil_event **out)
 {

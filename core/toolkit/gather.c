@@ -79,7 +79,8 @@ static void gather_cancel(coil_task *t)
         t->tflags |= COIL__TF_MUST_CANCEL;
 }
 
-static const coil__wait_ops gather_wait = { "gather", gather_cancel, true };
+static size_t gather_awaits(const void *wait_obj, coil__aw **out, size_t max);
+static const coil__wait_ops gather_wait = { "gather", gather_cancel, true, gather_awaits };
 
 static void detach(coil_loop *loop, gather_state *g)
 {
@@ -179,8 +180,8 @@ int coil_gather(coil_future **aws, size_t n, bool return_exceptions, coil_gather
     return r;
 }
 
-/* The call graph (callgraph.c): the children the gathering task still waits on. */
-size_t coil__gather_awaits(const void *wait_obj, coil__aw **out, size_t max)
+/* The awaits hook of its wait (what the call graph follows): the children the gathering task still waits on. */
+static size_t gather_awaits(const void *wait_obj, coil__aw **out, size_t max)
 {
     const gather_state *g = wait_obj;
     size_t k = 0;

@@ -22,7 +22,7 @@ static void lock_cancel(coil_task *t)
     coil__task_wake(t, -ECANCELED);
 }
 
-static const coil__wait_ops lock_wait = { "lock", lock_cancel, true };
+static const coil__wait_ops lock_wait = { "lock", lock_cancel, true, NULL };
 
 /* asyncio's _wake_up_first: only the head of the line is ever woken, and only once. */
 static void wake_up_first(coil_lock *l)

@@ -62,9 +62,9 @@ static void join_cancel(coil_task *t)
     coil__task_wake(t, -ECANCELED);
 }
 
-static const coil__wait_ops get_wait = { "queue get", get_cancel, true };
-static const coil__wait_ops put_wait = { "queue put", put_cancel, true };
-static const coil__wait_ops join_wait = { "queue join", join_cancel, true };
+static const coil__wait_ops get_wait = { "queue get", get_cancel, true, NULL };
+static const coil__wait_ops put_wait = { "queue put", put_cancel, true, NULL };
+static const coil__wait_ops join_wait = { "queue join", join_cancel, true, NULL };
 
 static inline bool is_full(const coil_queue *q) { return q->maxsize > 0 && q->count >= (size_t)q->maxsize; }
 

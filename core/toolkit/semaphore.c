@@ -24,7 +24,7 @@ static void sem_cancel(coil_task *t)
     coil__task_wake(t, -ECANCELED);
 }
 
-static const coil__wait_ops sem_wait = { "semaphore", sem_cancel, true };
+static const coil__wait_ops sem_wait = { "semaphore", sem_cancel, true, NULL };
 
 static bool wake_up_next(coil_semaphore *s)
 {

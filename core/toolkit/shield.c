@@ -5,7 +5,7 @@
 
 #include "engine/internal.h"
 
-static const coil__wait_ops shield_wait = { "shield", coil__aw_cancel_waiter, true };
+static const coil__wait_ops shield_wait = { "shield", coil__aw_cancel_waiter, true, coil__aw_awaits_self };
 
 int coil_shield(coil_future *f, void **result)
 {

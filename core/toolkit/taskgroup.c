@@ -203,7 +203,8 @@ static void exit_cancel(coil_task *t)
     coil__task_wake(t, -ECANCELED);
 }
 
-static const coil__wait_ops exit_wait = { "taskgroup", exit_cancel, true };
+static size_t taskgroup_awaits(const void *wait_obj, coil__aw **out, size_t max);
+static const coil__wait_ops exit_wait = { "taskgroup", exit_cancel, true, taskgroup_awaits };
 
 static int body_exception(coil_taskgroup *g, int body_err)
 {
@@ -312,8 +313,8 @@ void coil_taskgroup_free(coil_taskgroup *g)
     free(g);
 }
 
-/* The call graph (callgraph.c): the children the group's exit waits for. */
-size_t coil__taskgroup_awaits(const void *wait_obj, coil__aw **out, size_t max)
+/* The awaits hook of its wait (what the call graph follows): the children the group's exit waits for. */
+static size_t taskgroup_awaits(const void *wait_obj, coil__aw **out, size_t max)
 {
     const coil_taskgroup *g = wait_obj;
     size_t k = 0;

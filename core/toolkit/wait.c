@@ -61,7 +61,8 @@ static void wait_cancel(coil_task *t)
     }
 }
 
-static const coil__wait_ops wait_wait = { "wait", wait_cancel, true };
+static size_t wait_awaits(const void *wait_obj, coil__aw **out, size_t max);
+static const coil__wait_ops wait_wait = { "wait", wait_cancel, true, wait_awaits };
 
 /* Is the condition already met by what is done now? */
 static bool satisfied(coil_future **aws, size_t n, coil_return_when when)
@@ -165,8 +166,8 @@ int coil_wait(coil_future **aws, size_t n, double timeout, coil_return_when retu
     return 0;
 }
 
-/* The call graph (callgraph.c): the awaitables the waiting task still waits on. */
-size_t coil__wait_awaits(const void *wait_obj, coil__aw **out, size_t max)
+/* The awaits hook of its wait (what the call graph follows): the awaitables the waiting task still waits on. */
+static size_t wait_awaits(const void *wait_obj, coil__aw **out, size_t max)
 {
     const wait_state *w = wait_obj;
     size_t k = 0;

@@ -9,7 +9,7 @@
 
 /* Wait for aw's end without forwarding a cancel of the waiting task to it (asyncio's
  * _cancel_and_wait awaits a separate waiter future for the same reason). */
-static const coil__wait_ops cancel_and_wait_ops = { "wait_for", coil__aw_cancel_waiter, true };
+static const coil__wait_ops cancel_and_wait_ops = { "wait_for", coil__aw_cancel_waiter, true, coil__aw_awaits_self };
 
 static int cancel_and_wait(coil_loop *loop, coil_task *t, coil__aw *aw, void **result)
 {

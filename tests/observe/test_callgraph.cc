@@ -1,5 +1,7 @@
 // The call graph: who awaits whom, through plain awaits, gather, wait, shield, TaskGroup and
-// futures with several waiters; await cycles are shown, not followed.
+// futures with several waiters; await cycles are shown, not followed. A waiter kind the call graph
+// has never heard of shows what it awaits through its own wait_ops.
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -8,6 +10,15 @@
 #include <vector>
 
 #include "coil_test.h"
+
+// The internal header is C11, with no C++ linkage markers; its one C-only spelling has a C++ twin.
+// The system headers it pulls in come first, under their own C++ rules.
+#include <liburing.h>
+#define _Static_assert static_assert
+extern "C" {
+#include "engine/internal.h"
+}
+#undef _Static_assert
 
 namespace {
 
@@ -244,6 +255,70 @@ TEST(CallGraph, WaitAndAsCompletedShowWhatTheyStillWaitOn)
             EXPECT_STREQ("waiter", es[1].name);
             EXPECT_STREQ("as_completed", es[1].awaiting);
         }
+        finish(w);
+        finish(s1);
+        finish(s2);
+        return nullptr;
+    });
+}
+
+// A waiter kind defined here, unknown to the library: it waits on two tasks at once and says so
+// through its ops' awaits hook, the one way the call graph learns what a wait is on.
+struct pair_wait {
+    coil__aw *on[2];
+};
+
+size_t pair_awaits(const void *obj, coil__aw **out, size_t max)
+{
+    const pair_wait *w = static_cast<const pair_wait *>(obj);
+    for (size_t i = 0; i < 2 && i < max; i++)
+        out[i] = w->on[i];
+    return 2;
+}
+
+void pair_cancel(coil_task *t) { coil__task_wake(t, -ECANCELED); }
+
+coil__wait_ops pair_ops()
+{
+    coil__wait_ops o{};
+    o.what = "test pair";
+    o.cancel = pair_cancel;
+    o.late_cancel_wins = true;
+    o.awaits = pair_awaits;
+    return o;
+}
+
+TEST(CallGraph, AWaiterKindUnknownToTheLibraryShowsWhatItAwaitsThroughItsOps)
+{
+    coil_test::run([]() -> void * {
+        static coil_task *s1, *s2;
+        s1 = s2 = nullptr;
+        coil_task *w = nullptr;
+        coil_task_opts o1 = named("s1"), o2 = named("s2"), ow = named("pair");
+        coil_test::spawn(&s1, [] { return sleep_long(); }, &o1);
+        coil_test::spawn(&s2, [] { return sleep_long(); }, &o2);
+        coil_test::spawn(&w, []() -> void * {
+            static const coil__wait_ops ops = pair_ops();
+            pair_wait pw{ { &s1->aw, &s2->aw } };
+            int r = coil__task_suspend(&ops, &pw);
+            return r == -ECANCELED ? nullptr : coil_raise(r, nullptr);
+        }, &ow);
+        EXPECT_TRUE(wait_until([&] { return capture(s2).size() >= 2; }));
+        for (coil_task *s : { s1, s2 }) {
+            auto es = capture(s);
+            EXPECT_EQ(2u, es.size());
+            if (es.size() == 2) {
+                EXPECT_STREQ("pair", es[1].name);
+                EXPECT_STREQ("test pair", es[1].awaiting);
+                EXPECT_EQ(0, es[1].parent);
+            }
+        }
+        std::string tree = loop_graph();
+        EXPECT_NE(std::string::npos, tree.find("Task 'pair' [suspended: test pair]")) << tree;
+        EXPECT_NE(std::string::npos, tree.find("    ├── Task 's1' [suspended: sleep]")) << tree;
+        EXPECT_NE(std::string::npos, tree.find("    └── Task 's2' [suspended: sleep]")) << tree;
+        EXPECT_NE(std::string::npos, task_graph(s1).find("awaited by Task 'pair' [suspended: test pair]"))
+            << task_graph(s1);
         finish(w);
         finish(s1);
         finish(s2);

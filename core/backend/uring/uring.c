@@ -12,6 +12,7 @@
 
 #include "backend/uring/bufring.h"
 #include "backend/uring/driver.h"
+#include "observe/stats.h"
 
 /* Slot bookkeeping for coil__uring_file_add. The kernel's update reads the fd from memory at
  * submit time, so each slot's fd lives here (not in a stream that may be gone by then). */
