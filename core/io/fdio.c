@@ -50,7 +50,7 @@ int coil__io_wait(coil_task *t, const coil__op *op)
 }
 
 /* A close's wait has no cancel: the close always completes (see coil__io_close). */
-static const coil__wait_ops close_wait = { "close", NULL, false };
+static const coil__wait_ops close_wait = { "close", NULL, false, NULL };
 
 int coil__io_close(int fd)
 {
