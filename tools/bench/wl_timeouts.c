@@ -31,6 +31,7 @@ struct timeouts_ctx {
     bool compact;
     bool loaded;
     uint64_t ns;
+    uint64_t faults;
 };
 
 static void *timeouts_main(void *arg)
@@ -56,12 +57,13 @@ static void *timeouts_main(void *arg)
         coil_event_free(ev);
         return coil_raise(err, "load");
     }
-    uint64_t t0 = bench_now_ns();
+    uint64_t f0 = bench_faults(), t0 = bench_now_ns();
     for (long i = 0; i < c->n; i++)
         if (coil_create_task(&ts[i], wait_under_timeout, ev, &opts) != 0)
             return coil_raise(-ENOMEM, "create_task %ld", i);
     err = coil_gather((coil_future **)ts, (size_t)c->n, false, res);
     c->ns = bench_now_ns() - t0;
+    c->faults = bench_faults() - f0;
     int el = bench_load_stop(load);
     long timed_out = 0;
     for (long i = 0; i < c->n; i++) {
@@ -84,7 +86,7 @@ static int timeouts(const bench_args *a, long *n, bench_result *out)
 {
     /* Default (AUTO) stacks, as a user gets them; --mode compact forces compact stacks. */
     bool compact = a->mode && strcmp(a->mode, "compact") == 0;
-    struct timeouts_ctx c = { a->n, compact, a->loaded, 0 };
+    struct timeouts_ctx c = { a->n, compact, a->loaded, 0, 0 };
     int err = coil_run(timeouts_main, &c, NULL);
     if (err)
         return err;
@@ -94,6 +96,7 @@ static int timeouts(const bench_args *a, long *n, bench_result *out)
     out->value = (double)c.ns / (double)a->n;
     bench_extra(out, "wall_s", (double)c.ns / 1e9);
     bench_extra_str(out, "stacks", compact ? "compact" : "auto");
+    bench_faults_per_op(out, 0, c.faults, a->n);
     return 0;
 }
 COIL_BENCH_WORKLOAD_FORMS(timeouts, timeouts, 100000, BENCH_FORM_LOADED, 0,
