@@ -13,4 +13,10 @@ enum { COIL__HUGE_PAGE = 2 * 1024 * 1024 };
 void *coil__huge_alloc(size_t bytes);
 void coil__huge_free(void *p, size_t bytes);
 
+/* Enough for the big tables of a busy loop or two (a gather of a million tasks is more, and maps
+ * afresh), small beside what such a process uses. */
+#define COIL__HUGE_KEEP_BYTES ((size_t)64 << 20)
+/* Bytes of freed big tables kept warm right now (tests). */
+size_t coil__huge_cached_bytes(void);
+
 #endif

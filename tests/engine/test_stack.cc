@@ -27,6 +27,7 @@
 
 extern "C" {
 #include "engine/stack.h"
+#include "mem/hugemem.h"
 }
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -1020,6 +1021,52 @@ TEST(StackWarm, AfterABurstAnIdleLoopGivesItsSurplusStacksBackDownToPoolKeep)
             return nullptr;
         },
         60.0, nullptr, &lo);
+}
+
+TEST(HugeMemWarm, ABigTableFreedAndAskedForAgainComesBackWarmWithoutAFault)
+{
+    // The size of gather's state for a hundred thousand tasks: whole huge pages.
+    constexpr size_t kBytes = 4 * 1024 * 1024;
+    auto touch = [](unsigned char *m) {
+        for (size_t i = 0; i < kBytes; i += 4096)
+            m[i] = static_cast<unsigned char>(i >> 12);
+    };
+    auto *a = static_cast<unsigned char *>(coil__huge_alloc(kBytes));
+    ASSERT_NE(a, nullptr);
+    touch(a);
+    coil__huge_free(a, kBytes);
+    long before = minor_faults();
+    auto *b = static_cast<unsigned char *>(coil__huge_alloc(kBytes));
+    ASSERT_NE(b, nullptr);
+    touch(b);
+    long faults = minor_faults() - before;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(b) % COIL__HUGE_PAGE, 0u);
+    coil__huge_free(b, kBytes);
+    EXPECT_LT(faults, 2) << "touching the table again faulted " << faults << " pages";
+}
+
+TEST(HugeMemWarm, FreedTablesBeyondTheCacheBoundGoBackToTheKernel)
+{
+    constexpr size_t kBytes = 4 * 1024 * 1024;
+    size_t n = COIL__HUGE_KEEP_BYTES / kBytes * 2;
+    std::vector<void *> held;
+    for (size_t i = 0; i < n; i++) {
+        void *m = coil__huge_alloc(kBytes);
+        ASSERT_NE(m, nullptr);
+        memset(m, 1, 4096);
+        held.push_back(m);
+    }
+    for (void *m : held)
+        coil__huge_free(m, kBytes);
+    EXPECT_LE(coil__huge_cached_bytes(), static_cast<size_t>(COIL__HUGE_KEEP_BYTES));
+    EXPECT_GT(coil__huge_cached_bytes(), 0u);
+    // Everything it keeps is handed out again before anything new is mapped.
+    held.clear();
+    for (size_t i = 0; i < n; i++)
+        held.push_back(coil__huge_alloc(kBytes));
+    EXPECT_EQ(coil__huge_cached_bytes(), 0u);
+    for (void *m : held)
+        coil__huge_free(m, kBytes);
 }
 
 // ---- the guard page ----
