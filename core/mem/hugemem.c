@@ -101,5 +101,15 @@ void coil__huge_free(void *p, size_t bytes)
     if (bytes < HUGE_FROM)
         free(p);
     else
+        munmap(p, mapped_size(bytes));
+}
+
+void coil__huge_free_warm(void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    if (bytes < HUGE_FROM)
+        free(p);
+    else
         keep(p, mapped_size(bytes));
 }

@@ -1034,14 +1034,14 @@ TEST(HugeMemWarm, ABigTableFreedAndAskedForAgainComesBackWarmWithoutAFault)
     auto *a = static_cast<unsigned char *>(coil__huge_alloc(kBytes));
     ASSERT_NE(a, nullptr);
     touch(a);
-    coil__huge_free(a, kBytes);
+    coil__huge_free_warm(a, kBytes);
     long before = minor_faults();
     auto *b = static_cast<unsigned char *>(coil__huge_alloc(kBytes));
     ASSERT_NE(b, nullptr);
     touch(b);
     long faults = minor_faults() - before;
     EXPECT_EQ(reinterpret_cast<uintptr_t>(b) % COIL__HUGE_PAGE, 0u);
-    coil__huge_free(b, kBytes);
+    coil__huge_free_warm(b, kBytes);
     EXPECT_LT(faults, 2) << "touching the table again faulted " << faults << " pages";
 }
 
@@ -1057,7 +1057,7 @@ TEST(HugeMemWarm, FreedTablesBeyondTheCacheBoundGoBackToTheKernel)
         held.push_back(m);
     }
     for (void *m : held)
-        coil__huge_free(m, kBytes);
+        coil__huge_free_warm(m, kBytes);
     EXPECT_LE(coil__huge_cached_bytes(), static_cast<size_t>(COIL__HUGE_KEEP_BYTES));
     EXPECT_GT(coil__huge_cached_bytes(), 0u);
     // Everything it keeps is handed out again before anything new is mapped.
@@ -1065,8 +1065,10 @@ TEST(HugeMemWarm, FreedTablesBeyondTheCacheBoundGoBackToTheKernel)
     for (size_t i = 0; i < n; i++)
         held.push_back(coil__huge_alloc(kBytes));
     EXPECT_EQ(coil__huge_cached_bytes(), 0u);
+    // A table freed for good (an outgrown array) goes straight back.
     for (void *m : held)
         coil__huge_free(m, kBytes);
+    EXPECT_EQ(coil__huge_cached_bytes(), 0u);
 }
 
 // ---- the guard page ----
