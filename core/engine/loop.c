@@ -167,7 +167,7 @@ void coil__loop_run_once(coil_loop *loop, bool block)
     }
     /* About to sleep: a good moment for housekeeping nobody is waiting on. */
     if (wait && timeout >= 1000000 && loop->stacks.nfree > loop->stacks.keep)
-        coil__stackpool_trim(&loop->stacks, 64);
+        coil__stackpool_idle(&loop->stacks, coil__now_ns(), 64);
     for (coil__loop_source *s = loop->sources; wait && s; s = s->next)
         if (s->before_block && s->before_block(loop, s))
             wait = false;

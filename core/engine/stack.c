@@ -37,6 +37,8 @@ static long g_map_budget;       /* mappings all stack pools together may hold */
 static _Atomic long g_maps_used;
 static pthread_once_t g_facts_once = PTHREAD_ONCE_INIT;
 
+const coil__stackpool *coil__loop_stacks(const struct coil_loop *loop) { return &loop->stacks; }
+
 static void find_facts(void)
 {
     long ps = sysconf(_SC_PAGESIZE);
@@ -375,7 +377,12 @@ coil__stack *coil__stack_get(coil__stackpool *p, size_t size)
     if (size == 0 || size == p->default_size || size == p->pooled_size) {
         if ((s = p->free)) {
             p->free = s->next;
-            p->nfree--;
+            if (--p->nfree < p->low) {
+                /* A new low: demand this window already beats the last one's estimate. */
+                p->low = p->nfree;
+                if (p->surplus > p->low)
+                    p->surplus = p->low;
+            }
         } else if (p->ncold) {
             s = p->cold[--p->ncold];
             /* Its top page went back when it was trimmed: populate it rather than fault it in. */
@@ -424,9 +431,12 @@ void coil__stack_put(coil__stackpool *p, coil__stack *s)
     p->nfree++;
 }
 
-bool coil__stackpool_trim(coil__stackpool *p, unsigned max)
+/* Give back the pages of up to `max` free stacks, leaving `keep` (and at least p->keep). */
+static bool trim_to(coil__stackpool *p, unsigned keep, unsigned max)
 {
-    while (p->nfree > p->keep && max--) {
+    if (keep < p->keep)
+        keep = p->keep;
+    while (p->nfree > keep && max--) {
         if (p->ncold == p->cold_cap) {
             coil__stack **cold = coil__grow_array(p->cold, &p->cold_cap, sizeof *cold, 64);
             if (!cold)
@@ -442,7 +452,31 @@ bool coil__stackpool_trim(coil__stackpool *p, unsigned max)
         p->cold[p->ncold++] = s;
         p->bytes_mapped -= p->stride;
     }
-    return p->nfree > p->keep;
+    if (p->nfree < p->low)
+        p->low = p->nfree;
+    return p->nfree > keep;
+}
+
+bool coil__stackpool_trim(coil__stackpool *p, unsigned max) { return trim_to(p, p->keep, max); }
+
+bool coil__stackpool_idle(coil__stackpool *p, uint64_t now_ns, unsigned max)
+{
+    /* The free list's low-water mark over a window is what the window's busiest moment left
+     * unused: live + low stacks were never all needed at once. Only that many may go back, so a
+     * workload whose demand stays within what it used in the last window never trims and never
+     * faults; it takes a whole window below the peak for the peak's memory to start going back. */
+    if (now_ns - p->window_start >= COIL__STACK_WINDOW_NS) {
+        p->surplus = p->low;
+        p->low = p->nfree;
+        p->window_start = now_ns;
+    }
+    if (!p->surplus || p->nfree <= p->keep)
+        return false;
+    unsigned before = p->nfree;
+    bool more = trim_to(p, p->surplus < p->nfree ? p->nfree - p->surplus : 0, max);
+    unsigned gone = before - p->nfree;
+    p->surplus = gone < p->surplus ? p->surplus - gone : 0;
+    return more && p->surplus;
 }
 
 /* Under ASan the copies read and write stack memory poisoned for frames of other tasks, so they

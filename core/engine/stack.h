@@ -87,6 +87,10 @@ typedef struct coil__stackpool {
     unsigned live, max;          /* dedicated stacks in use, and the loop's cap on them */
     unsigned unmetered;          /* of `live`, debug mode's stacks for compact tasks: not capped */
     unsigned ncold;
+    /* Hysteresis (coil__stackpool_idle): the fewest free stacks seen since the window began,
+     * and how many the last whole window never needed (those may go back). */
+    unsigned low, surplus;
+    uint64_t window_start;       /* ns, coil__now_ns's clock */
     long maps;                   /* mappings this pool holds against the process's budget */
     int why;                     /* COIL__STACK_*: why the last get failed */
     bool told;                   /* the process's limit was reported on stderr once */
@@ -112,8 +116,17 @@ void coil__stack_put(coil__stackpool *p, coil__stack *s);
  * (debug mode must not change which tasks get a stack). */
 coil__stack *coil__stack_get_unmetered(coil__stackpool *p, size_t size);
 void coil__stack_put_unmetered(coil__stackpool *p, coil__stack *s);
-/* Give back the pages of up to `max` free stacks beyond the pool's keep; true if more remain. */
+/* Give back the pages of up to `max` free stacks beyond the pool's keep now; true if more remain. */
 bool coil__stackpool_trim(coil__stackpool *p, unsigned max);
+/* The loop is about to block: give back the pages of up to `max` free stacks, beyond the pool's
+ * keep, that went unused for a whole window (COIL__STACK_WINDOW_NS) of the loop's time. A
+ * workload that comes back within the window finds its stacks warm (their pages and guards in
+ * place: no fault, no syscall); memory that a burst left behind goes back within two windows of
+ * the loop's idle moments. True if more may go back later. */
+bool coil__stackpool_idle(coil__stackpool *p, uint64_t now_ns, unsigned max);
+/* A second: far longer than a round of any steady workload or a burst's gaps, far shorter than
+ * the time a memory-hungry burst's leftovers are worth holding. */
+#define COIL__STACK_WINDOW_NS ((uint64_t)1000000000)
 /* Can another dedicated stack be had without exceeding the cap or the mapping budget? Sets
  * p->why when not. */
 bool coil__stack_available(coil__stackpool *p);
@@ -131,6 +144,8 @@ size_t coil__stack_check_resume(const coil__savebuf *copy, void *top);
 /* How many tasks of the loop started on the stack a finished task handed over (tests). */
 struct coil_loop;
 uint64_t coil__loop_stack_handovers(const struct coil_loop *loop);
+/* The loop's stack pool, to read its counts (tests; the loop's own thread only). */
+const coil__stackpool *coil__loop_stacks(const struct coil_loop *loop);
 
 /* Tests: behave as on a kernel without guard regions (mprotect'd guard pages, two mappings a
  * stack) from now on, or as this kernel does again. */

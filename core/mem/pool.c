@@ -24,7 +24,8 @@ void coil__pool_destroy(coil__pool *p)
     coil__chunk *c = p->chunks;
     while (c) {
         coil__chunk *next = c->next;
-        coil__huge_free(c, c->bytes);
+        /* The next loop's pool takes the same chunks warm. */
+        coil__huge_free_warm(c, c->bytes);
         c = next;
     }
     coil__pool_init(p, p->objsize);

@@ -90,7 +90,7 @@ static void detach(coil_loop *loop, gather_state *g)
             coil__wlist_remove(&gn->aw->waiters, &gn->wnode);
         coil__aw_unref(loop, gn->aw);
     }
-    coil__huge_free(g, state_bytes(g->n));
+    coil__huge_free_warm(g, state_bytes(g->n));
 }
 
 static void fill(coil_future **aws, size_t n, coil_gather_result *results)

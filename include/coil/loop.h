@@ -58,8 +58,9 @@ typedef struct coil_loop_opts {
     size_t compact_stack_size;    /* the shared stack compact tasks run on; 0 = 256 KiB */
     unsigned max_stacks;          /* dedicated stacks alive at once; 0 = no cap but the process's
                                    * mappings (vm.max_map_count) */
-    unsigned pool_keep;           /* free stacks kept warm for reuse (the rest give their pages
-                                   * back when the loop is idle); 0 = 1024 */
+    unsigned pool_keep;           /* free stacks kept warm for reuse whatever the demand; the
+                                   * rest stay warm while the loop needed them within the last
+                                   * second, and give their pages back when it is idle; 0 = 1024 */
     int debug;                    /* debug mode; -1 = off even if COIL_DEBUG=1, 0 = from env */
     double slow_callback_duration; /* debug: a step longer than this is logged; 0 = 0.1 s */
 } coil_loop_opts;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <coil/introspect.h>
@@ -26,6 +27,7 @@
 
 extern "C" {
 #include "engine/stack.h"
+#include "mem/hugemem.h"
 }
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -938,6 +940,140 @@ TEST(StackSlab, TrimmedStacksGiveTheirPagesBackAndComeBackWorking)
     for (coil__stack *s : held)
         coil__stack_put(&p, s);
     coil__stackpool_destroy(&p);
+}
+
+// ---- warm stacks: a steady workload faults nothing after warm-up ----
+
+long minor_faults()
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_minflt + ru.ru_majflt : 0;
+}
+
+// Runs `n` default-stack tasks alive at once (each waits on `go`), then lets them finish.
+void run_a_burst(int n)
+{
+    coil_event *go = nullptr;
+    ASSERT_EQ(coil_event_new(&go), 0);
+    std::vector<coil_task *> ts(static_cast<size_t>(n));
+    for (auto &t : ts)
+        ASSERT_EQ(coil_create_task(&t, [](void *e) -> void * { return as_ptr(coil_event_wait(static_cast<coil_event *>(e))); },
+                                   go, nullptr),
+                  0);
+    const coil__stackpool *p = coil__loop_stacks(coil_get_running_loop());
+    EXPECT_TRUE(yield_until([&] { return p->live >= static_cast<unsigned>(n); }));
+    coil_event_set(go);
+    for (auto *t : ts) {
+        void *r = as_ptr(-1);
+        EXPECT_EQ(coil_task_await(t, &r), 0);
+        EXPECT_EQ(as_int(r), 0);
+        coil_task_free(t);
+    }
+    coil_event_free(go);
+}
+
+TEST(StackWarm, ABurstRepeatedAfterAShortIdleSpellRunsOnWarmStacksAndFaultsNothing)
+{
+    // More tasks than the pool keeps warm regardless (pool_keep's default), and an idle spell in
+    // which the loop blocks often enough to give every surplus stack back if it did so at once.
+#if defined(COIL_TEST_TSAN)
+    // ThreadSanitizer clears and refaults its own shadow of a stack each time a task starts on
+    // it: the process's fault count says nothing about the stacks there.
+    GTEST_SKIP() << "fault counts include ThreadSanitizer's shadow memory";
+#endif
+    static constexpr int kTasks = 4096;
+    coil_loop_opts lo{};
+    lo.debug = -1;
+    long faults = -1;
+    coil_test::run(
+        [&faults]() -> void * {
+            run_a_burst(kTasks);
+            for (int i = 0; i < 64; i++)
+                EXPECT_EQ(coil_sleep(0.003), 0);
+            long before = minor_faults();
+            run_a_burst(kTasks);
+            faults = minor_faults() - before;
+            return nullptr;
+        },
+        30.0, nullptr, &lo);
+    // A fresh stack costs at least its top page; warm ones cost none. The slack is for the
+    // test's own vector and the runtime's tables, not for stacks.
+    EXPECT_LT(faults, kTasks / 16) << "the second burst faulted " << faults << " pages";
+}
+
+TEST(StackWarm, AfterABurstAnIdleLoopGivesItsSurplusStacksBackDownToPoolKeep)
+{
+    static constexpr int kTasks = 1024;
+    static constexpr unsigned kKeep = 16;
+    coil_loop_opts lo{};
+    lo.debug = -1;
+    lo.pool_keep = kKeep;
+    coil_test::run(
+        []() -> void * {
+            const coil__stackpool *p = coil__loop_stacks(coil_get_running_loop());
+            run_a_burst(kTasks);
+            EXPECT_GE(p->nfree, static_cast<unsigned>(kTasks - 1));
+            EXPECT_GE(p->bytes_mapped, static_cast<size_t>(kTasks) * p->stride);
+            // Idle: the loop blocks on a timer again and again until the surplus has gone back
+            // (bounded: the loop's window is far shorter than this).
+            for (int i = 0; i < 2000 && p->nfree > kKeep; i++)
+                EXPECT_EQ(coil_sleep(0.005), 0);
+            EXPECT_LE(p->nfree, kKeep);
+            // The warm ones are the live ones, the kept ones and the shared compact stack.
+            EXPECT_LE(p->bytes_mapped, (p->live + kKeep) * p->stride + p->shared->map_size);
+            // Given back, not lost: another burst runs.
+            run_a_burst(kTasks);
+            return nullptr;
+        },
+        60.0, nullptr, &lo);
+}
+
+TEST(HugeMemWarm, ABigTableFreedAndAskedForAgainComesBackWarmWithoutAFault)
+{
+    // The size of gather's state for a hundred thousand tasks: whole huge pages.
+    constexpr size_t kBytes = 4 * 1024 * 1024;
+    auto touch = [](unsigned char *m) {
+        for (size_t i = 0; i < kBytes; i += 4096)
+            m[i] = static_cast<unsigned char>(i >> 12);
+    };
+    auto *a = static_cast<unsigned char *>(coil__huge_alloc(kBytes));
+    ASSERT_NE(a, nullptr);
+    touch(a);
+    coil__huge_free_warm(a, kBytes);
+    long before = minor_faults();
+    auto *b = static_cast<unsigned char *>(coil__huge_alloc(kBytes));
+    ASSERT_NE(b, nullptr);
+    touch(b);
+    long faults = minor_faults() - before;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(b) % COIL__HUGE_PAGE, 0u);
+    coil__huge_free_warm(b, kBytes);
+    EXPECT_LT(faults, 2) << "touching the table again faulted " << faults << " pages";
+}
+
+TEST(HugeMemWarm, FreedTablesBeyondTheCacheBoundGoBackToTheKernel)
+{
+    constexpr size_t kBytes = 4 * 1024 * 1024;
+    size_t n = COIL__HUGE_KEEP_BYTES / kBytes * 2;
+    std::vector<void *> held;
+    for (size_t i = 0; i < n; i++) {
+        void *m = coil__huge_alloc(kBytes);
+        ASSERT_NE(m, nullptr);
+        memset(m, 1, 4096);
+        held.push_back(m);
+    }
+    for (void *m : held)
+        coil__huge_free_warm(m, kBytes);
+    EXPECT_LE(coil__huge_cached_bytes(), static_cast<size_t>(COIL__HUGE_KEEP_BYTES));
+    EXPECT_GT(coil__huge_cached_bytes(), 0u);
+    // Everything it keeps is handed out again before anything new is mapped.
+    held.clear();
+    for (size_t i = 0; i < n; i++)
+        held.push_back(coil__huge_alloc(kBytes));
+    EXPECT_EQ(coil__huge_cached_bytes(), 0u);
+    // A table freed for good (an outgrown array) goes straight back.
+    for (void *m : held)
+        coil__huge_free(m, kBytes);
+    EXPECT_EQ(coil__huge_cached_bytes(), 0u);
 }
 
 // ---- the guard page ----

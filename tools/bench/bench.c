@@ -42,6 +42,19 @@ void bench_extra_str(bench_result *out, const char *key, const char *value)
     snprintf(out->extra + len, sizeof out->extra - len, "%s\"%s\": \"%s\"", len ? ", " : "", key, value);
 }
 
+uint64_t bench_faults(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (uint64_t)ru.ru_minflt + (uint64_t)ru.ru_majflt;
+}
+
+void bench_faults_per_op(bench_result *out, uint64_t before, uint64_t after, long n)
+{
+    bench_extra(out, "faults_per_op", n > 0 ? (double)(after - before) / (double)n : 0.0);
+}
+
 static bench_workload *find(const char *name)
 {
     for (bench_workload *w = workloads; w; w = w->next)

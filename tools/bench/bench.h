@@ -44,6 +44,12 @@ uint64_t bench_now_ns(void);
 /* Append `"key": value` to out->extra. */
 void bench_extra(bench_result *out, const char *key, double value);
 void bench_extra_str(bench_result *out, const char *key, const char *value);
+/* The process's page faults so far (minor + major, getrusage). Read before and after a measured
+ * phase, bench_faults_per_op adds "faults_per_op": the difference over the phase's n ops. A
+ * steady phase that runs from warm memory shows about zero; every fault is a trip to the
+ * kernel, and much more in a spell where the host takes free memory back. */
+uint64_t bench_faults(void);
+void bench_faults_per_op(bench_result *out, uint64_t before, uint64_t after, long n);
 
 /* --loaded: from a task of the workload's loop, before the measured phase, start one task asleep
  * for 100 s and one waiting in a stream read on a socketpair that never receives; returns once
