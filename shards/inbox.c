@@ -70,10 +70,10 @@ static struct wake_ring *wake_ring_here(void)
 static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe);
 
 /* One static record for every wake-up: it is never freed (a late wake-up CQE cannot point into
- * a closed inbox), and the loop finds its inbox as its way in from outside
- * (coil__loop_outside), whose acquire load also
- * orders the inbox's initialisation by a foreign creator before the loop's first look at it
- * (the kernel orders it too, but ThreadSanitizer cannot see through MSG_RING). */
+ * a closed inbox), and the loop finds its inbox as its way in from outside (coil__inbox_find),
+ * whose acquire load also orders the inbox's initialisation by a foreign creator before the
+ * loop's first look at it (the kernel orders it too, but ThreadSanitizer cannot see through
+ * MSG_RING). */
 static coil__uring_cb wake_record = { wake_complete };
 /* The loop whose ring this thread polls while no loop is running: set while an inbox waits for
  * completions, and by inbox_close for the rest of coil_loop_close (its final reaping of the
