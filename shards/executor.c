@@ -179,7 +179,7 @@ static void begin_shutdown(coil_executor *ex)
 
 /* Wait for every job to finish; a loop thread keeps running its inbox meanwhile, since its own
  * jobs' completions may need room in it. Then join and free. */
-void coil__executor_shutdown_wait(coil_executor *ex, coil__inbox *ib)
+static void shutdown_wait(coil_executor *ex, coil__inbox *ib)
 {
     begin_shutdown(ex);
     pthread_mutex_lock(&ex->mu);
@@ -201,19 +201,59 @@ void coil_executor_free(coil_executor *ex)
     if (!ex)
         return;
     coil_loop *loop = coil__tls_running ? coil__tls_running : coil__tls_loop;
-    coil__inbox *ib = loop ? (coil__inbox *)__atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE) : NULL;
-    coil__executor_shutdown_wait(ex, ib);
+    shutdown_wait(ex, loop ? coil__inbox_find(loop) : NULL);
 }
 
-coil_executor *coil__default_executor(coil__inbox *ib, int *err)
+/* ---- a loop's default executor: this layer's per-loop record on the inbox ---- */
+
+typedef struct ex_loop {
+    coil__inbox_ext ext;
+    coil_executor *default_executor;
+    bool shut;                    /* coil_shutdown_default_executor was called */
+} ex_loop;
+
+/* Loop close: the default executor's jobs finish (their completions still run), then it goes. */
+static void ex_loop_close(coil__inbox *ib, coil__inbox_ext *e)
 {
-    if (ib->executor_shut) {
+    ex_loop *el = (ex_loop *)e;
+    if (el->default_executor)
+        shutdown_wait(el->default_executor, ib);
+    free(el);
+}
+static const coil__inbox_ext_ops ex_loop_ops = { NULL, ex_loop_close };
+
+/* The loop's record, made on first need; NULL on -ENOMEM. Loop thread. */
+static ex_loop *ex_loop_of(coil__inbox *ib)
+{
+    coil__inbox_ext *e = coil__inbox_ext_find(ib, &ex_loop_ops);
+    if (e)
+        return (ex_loop *)e;
+    ex_loop *el = calloc(1, sizeof *el);
+    if (!el)
+        return NULL;
+    el->ext.ops = &ex_loop_ops;
+    coil__inbox_ext_add(ib, &el->ext);
+    return el;
+}
+
+/* The loop's default executor, made on first use; NULL with *err set (0: no memory). A message
+ * the closing inbox runs gets none: the record would outlive the close. */
+static coil_executor *default_executor(coil__inbox *ib, int *err)
+{
+    if (ib->closing) {
         *err = COIL_ECLOSED;
         return NULL;
     }
-    if (!ib->default_executor)
-        *err = coil_executor_new(&ib->default_executor, 0);
-    return ib->default_executor;
+    ex_loop *el = ex_loop_of(ib);
+    if (!el)
+        return NULL;
+    if (el->shut) {
+        *err = COIL_ECLOSED;
+        return NULL;
+    }
+    if (!el->default_executor)
+        *err = coil_executor_new(&el->default_executor, 0);
+    return el->default_executor;
 }
 
 int coil_loop_set_default_executor(coil_loop *loop, coil_executor *ex)
@@ -221,11 +261,14 @@ int coil_loop_set_default_executor(coil_loop *loop, coil_executor *ex)
     if (!loop || !ex)
         return -EINVAL;
     coil__inbox *ib = coil__inbox_of(loop);
-    if (!ib)
+    if (ib && ib->closing)
+        return COIL_ECLOSED;
+    ex_loop *el = ib ? ex_loop_of(ib) : NULL;
+    if (!el)
         return -ENOMEM;
-    if (ib->default_executor || ib->executor_shut)
+    if (el->default_executor || el->shut)
         return COIL_EINVALSTATE;
-    ib->default_executor = ex;
+    el->default_executor = ex;
     return 0;
 }
 
@@ -351,7 +394,7 @@ int coil_run_in_executor(coil_executor *ex, coil_task_fn fn, void *arg, void (*r
     coil__inbox *ib = coil__inbox_here();
     if (!ib)
         return -ENOMEM;
-    if (!ex && !(ex = coil__default_executor(ib, &err)))
+    if (!ex && !(ex = default_executor(ib, &err)))
         return err ? err : -ENOMEM;
     job *j = calloc(1, sizeof *j);
     if (!j)
@@ -394,7 +437,7 @@ int coil_run_in_executor_future(coil_executor *ex, coil_task_fn fn, void *arg, v
     if (!ib)
         return -ENOMEM;
     int err = 0;
-    if (!ex && !(ex = coil__default_executor(ib, &err)))
+    if (!ex && !(ex = default_executor(ib, &err)))
         return err ? err : -ENOMEM;
     coil_future *f;
     if ((err = coil_loop_create_future(loop, &f)))
@@ -451,10 +494,11 @@ int coil_shutdown_default_executor(double timeout)
     if (err)
         return err;
     coil__inbox *ib = coil__inbox_here();
-    if (!ib)
+    ex_loop *el = ib ? ex_loop_of(ib) : NULL;
+    if (!el)
         return -ENOMEM;
-    ib->executor_shut = true;
-    coil_executor *ex = ib->default_executor;
+    el->shut = true;
+    coil_executor *ex = el->default_executor;
     if (!ex)
         return 0;
     job *j = calloc(1, sizeof *j);
@@ -467,7 +511,7 @@ int coil_shutdown_default_executor(double timeout)
         free(j);
         return -EAGAIN;
     }
-    ib->default_executor = NULL;
+    el->default_executor = NULL;
     uint64_t ns = timeout < 0 ? UINT64_MAX : timeout >= 1e9 ? (uint64_t)1e18 : (uint64_t)ceil(timeout * 1e9);
     return await_job(t, j, ns, NULL);
 }

@@ -2,8 +2,6 @@
  * into, drained by the loop every iteration, and the sleep/wake handshake (see shards.h) that
  * wakes the loop through its driver (coil__backend_wake) only when it is really asleep. */
 #include <errno.h>
-#include <fcntl.h>
-#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -11,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fence.h"
 #include "inbox_debug.h"
 #include "shards.h"
 
@@ -39,9 +38,10 @@ struct coil__ovf {
 static void wake_complete(coil__io_cb *cb, const coil__io_done *done);
 
 /* One static record for every wake-up: it is never freed (a late wake-up cannot point into a
- * closed inbox), and the loop finds its inbox through loop->inbox, whose acquire load also
- * orders the inbox's initialisation by a foreign creator before the loop's first look at it
- * (the kernel orders it too, but ThreadSanitizer cannot see through the driver's wake-up). */
+ * closed inbox), and the loop finds its inbox as its way in from outside (coil__inbox_find),
+ * whose acquire load also orders the inbox's initialisation by a foreign creator before the
+ * loop's first look at it (the kernel orders it too, but ThreadSanitizer cannot see through the
+ * driver's wake-up). */
 static coil__io_cb wake_record = { wake_complete, true };
 /* The loop whose ring this thread polls while no loop is running: set while an inbox waits for
  * completions, and by inbox_close for the rest of coil_loop_close (its final reaping of the
@@ -75,7 +75,7 @@ static void wake_complete(coil__io_cb *cb, const coil__io_done *done)
     coil_loop *loop = coil__tls_running ? coil__tls_running : tls_polling;
     if (!loop)
         return; /* a stray wake-up reaped while the loop closes: nothing to do */
-    coil__inbox *ib = (coil__inbox *)__atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE);
+    coil__inbox *ib = coil__inbox_find(loop);
     if (!ib)
         return;
     if (done->res == COIL__WAKE_FROM_LOOP)
@@ -93,83 +93,12 @@ static void wake_complete(coil__io_cb *cb, const coil__io_done *done)
  * submission's cost. A loop that other threads flood (ASYM_AFTER lane messages without a sleep)
  * sets `asym`: from then on producers only read the flag (and exchange it only when they see 1),
  * and the loop, between setting the flag and its last look at the queues, runs
- * membarrier(PRIVATE_EXPEDITED), which puts a full barrier into every running thread of the
+ * the asymmetric fence (fence.h), which puts a full barrier into every running thread of the
  * process. So a producer either pushed before its barrier (the loop sees the message) or reads
- * the flag after it (and sees 1): no wake-up is lost. The price, ~10 us when another of our
- * threads is running (an IPI on a VM), is paid only at a sleep, and only by a flooded loop; one
- * that received fewer since its last sleep drops back to the exchange, fencing once more for
- * producers still reading the old mode. */
-
-/* The process must register for the expedited barrier. While it has one thread that costs a
- * few microseconds, so it is done as the library loads; once it has more, registering waits
- * out an RCU grace period (~20 ms here), so a loop that wants it later asks a thread of its
- * own to do it, and keeps to the exchange meanwhile. */
-enum { MB_UNKNOWN, MB_REGISTERING, MB_READY, MB_UNAVAILABLE };
-static _Atomic int membarrier_state;
-
-static void *membarrier_register(void *arg)
-{
-    (void)arg;
-    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-    bool ok = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
-              syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-    atomic_store_explicit(&membarrier_state, ok ? MB_READY : MB_UNAVAILABLE, memory_order_release);
-    return NULL;
-}
-
-static unsigned threads_in_process(void)
-{
-    /* /proc/self/stat: "pid (comm) state ..." with num_threads the 20th field; comm may hold
-     * spaces and parentheses, so count from the last ')'. */
-    char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    for (int field = 2; p && field < 20; field++)
-        p = strchr(p + 1, ' ');
-    return p ? (unsigned)strtoul(p + 1, NULL, 10) : 0;
-}
-
-__attribute__((constructor)) static void membarrier_at_load(void)
-{
-    if (threads_in_process() == 1) {
-        atomic_store_explicit(&membarrier_state, MB_REGISTERING, memory_order_relaxed);
-        membarrier_register(NULL);
-    }
-}
-
-static bool asym_fence_ready(void)
-{
-    int st = atomic_load_explicit(&membarrier_state, memory_order_acquire);
-    if (COIL_LIKELY(st != MB_UNKNOWN))
-        return st == MB_READY;
-    if (!atomic_compare_exchange_strong(&membarrier_state, &st, MB_REGISTERING))
-        return false;
-    pthread_t th;
-    pthread_attr_t attr;
-    bool started = pthread_attr_init(&attr) == 0;
-    if (started) {
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        started = pthread_create(&th, &attr, membarrier_register, NULL) == 0;
-        pthread_attr_destroy(&attr);
-    }
-    if (!started)
-        atomic_store_explicit(&membarrier_state, MB_UNAVAILABLE, memory_order_release);
-    return false;
-}
-
-static bool asym_fence(void)
-{
-    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
-        return true;
-    atomic_store_explicit(&membarrier_state, MB_UNAVAILABLE, memory_order_relaxed);
-    return false;
-}
+ * the flag after it (and sees 1): no wake-up is lost. The price, a system call that interrupts
+ * every other running thread of ours (an IPI, dearer still on a VM), is paid only at a sleep,
+ * and only by a flooded loop; one that received fewer since its last sleep drops back to the
+ * exchange, fencing once more for producers still reading the old mode. */
 
 /* ---- the loop side ---- */
 
@@ -267,7 +196,7 @@ static unsigned drain(coil__inbox *ib, uint64_t pace_ns)
         ib->drained += total;
         COIL__STAT_ADD(ib->loop, msgs_in, total);
         if (COIL_UNLIKELY(ib->lane_msgs >= ib->asym_after) && !atomic_load_explicit(&ib->asym, memory_order_relaxed) &&
-            asym_fence_ready())
+            coil__fence_ready())
             atomic_store_explicit(&ib->asym, 1, memory_order_relaxed);
     }
     return total;
@@ -355,7 +284,7 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
     if (asym) {
         /* Some producers may only read the flag. Should the barrier ever fail, do not sleep
          * this time, and use the exchange alone from now on. */
-        if (!asym_fence()) {
+        if (!coil__fence_heavy()) {
             atomic_store_explicit(&ib->asym, 0, memory_order_relaxed);
             ib->may_sleep = true;
             return true;
@@ -422,16 +351,33 @@ void coil__inbox_wait(coil__inbox *ib, uint64_t timeout_ns)
     drain(ib, 0);
 }
 
-/* Loop close: wait for every outside completion this loop still expects (their messages point
- * at objects only this loop frees), run what is left in the ring, then free it all. */
+void coil__inbox_ext_add(coil__inbox *ib, coil__inbox_ext *e)
+{
+    coil__inbox_ext **p = &ib->exts;
+    while (*p)
+        p = &(*p)->next;
+    e->next = NULL;
+    *p = e;
+}
+
+/* Loop close: the layers above let go of what the loop's tasks will never finish, then wait for
+ * their work in flight; then wait for every outside completion this loop still expects (their
+ * messages point at objects only this loop frees), run what is left in the ring, then free it
+ * all. */
 static void inbox_close(coil_loop *loop, coil__loop_closer *c)
 {
-    coil__inbox *ib = (coil__inbox *)c;
+    coil__inbox *ib = coil__container_of(c, coil__inbox, closer);
     tls_polling = loop;
     ib->closing = true;
-    coil__cfuture_inbox_closing(ib);
-    if (ib->default_executor)
-        coil__executor_shutdown_wait(ib->default_executor, ib);
+    for (coil__inbox_ext *e = ib->exts; e; e = e->next)
+        if (e->ops->closing)
+            e->ops->closing(ib, e);
+    while (ib->exts) {
+        coil__inbox_ext *e = ib->exts;
+        ib->exts = e->next;
+        if (e->ops->close)
+            e->ops->close(ib, e);
+    }
     while (ib->expect || ib->ovf_head)
         coil__inbox_wait(ib, 10 * 1000 * 1000);
     /* Run what is left, and let every post whose message we saw finish with the inbox: each
@@ -487,7 +433,6 @@ static coil__inbox *inbox_new(coil_loop *loop)
     ib->spin_ns = SPIN_MAX_NS;
     atomic_init(&ib->waker_cpu, -1);
     ib->lane_pace_ns = LANE_PACE_NS;
-    coil__ilink_init(&ib->cf_waiters);
     /* Not listening yet: the first producer sends a wake-up, whose CQE hooks us in. */
     atomic_init(&ib->asleep, 1);
     atomic_init(&ib->refs, 1);
@@ -497,18 +442,16 @@ static coil__inbox *inbox_new(coil_loop *loop)
 
 coil__inbox *coil__inbox_of(coil_loop *loop)
 {
-    coil__loop_closer *c = __atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE);
-    if (COIL_LIKELY(c != NULL))
-        return (coil__inbox *)c;
-    coil__inbox *ib = inbox_new(loop);
-    if (!ib)
+    coil__inbox *ib = coil__inbox_find(loop);
+    if (COIL_LIKELY(ib != NULL))
+        return ib;
+    if (!(ib = inbox_new(loop)))
         return NULL;
-    coil__loop_closer *expected = NULL;
-    if (!__atomic_compare_exchange_n(&loop->inbox, &expected, &ib->closer, false, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE)) {
+    coil__loop_closer *won = coil__loop_set_outside(loop, &ib->closer);
+    if (won != &ib->closer) {
         coil__mpsc_free(ib->ring);
         free(ib);
-        return (coil__inbox *)expected;
+        return coil__container_of(won, coil__inbox, closer);
     }
     if (coil__tls_running == loop || coil__tls_loop == loop)
         register_inbox(ib);
@@ -617,7 +560,7 @@ static inline void after_push(coil__inbox *ib)
 /* This thread's way into ib: its own lane, or the ring (lane.h). */
 static int push(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
 {
-    coil__lane *l = coil__lane_for(ib);
+    coil__lane *l = coil__lane_for(ib, ib->id, &ib->lanes);
     return l ? coil__lane_push(l, fn, a, b) : coil__mpsc_push(ib->ring, fn, a, b);
 }
 
@@ -653,7 +596,7 @@ static void ovf_flush(coil__inbox *self)
 int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
 {
     coil_loop *me = coil__tls_running;
-    coil__inbox *self = me ? (coil__inbox *)__atomic_load_n(&me->inbox, __ATOMIC_ACQUIRE) : NULL;
+    coil__inbox *self = me ? coil__inbox_find(me) : NULL;
     if (self && self->ovf_head)
         return -EAGAIN; /* older messages of ours still wait: keep our order */
     posting_to(ib);
@@ -669,7 +612,7 @@ int coil__inbox_try_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, v
 int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void *b)
 {
     coil_loop *me = coil__tls_running;
-    coil__inbox *self = me ? (coil__inbox *)__atomic_load_n(&me->inbox, __ATOMIC_ACQUIRE) : NULL;
+    coil__inbox *self = me ? coil__inbox_find(me) : NULL;
     if (me && !self)
         self = coil__inbox_here();
     posting_to(ib);
@@ -734,7 +677,7 @@ void coil__loop_xstats(coil_loop *loop, coil__xstats *out)
     out->wakeups_from_loops = coil__stat_get(&s->wakeups_from_loops);
     out->wakeups_from_threads = coil__stat_get(&s->wakeups_from_threads);
     out->wakeups_sent = coil__stat_get(&s->wakeups_sent);
-    coil__inbox *ib = (coil__inbox *)__atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE);
+    coil__inbox *ib = coil__inbox_find(loop);
     out->asym_fences = ib ? ib->asym_fences : 0;
     out->wakes_sent_here = ib ? atomic_load_explicit(&ib->wakes_sent, memory_order_relaxed) : 0;
 }

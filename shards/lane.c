@@ -7,8 +7,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "engine/internal.h"
 #include "lane.h"
-#include "shards.h"
 
 enum { PREFETCH_SLOTS = 16 };
 
@@ -94,8 +94,8 @@ static coil__lane *lane_new(void)
 /* ---- this thread's lanes ---- */
 
 struct lane_entry {
-    coil__inbox *ib;
-    uint64_t inbox_id; /* an inbox at a reused address is another inbox */
+    const void *to;
+    uint64_t to_id; /* a receiver at a reused address is another receiver */
     coil__lane *lane;
 };
 
@@ -125,11 +125,11 @@ static void lanes_thread_exit(void *unused)
 
 static void lane_key_init(void) { pthread_key_create(&lane_key, lanes_thread_exit); }
 
-coil__lane *coil__lane_for(coil__inbox *ib)
+coil__lane *coil__lane_for(const void *to, uint64_t to_id, _Atomic(coil__lane *) *lanes)
 {
     for (unsigned i = 0; i < tls_nlanes; i++)
-        if (tls_lanes[i].ib == ib) {
-            if (COIL_LIKELY(tls_lanes[i].inbox_id == ib->id))
+        if (tls_lanes[i].to == to) {
+            if (COIL_LIKELY(tls_lanes[i].to_id == to_id))
                 return tls_lanes[i].lane;
             forget(i); /* that loop closed long ago */
             break;
@@ -150,11 +150,11 @@ coil__lane *coil__lane_for(coil__inbox *ib)
     pthread_once(&lane_once, lane_key_init);
     pthread_setspecific(lane_key, l); /* any non-NULL value: it makes the destructor run */
     /* Publish: the release orders the lane's initialisation before the loop's first look. */
-    coil__lane *head = atomic_load_explicit(&ib->lanes, memory_order_relaxed);
+    coil__lane *head = atomic_load_explicit(lanes, memory_order_relaxed);
     do
         l->next = head;
-    while (!atomic_compare_exchange_weak_explicit(&ib->lanes, &head, l, memory_order_release,
+    while (!atomic_compare_exchange_weak_explicit(lanes, &head, l, memory_order_release,
                                                   memory_order_relaxed));
-    tls_lanes[tls_nlanes++] = (struct lane_entry){ ib, ib->id, l };
+    tls_lanes[tls_nlanes++] = (struct lane_entry){ to, to_id, l };
     return l;
 }

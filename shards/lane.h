@@ -46,11 +46,12 @@ typedef struct coil__lane {
     coil__msg slots[];
 } coil__lane;
 
-struct coil__inbox;
-
-/* This thread's lane into ib, created on first use from a thread not running a loop. NULL:
- * post through the ring (a running loop without a lane here, a full table, or no memory). */
-coil__lane *coil__lane_for(struct coil__inbox *ib);
+/* This thread's lane into the receiver `to` (an inbox), whose lanes hang on *lanes, created on
+ * first use from a thread not running a loop and pushed on *lanes (release). `to_id` must be
+ * unique for the process's life: a receiver at a reused address is another receiver. NULL:
+ * post through the receiver's ring (a running loop without a lane here, a full table, or no
+ * memory). */
+coil__lane *coil__lane_for(const void *to, uint64_t to_id, _Atomic(coil__lane *) *lanes);
 
 /* Producer: append the message {fn, a, b} (see coil__mpsc_push). 0, or -EAGAIN when full. */
 int coil__lane_push(coil__lane *l, void (*fn)(void *, void *), void *a, void *b);

@@ -15,8 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coil/runtime.h"
-#include "shards.h"
+#include "runtime.h"
 
 #if defined(COIL_HAVE_JEMALLOC)
 #include <jemalloc/jemalloc.h>
@@ -26,6 +25,7 @@ enum { MAX_SHARDS = 1024 };
 #define CHECK_PERIOD 0.0002 /* seconds between shutdown checks */
 
 typedef struct shard {
+    coil__inbox_ext ext;          /* this layer's record on the shard's inbox: finds the shard */
     coil_runtime *rt;
     unsigned id;
     int cpu;                      /* -1: not pinned */
@@ -100,17 +100,20 @@ static void arena_leave(unsigned prev) { (void)prev; }
 
 /* ---- lookups ---- */
 
+/* The shard records belong to the runtime, which outlives its loops: the close leaves them. */
+static const coil__inbox_ext_ops shard_ops = { NULL, NULL };
+
 coil_runtime *coil__runtime_here(unsigned *id)
 {
     coil_loop *loop = coil__tls_running ? coil__tls_running : coil__tls_loop;
-    if (!loop)
+    coil__inbox *ib = loop ? coil__inbox_find(loop) : NULL;
+    coil__inbox_ext *e = ib ? coil__inbox_ext_find(ib, &shard_ops) : NULL;
+    if (!e)
         return NULL;
-    coil__inbox *ib = (coil__inbox *)__atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE);
-    if (!ib || !ib->runtime)
-        return NULL;
+    shard *s = coil__container_of(e, shard, ext);
     if (id)
-        *id = ib->shard;
-    return ib->runtime;
+        *id = s->id;
+    return s->rt;
 }
 
 coil__inbox *coil__runtime_inbox(coil_runtime *rt, unsigned shard) { return rt->shards[shard].ib; }
@@ -168,8 +171,8 @@ static int shard_setup(shard *s)
         s->loop = NULL;
         return -ENOMEM;
     }
-    s->ib->runtime = rt;
-    s->ib->shard = s->id;
+    s->ext.ops = &shard_ops;
+    coil__inbox_ext_add(s->ib, &s->ext);
     s->ib->spin_ns = rt->spin_ns;
     COIL__STAT_SET(s->loop, shard, s->id);
     return 0;

@@ -1,4 +1,17 @@
-/* coil shards: what the shards files share. Private to the library.
+/* coil shards: the inbox, what every layer of shards/ above the rings builds on. Private to
+ * the library.
+ *
+ * The layers, each calling only the ones below it:
+ *
+ *   mpsc.c, lane.c       the rings: many producers into one, and a thread's own lane
+ *   fence.c              the asymmetric fence (membarrier)
+ *   inbox.c              a loop's inbox: messages in, the sleep/wake handshake, the close
+ *   threadsafe.c         call_soon_threadsafe, run_coroutine_threadsafe, concurrent futures
+ *   executor.c           thread-pool executors, to_thread
+ *   runtime.c, submit.c  the runtime's shards and the calls between them (runtime.h)
+ *
+ * A layer above the inbox keeps its per-loop state in a record it hangs on the inbox under a
+ * key of its own (coil__inbox_ext), which also says what the loop's close does with it.
  *
  * Every loop that talks to other threads has one inbox: a bounded MPSC ring of {fn, a, b}
  * messages that other loops post into, a single-producer lane for each other thread that posts
@@ -80,11 +93,10 @@ static inline void coil__ilink_remove(coil__ilink *l)
         l->next = l->prev = NULL;
     }
 }
-typedef struct coil_executor coil_executor;
-typedef struct coil_runtime coil_runtime;
+typedef struct coil__inbox_ext coil__inbox_ext;
 
 typedef struct coil__inbox {
-    coil__loop_closer closer;     /* first: loop->inbox points here */
+    coil__loop_closer closer;     /* the loop's way in from outside (coil__loop_set_outside) */
     coil__loop_source src;
     coil_loop *loop;
     coil__mpsc *ring;             /* what loops (and threads without a lane here) post through */
@@ -111,7 +123,7 @@ typedef struct coil__inbox {
     _Alignas(64) bool registered; /* source and closer hooked into the loop */
     bool may_sleep;               /* we set `asleep` and have not cleared it since */
     bool look_now;                /* the loop would have blocked but for messages: drain unpaced */
-    bool closing;
+    bool closing;                 /* the loop is closing: it will never run a task again */
     unsigned expect;              /* outside completions this loop waits for (keeps it wakeable) */
     uint64_t drained;             /* messages run so far: shutdown's "still busy?" test, which must
                                    * not depend on counters that COIL_STATS=OFF compiles out */
@@ -124,17 +136,54 @@ typedef struct coil__inbox {
     uint64_t lane_pace_ns;        /* a lane's stream, once run dry, waits this long for a look */
     uint64_t asym_fences;         /* membarriers run before a sleep */
     coil__ovf *ovf_head, **ovf_tail; /* messages this loop sent that did not fit their target */
-    coil__ilink cf_waiters;       /* tasks of this loop awaiting a concurrent future */
-    coil_executor *default_executor;
-    bool executor_shut;           /* coil_shutdown_default_executor was called */
-    coil_runtime *runtime;        /* the runtime this loop is a shard of, or NULL */
-    unsigned shard;
+    coil__inbox_ext *exts;        /* the layers' records, oldest first (coil__inbox_ext_add) */
 } coil__inbox;
+
+/* ---- the layers above: per-loop records ---- */
+
+typedef struct coil__inbox_ext_ops {
+    /* The loop is closing and will never run a task again: let go, without waiting, of what only
+     * its tasks could finish (settle what other threads wait on, take back waits). NULL:
+     * nothing. Every record's `closing` runs, oldest first, before any record's `close`, so no
+     * layer waits for work that another layer's abandoned task would have done. */
+    void (*closing)(coil__inbox *ib, coil__inbox_ext *self);
+    /* Then, oldest first: wait for this layer's work in flight (coil__inbox_wait keeps the inbox
+     * running messages meanwhile) and free the record. NULL: nothing to wait for, and the
+     * record belongs to someone else. */
+    void (*close)(coil__inbox *ib, coil__inbox_ext *self);
+} coil__inbox_ext_ops;
+
+/* The head of a layer's record. `ops` is also the key that finds it: one per layer. */
+struct coil__inbox_ext {
+    coil__inbox_ext *next;
+    const coil__inbox_ext_ops *ops;
+};
+
+/* The record hung on ib under key, or NULL. Loop thread. */
+static inline coil__inbox_ext *coil__inbox_ext_find(const coil__inbox *ib, const coil__inbox_ext_ops *key)
+{
+    coil__inbox_ext *e = ib->exts;
+    while (e && e->ops != key)
+        e = e->next;
+    return e;
+}
+
+/* Hang e (e->ops set, no record under that key yet) on ib; the loop's close runs its ops. Not
+ * once the inbox is closing (ib->closing): the close would miss it. Loop thread. */
+void coil__inbox_ext_add(coil__inbox *ib, coil__inbox_ext *e);
+
+/* ---- the inbox ---- */
 
 /* The inbox of `loop`, created on first use. Any thread; the loop needs not be running. NULL on
  * -ENOMEM. Created from a foreign thread, it is hooked into the loop when the loop first sees a
  * wake-up, which such an inbox always sends. */
 coil__inbox *coil__inbox_of(coil_loop *loop);
+/* The inbox of `loop` if it has one, else NULL (none is created). Any thread. */
+static inline coil__inbox *coil__inbox_find(const coil_loop *loop)
+{
+    coil__loop_closer *c = coil__loop_outside(loop);
+    return c ? coil__container_of(c, coil__inbox, closer) : NULL;
+}
 /* The inbox of the loop running on this thread, created if need be; NULL outside a loop. */
 coil__inbox *coil__inbox_here(void);
 
@@ -150,18 +199,5 @@ void coil__inbox_expect(coil__inbox *ib, int delta);
 /* Poll the loop's ring for up to timeout_ns waiting for messages (loop thread, loop not running
  * a task: used while closing). */
 void coil__inbox_wait(coil__inbox *ib, uint64_t timeout_ns);
-
-/* The loop is closing: detach its tasks' waits on concurrent futures (threadsafe.c). */
-void coil__cfuture_inbox_closing(coil__inbox *ib);
-
-/* Executors (executor.c). */
-coil_executor *coil__default_executor(coil__inbox *ib, int *err);
-void coil__executor_shutdown_wait(coil_executor *ex, coil__inbox *ib);
-
-/* Runtime shard of this thread (runtime.c): NULL outside a runtime. */
-coil_runtime *coil__runtime_here(unsigned *shard);
-coil__inbox *coil__runtime_inbox(coil_runtime *rt, unsigned shard);
-unsigned coil__runtime_count(coil_runtime *rt);
-void coil__runtime_xcall_add(coil_runtime *rt, int delta);
 
 #endif

@@ -6,8 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coil/runtime.h"
-#include "shards.h"
+#include "runtime.h"
 
 typedef struct xcall {
     _Atomic unsigned refs;        /* the caller's done callback, the target side, each cancel */

@@ -17,7 +17,8 @@
 #include <unistd.h>
 
 #include "coil/threadsafe.h"
-#include "mem/hugemem.h"
+#include "inbox_debug.h"
+#include "mem/slots.h"
 #include "shards.h"
 
 /* ---- call_soon_threadsafe ---- */
@@ -70,7 +71,7 @@ int coil_loop_call_soon_threadsafe_nowait(coil_loop *loop, coil_callback_fn cb, 
  * The coroutine runs in a task of its own whose body (cf_body) calls it and settles the future
  * in place as it returns (no done callback queued after it), and a burst of
  * coroutines that return without suspending runs back to back on one stack (task.c). Such a
- * task is flagged COIL__TF_CFUTURE_BODY: it is entered even if cancelled before its first step
+ * task is flagged COIL__TF_OWN_CANCEL: it is entered even if cancelled before its first step
  * (only its body can settle the future), and a closing loop finds the ones still pending. */
 
 enum { CF_PENDING = 0, CF_DONE, CF_FAILED, CF_CANCELLED, CF_STATE = 3 };
@@ -92,7 +93,7 @@ struct cf_user_cb {
 
 struct cf_waiter {
     struct cf_cb cb;              /* first: on the future's list while it is pending */
-    coil__ilink link;             /* on its inbox's list, so a closing loop can find it */
+    coil__ilink link;             /* on its loop's list (cf_loop), so a closing loop can find it */
     coil__inbox *ib;              /* the awaiting task's loop */
     coil_task *task;
     coil_cfuture *cf;
@@ -122,6 +123,38 @@ struct coil_cfuture {
  * faults), and a line of its own, so the two threads never write one another's. */
 _Static_assert(sizeof(struct coil_cfuture) == 64, "a future must stay one cache line");
 #endif
+
+/* ---- this layer's per-loop record ----
+ *
+ * Hung on the loop's inbox the first time the loop starts a coroutine or one of its tasks
+ * awaits a future, so that its close settles or takes back what its tasks will never finish. */
+typedef struct cf_loop {
+    coil__inbox_ext ext;
+    coil__ilink waiters;          /* tasks of this loop awaiting a concurrent future */
+} cf_loop;
+
+static void cf_loop_closing(coil__inbox *ib, coil__inbox_ext *e);
+static void cf_loop_close(coil__inbox *ib, coil__inbox_ext *e)
+{
+    (void)ib;
+    free(e);
+}
+static const coil__inbox_ext_ops cf_loop_ops = { cf_loop_closing, cf_loop_close };
+
+/* The loop's record, made on first need; NULL on -ENOMEM. Loop thread. */
+static cf_loop *cf_loop_of(coil__inbox *ib)
+{
+    coil__inbox_ext *e = coil__inbox_ext_find(ib, &cf_loop_ops);
+    if (COIL_LIKELY(e != NULL))
+        return (cf_loop *)e;
+    cf_loop *l = malloc(sizeof *l);
+    if (!l)
+        return NULL;
+    l->ext.ops = &cf_loop_ops;
+    coil__ilink_init(&l->waiters);
+    coil__inbox_ext_add(ib, &l->ext);
+    return l;
+}
 
 /* Lock a pending future. Returns the word as it was (lock clear), or W_NOT_PENDING when it is
  * already settled: then its lists are gone and its outcome is final, so no lock is needed. */
@@ -159,100 +192,17 @@ static int state_of(coil_cfuture *cf)
 
 /* ---- where futures come from ----
  *
- * A submitting thread often allocates thousands of futures before it frees the first, the
- * pattern a general allocator's thread cache serves worst (a refill or a flush every hundred
- * calls, and ~100 instructions a call on average). So each thread carves its futures out of its
- * own chunk, one cache line each, and a chunk goes back when the last of its futures is
- * released, by whichever thread that is.
- *
- * A thread's first chunks are 16 KiB from the heap; once it has shown it submits in bulk, its
- * chunks are 2 MiB huge pages (core/hugemem.c): 100k futures in 4 KiB pages were ~1,600
- * first-touch faults, ~30 ns per submission on this class of machine. Every 16 KiB block of a
- * chunk starts with a header slot naming the chunk, so releasing a future finds its chunk with
- * one mask whatever the chunk's size. The price: one long-lived future keeps its chunk alive. */
-enum { CF_SLOT = (sizeof(struct coil_cfuture) + 63) & ~(size_t)63, CF_BLOCK = 16384,
-       CF_BLOCK_SLOTS = CF_BLOCK / CF_SLOT, CF_SMALL_CHUNKS = 4 };
-
-struct cf_chunk {
-    struct cf_chunk *chunk;       /* in every block's header slot: the chunk it belongs to */
-    _Atomic uint32_t live;        /* slots not yet released: handed out and still held, or never
-                                   * handed out by a thread that is still alive (first block only) */
-    uint32_t size;                /* CF_BLOCK, or COIL__HUGE_PAGE (first block only) */
-};
-
-static COIL__TLS struct cf_chunk *tls_chunk;
-static COIL__TLS uint32_t tls_chunk_next, tls_chunk_slots, tls_chunks_made;
-static pthread_key_t chunk_key;
-static pthread_once_t chunk_once = PTHREAD_ONCE_INIT;
-
+ * A submitting thread often allocates thousands of futures before it frees the first, and
+ * another thread may drop the last reference: each thread carves its futures out of chunks of
+ * its own, one cache line each (mem/slots.h). */
 static _Atomic long chunks_live; /* for tests: coil__cfuture_chunks_live */
+static COIL__TLS coil__slot_cache tls_slots = { .count = &chunks_live };
 
 long coil__cfuture_chunks_live(void) { return atomic_load_explicit(&chunks_live, memory_order_relaxed); }
 
-static void chunk_release(struct cf_chunk *c, uint32_t slots)
-{
-    if (atomic_fetch_sub_explicit(&c->live, slots, memory_order_acq_rel) != slots)
-        return;
-    atomic_fetch_sub_explicit(&chunks_live, 1, memory_order_relaxed);
-    if (c->size == CF_BLOCK)
-        free(c);
-    else
-        coil__huge_free(c, c->size);
-}
+static coil_cfuture *cf_alloc(void) { return coil__slot_alloc(&tls_slots, sizeof(struct coil_cfuture)); }
 
-/* Thread exit: the slots this thread will never hand out. */
-static void chunk_thread_exit(void *c)
-{
-    tls_chunk = NULL;
-    chunk_release(c, tls_chunk_slots - tls_chunk_next);
-}
-
-static void chunk_key_init(void) { pthread_key_create(&chunk_key, chunk_thread_exit); }
-
-static struct cf_chunk *chunk_new(void)
-{
-    pthread_once(&chunk_once, chunk_key_init);
-    uint32_t size = tls_chunks_made < CF_SMALL_CHUNKS ? CF_BLOCK : COIL__HUGE_PAGE;
-    struct cf_chunk *c = size == CF_BLOCK ? aligned_alloc(CF_BLOCK, CF_BLOCK) : coil__huge_alloc(size);
-    if (!c)
-        return NULL;
-    /* The header slots are written as the allocation reaches their blocks, so a huge chunk is
-     * touched in order. */
-    tls_chunks_made++;
-    atomic_fetch_add_explicit(&chunks_live, 1, memory_order_relaxed);
-    c->chunk = c;
-    c->size = size;
-    tls_chunk_slots = (size / CF_BLOCK) * (CF_BLOCK_SLOTS - 1);
-    atomic_init(&c->live, tls_chunk_slots);
-    tls_chunk = c;
-    tls_chunk_next = 0;
-    pthread_setspecific(chunk_key, c);
-    return c;
-}
-
-static coil_cfuture *cf_alloc(void)
-{
-    struct cf_chunk *c = tls_chunk;
-    if (COIL_UNLIKELY(!c) && !(c = chunk_new()))
-        return NULL;
-    uint32_t block = tls_chunk_next / (CF_BLOCK_SLOTS - 1), slot = tls_chunk_next % (CF_BLOCK_SLOTS - 1);
-    char *base = (char *)c + (size_t)block * CF_BLOCK;
-    if (slot == 0)
-        ((struct cf_chunk *)(void *)base)->chunk = c;
-    coil_cfuture *cf = (coil_cfuture *)(void *)(base + CF_SLOT * (1 + slot));
-    if (++tls_chunk_next == tls_chunk_slots) {
-        /* All handed out: the futures alone keep the chunk now, and may free it any time. */
-        tls_chunk = NULL;
-        pthread_setspecific(chunk_key, NULL);
-    }
-    return cf;
-}
-
-static void cf_release(coil_cfuture *cf)
-{
-    struct cf_chunk *block = (struct cf_chunk *)((uintptr_t)cf & ~(uintptr_t)(CF_BLOCK - 1));
-    chunk_release(block->chunk, 1);
-}
+static void cf_release(coil_cfuture *cf) { coil__slot_free(cf); }
 
 /* The last reference goes only after settling (every path that drops the loop's reference
  * settles first), and settling took the callback list: only the message is left to free. */
@@ -374,13 +324,14 @@ static void cf_start(void *a, void *b)
         return;
     }
     coil_task *t = NULL;
-    int err = coil_loop_create_task(ib->loop, &t, cf_body, cf, NULL);
+    /* The record first: the loop's close must find the task if it never finishes. */
+    int err = cf_loop_of(ib) ? coil_loop_create_task(ib->loop, &t, cf_body, cf, NULL) : -ENOMEM;
     if (err) {
         cf_settle(cf, CF_FAILED, NULL, err, NULL);
         cf_unref(cf);
         return;
     }
-    t->tflags |= COIL__TF_CFUTURE_BODY;
+    t->tflags |= COIL__TF_OWN_CANCEL;
     coil_task_free(t); /* the loop's reference keeps it until it is done */
 }
 
@@ -608,11 +559,10 @@ int coil_cfuture_await(coil_cfuture *cf, void **result)
     if (state != CF_PENDING)
         return outcome(cf, state, result);
     coil__inbox *ib = coil__inbox_here();
-    struct cf_waiter *w = malloc(sizeof *w);
-    if (!ib || !w) {
-        free(w);
+    cf_loop *cl = ib ? cf_loop_of(ib) : NULL;
+    struct cf_waiter *w = cl ? malloc(sizeof *w) : NULL;
+    if (!w)
         return -ENOMEM;
-    }
     uint32_t lw = lock_pending(cf);
     if (lw == W_NOT_PENDING) {
         free(w);
@@ -623,7 +573,7 @@ int coil_cfuture_await(coil_cfuture *cf, void **result)
     atomic_fetch_add_explicit(&cf->refs, 1, memory_order_relaxed);
     unlock(cf, lw);
     coil__inbox_expect(ib, +1);
-    coil__ilink_insert(&ib->cf_waiters, &w->link);
+    coil__ilink_insert(&cl->waiters, &w->link);
     int r = coil__task_suspend(&cfwait_ops, w);
     if (r == -ECANCELED)
         return r; /* the cancel path owns w */
@@ -640,23 +590,25 @@ static void settle_abandoned(void *obj, void *ctx)
 {
     (void)ctx;
     coil_task *t = obj;
-    if (!(t->tflags & COIL__TF_CFUTURE_BODY) || t->aw.h.state != COIL__PENDING)
+    if (!(t->tflags & COIL__TF_OWN_CANCEL) || t->aw.h.state != COIL__PENDING)
         return;
-    t->tflags &= ~COIL__TF_CFUTURE_BODY;
+    t->tflags &= ~COIL__TF_OWN_CANCEL;
     coil_cfuture *cf = t->aw.result; /* cf_body's argument, kept there until the task ends */
     settle_closed(cf, COIL_ECLOSED, "the loop was closed before the task finished");
     cf_unref(cf);
 }
 
-/* The loop is closing: settle the futures of its abandoned coroutine tasks. Its tasks awaiting
+/* The loop is closing: settle the futures of its abandoned coroutine tasks (before any layer
+ * waits for outside work, which may be a thread waiting for one of them). Its tasks awaiting
  * futures will never run again either: take back every waiter still registered with its
  * future; one whose wake-up is already on its way is freed when it arrives (the closing inbox
  * still drains). */
-void coil__cfuture_inbox_closing(coil__inbox *ib)
+static void cf_loop_closing(coil__inbox *ib, coil__inbox_ext *e)
 {
+    cf_loop *cl = (cf_loop *)e;
     coil__pool_each(&ib->loop->task_pool, settle_abandoned, NULL);
-    coil__ilink *l = ib->cf_waiters.next;
-    while (l && l != &ib->cf_waiters) {
+    coil__ilink *l = cl->waiters.next;
+    while (l && l != &cl->waiters) {
         coil__ilink *next = l->next;
         struct cf_waiter *w = coil__container_of(l, struct cf_waiter, link);
         coil_cfuture *cf = w->cf;
@@ -666,7 +618,9 @@ void coil__cfuture_inbox_closing(coil__inbox *ib)
             cf_unref(cf);
             free(w);
         } else {
+            /* Off the list too: the record goes before the wake-up arrives. */
             w->abandoned = true;
+            coil__ilink_remove(&w->link);
         }
         l = next;
     }

@@ -128,10 +128,11 @@ enum {
     COIL__TF_CANCELLING = 1 << 3,  /* inside coil_task_cancel: an await cycle must not recurse */
     COIL__TF_CHECKED = 1 << 4,     /* debug mode: a compact task on a stack of its own, checked */
     COIL__TF_STARTED = 1 << 5,
-    /* Runs a concurrent future's coroutine (shards/threadsafe.c). Entered even when cancelled
-     * before its first step, since only its body can settle the future; the body takes the
-     * request itself. A closing loop settles the futures of those still pending. */
-    COIL__TF_CFUTURE_BODY = 1 << 6,
+    /* Its body settles its own cancellation: it is entered even when cancelled before its first
+     * step (and takes the request itself), since only the body can tell whoever waits on it.
+     * The layer that sets it (shards/threadsafe.c) finds its tasks still pending at loop close
+     * by this flag: aw.result keeps the body's argument until the task ends. */
+    COIL__TF_OWN_CANCEL = 1 << 6,
 };
 
 /* What a suspended task waits on, so cancel can undo it and the call graph can show it. */
@@ -299,14 +300,23 @@ typedef struct coil__loop_source {
     void (*after_block)(coil_loop *loop, struct coil__loop_source *self);
 } coil__loop_source;
 
-/* Something another layer hangs on a loop, closed first thing in coil_loop_close (the ring is
- * still up then, so it may still poll to wait for outside work to finish). */
+/* A close step another layer hangs on a loop (signals, the stats watch, the shards layer's
+ * inbox). coil_loop_close runs them first thing, while the ring is still up, so a step may
+ * still poll the ring to wait for its own operations or for outside work to finish; the loop
+ * is not yet marked closed then. A step unhooks and frees what it hung on the loop. */
 typedef struct coil__loop_closer {
     struct coil__loop_closer *next;
     void (*close)(coil_loop *loop, struct coil__loop_closer *self);
 } coil__loop_closer;
-/* Loop thread only. Closers run newest first. */
+/* Loop thread only. After the outside way in (below), closers run newest first; one that a
+ * closer adds while they run runs too. */
 void coil__loop_on_close(coil_loop *loop, coil__loop_closer *c);
+/* The loop's way in from other threads (the shards layer's inbox): registered once, from any
+ * thread, with a CAS. While there is one, another thread may make work for the loop at any
+ * time, so the loop counts as wakeable (coil__loop_has_work) and looks at its ring even with
+ * nothing in flight (a wake-up CQE can arrive unasked). Its close runs before every closer:
+ * its work may still need theirs. Returns the registered one: c, or the one that won. */
+coil__loop_closer *coil__loop_set_outside(coil_loop *loop, coil__loop_closer *c);
 
 struct coil_loop {
     /* hot: the scheduler */
@@ -347,10 +357,17 @@ struct coil_loop {
     void *runner;                 /* set while a runner owns this loop */
     struct coil__signals *signals; /* signal handlers (signal.c), NULL until the first */
     coil__loop_closer *closers;
-    /* The shards layer's inbound ring: set once from any thread with __atomic CAS, closed first
-     * at loop close. */
-    coil__loop_closer *inbox;
+    /* The way in from other threads (coil__loop_set_outside): set once from any thread with an
+     * __atomic CAS, read with __atomic loads. */
+    coil__loop_closer *outside;
 };
+
+/* The loop's way in from other threads, or NULL. Any thread: the acquire pairs with the
+ * registering CAS, so the registered record's initialisation is visible. */
+static inline coil__loop_closer *coil__loop_outside(const coil_loop *loop)
+{
+    return __atomic_load_n(&loop->outside, __ATOMIC_ACQUIRE);
+}
 
 /* initial-exec: the library is built position-independent, and the default TLS model would
  * make every "which loop is running" a call to __tls_get_addr on the hot path. */
@@ -444,9 +461,6 @@ void coil__donecb_run(coil_loop *loop, coil__donecb *cb);
 int coil__aw_add_done(coil__aw *aw, coil_done_fn fn, void *arg);
 int coil__aw_remove_done(coil__aw *aw, coil_done_fn fn, void *arg);
 void coil__task_free_now(coil_loop *loop, coil_task *t);
-
-/* ---- signals (signal.c) ---- */
-void coil__signals_close(coil_loop *loop);
 
 /* ---- debug mode: the wrong-thread checks (loop.c; the timing debug mode turns on is a hook) ---- */
 /* Prints "coil: <fn> called from a thread that does not own the loop"; returns COIL_EWRONGLOOP. */

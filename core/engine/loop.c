@@ -118,12 +118,13 @@ void coil__loop_dispatch(coil_loop *loop, coil__rq *n)
     }
 }
 
-/* A loop another thread has reached (its inbox exists) can be woken from outside at any time:
- * that thread may post, as asyncio's call_soon_threadsafe idiom does while the loop waits for it. */
+/* A loop with a way in from other threads (coil__loop_set_outside) can be woken from outside at
+ * any time: a thread may post, as asyncio's call_soon_threadsafe idiom does while the loop waits
+ * for it. */
 bool coil__loop_has_work(const coil_loop *loop)
 {
     if (loop->rq_head || !coil__timers_empty(&loop->timers) || loop->io.inflight || loop->io.unsubmitted ||
-        __atomic_load_n(&loop->inbox, __ATOMIC_ACQUIRE))
+        coil__loop_outside(loop))
         return true;
     for (const coil__loop_source *s = loop->sources; s; s = s->next)
         if (s->can_wake)
@@ -172,13 +173,12 @@ void coil__loop_run_once(coil_loop *loop, bool block)
         if (s->before_block && s->before_block(loop, s))
             wait = false;
     /* With nothing in flight a completion can still come: another thread's wake-up
-     * (coil__backend_wake), which also hooks in an inbox that thread created. Where the driver
-     * can tell pending completions cheaply (peek_cheap),
-     * looking costs two loads, so a busy loop looks every iteration; where it does not, a loop
-     * whose inbox exists but is not hooked in yet (no source) still looks until its wake-up
-     * arrives. */
+     * (coil__backend_wake), which also hooks in the way in (an inbox) that thread registered.
+     * Where the driver can tell pending completions cheaply (peek_cheap), looking costs two
+     * loads, so a busy loop looks every iteration; where it cannot, a loop with a way in from
+     * outside that is not hooked in yet (no source) still looks until its wake-up arrives. */
     if (wait || loop->io.inflight || loop->io.alarm_at || loop->io.unsubmitted || loop->io.peek_cheap ||
-        (!loop->sources && __atomic_load_n(&loop->inbox, __ATOMIC_RELAXED))) {
+        (!loop->sources && __atomic_load_n(&loop->outside, __ATOMIC_RELAXED))) {
         uint64_t t0 = wait ? coil__now_ns() : 0;
         coil__backend_poll(loop, wait, timeout);
         if (wait)
@@ -212,6 +212,14 @@ void coil__loop_on_close(coil_loop *loop, coil__loop_closer *c)
 {
     c->next = loop->closers;
     loop->closers = c;
+}
+
+coil__loop_closer *coil__loop_set_outside(coil_loop *loop, coil__loop_closer *c)
+{
+    coil__loop_closer *expected = NULL;
+    if (__atomic_compare_exchange_n(&loop->outside, &expected, c, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return c;
+    return expected;
 }
 
 void coil__loop_add_source(coil_loop *loop, coil__loop_source *s)
@@ -378,9 +386,12 @@ int coil_loop_close(coil_loop *loop)
         return COIL_ERUNNING;
     if (loop->closed)
         return 0;
-    coil__loop_closer *ib = __atomic_exchange_n(&loop->inbox, NULL, __ATOMIC_ACQ_REL);
-    if (ib)
-        ib->close(loop, ib);
+    /* The way in from outside first: running what other threads sent may still need what the
+     * closers hold (a signal handler, the stats watch), and closing it waits, while the ring is
+     * up, for the outside work this loop still expects. */
+    coil__loop_closer *out = __atomic_exchange_n(&loop->outside, NULL, __ATOMIC_ACQ_REL);
+    if (out)
+        out->close(loop, out);
     while (loop->closers) {
         coil__loop_closer *c = loop->closers;
         loop->closers = c->next;
@@ -388,7 +399,6 @@ int coil_loop_close(coil_loop *loop)
     }
     loop->closed = true;
     quiesce_ring(loop);
-    coil__signals_close(loop);
     /* Callbacks and done callbacks that never ran still hold references; drop the queue first. */
     for (coil__rq *n = loop->rq_head; n;) {
         coil__rq *next = n->next;

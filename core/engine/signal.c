@@ -13,6 +13,7 @@
 
 typedef struct coil__signals {
     coil__io_cb rec;             /* the read's completion */
+    coil__loop_closer closer;    /* the loop's close takes the read back and frees this */
     coil_loop *loop;
     int fd;
     bool reading;
@@ -26,6 +27,7 @@ typedef struct coil__signals {
 } coil__signals;
 
 static void arm(coil__signals *s);
+static void signals_close(coil_loop *loop, coil__loop_closer *c);
 
 static void on_read(coil__io_cb *rec, const coil__io_done *done)
 {
@@ -73,11 +75,13 @@ int coil_loop_add_signal_handler(coil_loop *loop, int signo, coil_callback_fn cb
         if (!s)
             return -ENOMEM;
         s->rec.complete = on_read;
+        s->closer.close = signals_close;
         s->loop = loop;
         s->fd = -1;
         sigemptyset(&s->handled);
         sigemptyset(&s->we_blocked);
         loop->signals = s;
+        coil__loop_on_close(loop, &s->closer);
     }
     sigset_t one, old;
     sigemptyset(&one);
@@ -138,17 +142,29 @@ int coil_loop_remove_signal_handler(coil_loop *loop, int signo)
     return 1;
 }
 
-/* Called by loop close after the ring has no operation in flight. */
-void coil__signals_close(coil_loop *loop)
+/* Loop close, while the ring is up: forget every handler (so the read is not armed again),
+ * take the read back and reap its CQE, so the kernel holds nothing that points into s once it
+ * is freed. The kernel cancels a read at once; the bound is for a ring that no longer answers,
+ * and a ring whose enter fails (io.broken) is not waited on (the loop's own final wait for
+ * operations in flight gives up on it likewise). */
+static void signals_close(coil_loop *loop, coil__loop_closer *c)
 {
-    coil__signals *s = loop->signals;
-    if (!s)
-        return;
+    coil__signals *s = coil__container_of(c, coil__signals, closer);
     for (int i = 1; i < COIL_NSIG; i++)
         if (s->h[i].cb)
             forget(s, i);
+    if (s->reading) {
+        coil__backend_cancel_cb(loop, &s->rec);
+        uint64_t deadline = coil__now_ns() + 1000000000u;
+        for (uint64_t now = coil__now_ns(); s->reading && !loop->io.broken && now < deadline; now = coil__now_ns())
+            coil__backend_poll(loop, true, deadline - now);
+    }
     if (s->fd >= 0)
         close(s->fd);
-    free(s);
     loop->signals = NULL;
+    /* A read the ring never gave back may still write into s, or name it in a CQE the loop's
+     * final reaping runs: keeping its bytes is the only safe end for a ring that stopped
+     * answering (s->fd is closed, so nothing is armed again). */
+    if (!s->reading)
+        free(s);
 }

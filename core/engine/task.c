@@ -125,7 +125,7 @@ static _Noreturn void task_main(void *task, void *fn);
 static bool start(coil_loop *loop, coil_task *t)
 {
     coil_task_fn fn = t->fn;
-    if ((t->tflags & (COIL__TF_MUST_CANCEL | COIL__TF_CFUTURE_BODY)) == COIL__TF_MUST_CANCEL) {
+    if ((t->tflags & (COIL__TF_MUST_CANCEL | COIL__TF_OWN_CANCEL)) == COIL__TF_MUST_CANCEL) {
         /* Cancelled before it started: asyncio never enters the coroutine. */
         t->tflags &= ~COIL__TF_MUST_CANCEL;
         coil__task_ext *x = coil__task_ext_get(t);
@@ -405,14 +405,14 @@ static void finish(coil_loop *loop, coil_task *t)
  * source. A loop of tasks that only yield to each other then never leaves task context, timers
  * armed or not. Anything else goes back to the scheduler.
  *
- * Another thread's first message creates the loop's inbox (loop->inbox) and wakes the loop with a
- * CQE, which the scheduler must reap to hook the inbox in as a source: a loop with no I/O of its
- * own would never look at its ring here, so an inbox, hooked in or not, sends it back to the
- * scheduler. One relaxed load of a word the poster sets once. */
+ * Another thread's first message registers the loop's way in from outside (loop->outside, the
+ * inbox) and wakes the loop with a CQE, which the scheduler must reap to hook the inbox in as a
+ * source: a loop with no I/O of its own would never look at its ring here, so a way in, hooked
+ * in or not, sends it back to the scheduler. One relaxed load of a word the poster sets once. */
 static bool next_iteration_inline(coil_loop *loop)
 {
     if (!loop->rq_head || loop->stopping || loop->sources || loop->eager_task || loop->io.unsubmitted ||
-        !coil__loop_timers_guarded(loop) || __atomic_load_n(&loop->inbox, __ATOMIC_RELAXED))
+        !coil__loop_timers_guarded(loop) || __atomic_load_n(&loop->outside, __ATOMIC_RELAXED))
         return false;
     if ((loop->io.inflight || loop->io.alarm_at) && coil__backend_pending(loop))
         return false;

@@ -14,7 +14,8 @@
  *    drains its store buffer, and sends a wake-up (IORING_OP_MSG_RING, send_wake) if it read 1.
  *  - The loop's half (src_before_block, src_after_block): with nothing visible it exchanges
  *    asleep with 1, fences with membarrier(PRIVATE_EXPEDITED) if it was in the asymmetric mode
- *    (which drains every other thread's store buffer), looks at the queues again, and only then
+ *    (shards/fence.c, coil__fence_heavy: it drains every other thread's store buffer), looks at
+ *    the queues again, and only then
  *    sleeps in io_uring_enter until a CQE arrives. A wake-up CQE that arrives while the loop is
  *    awake waits in the completion queue and ends the next sleep at once. Waking clears the flag.
  *  - The mode: a drain may switch the producers to the asymmetric mode (a flood); the first sleep

@@ -440,3 +440,48 @@ TEST(Executor, AFailureOfACallWhoseAwaiterWasCancelledIsDroppedWithItsPayload)
         return nullptr;
     });
 }
+
+// A loop's close first settles, with COIL_ECLOSED, the concurrent futures whose tasks it will
+// never run again, and only then waits for its default executor's jobs: a job blocked on the
+// result of such a future is released, so the close neither hangs nor waits out the job's own
+// timeout.
+TEST(Executor, LoopCloseReleasesAJobWaitingOnOneOfItsCoroutinesBeforeWaitingForTheJob)
+{
+    static std::atomic<int> started{ 0 }, job_result{ 1 };
+    started = 0;
+    job_result = 1;
+    static const double job_wait_s = 30.0 * coil_test::time_scale();
+    coil_loop *loop;
+    ASSERT_EQ(coil_new_event_loop(&loop, nullptr), 0);
+    coil_set_event_loop(loop);
+    static coil_loop *target;
+    target = loop;
+    coil_task *step;
+    coil_loop_create_task(loop, &step, [](void *) -> void * {
+        coil_future *f = nullptr;
+        // The job (on a pool thread) starts a coroutine on this loop and waits for its result.
+        EXPECT_EQ(coil_run_in_executor_future(nullptr, [](void *) -> void * {
+            coil_cfuture *cf = nullptr;
+            int err = coil_run_coroutine_threadsafe(target, [](void *) -> void * {
+                started = 1;
+                return coil_sleep(1000) ? nullptr : nullptr;
+            }, nullptr, &cf);
+            job_result = err ? err : coil_cfuture_result(cf, job_wait_s, nullptr);
+            coil_cfuture_free(cf);
+            return nullptr;
+        }, nullptr, nullptr, &f), 0);
+        coil_future_free(f);
+        EXPECT_TRUE(await_until([] { return started.load() == 1; }));
+        return nullptr;
+    }, nullptr, nullptr);
+    EXPECT_EQ(coil_loop_run_until_complete(loop, coil_task_future(step), nullptr), 0);
+    coil_task_free(step);
+    ASSERT_EQ(started.load(), 1);
+    coil_loop_set_exception_handler(loop, [](coil_loop *, const coil_exc_context *, void *) {}, nullptr);
+    coil_set_event_loop(nullptr);
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(coil_loop_close(loop), 0);
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(job_result.load(), COIL_ECLOSED);
+    EXPECT_LT(took, job_wait_s / 2) << "the close waited for the job before releasing it";
+}
