@@ -102,13 +102,6 @@ static bool unref(coil_stream *s)
     return true;
 }
 
-static void wake_all(coil__wlist *l, int result)
-{
-    coil__wnode *n;
-    while ((n = coil__wlist_pop(l)))
-        n->wake(n, result);
-}
-
 static size_t buffered(const coil_stream *s) { return (s->slen - s->soff) + s->wlen; }
 
 int coil__stream_new(coil_loop *loop, int fd, const coil_stream_opts *opts, coil_stream **out)
@@ -264,7 +257,7 @@ static void recv_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
         s->eof = true;
     else if (res < 0 && res != -ECANCELED && res != -ENOBUFS && !s->rerr)
         s->rerr = res;
-    wake_all(&s->rwait, 0);
+    coil__wlist_wake_all(&s->rwait, 0);
     if (more)
         return;
     s->recv_armed = false;
@@ -648,7 +641,7 @@ static void fail_write(coil_stream *s, int err)
         s->werr = err;
     s->wlen = 0;
     s->soff = s->slen = 0;
-    wake_all(&s->drainers, err);
+    coil__wlist_wake_all(&s->drainers, err);
 }
 
 /* Everything handed to the kernel: the deferred write_eof and close can go ahead. */
@@ -677,7 +670,7 @@ static void send_done(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
         if (s->soff < s->slen || s->wlen)
             start_send(s);
         if (buffered(s) <= s->low)
-            wake_all(&s->drainers, 0);
+            coil__wlist_wake_all(&s->drainers, 0);
     }
     if (!s->sending)
         flushed(s);
@@ -763,22 +756,8 @@ int coil_stream_writelines(coil_stream *s, const struct iovec *iov, size_t n)
 
 size_t coil_stream_write_buffer_size(const coil_stream *s) { return buffered(s); }
 
-static void wait_cancel(coil_task *t)
-{
-    coil__wlist *l = t->wait_obj;
-    coil__wlist_remove(l, &t->wnode);
-    coil__task_wake(t, -ECANCELED);
-}
-
-static const coil__wait_ops drain_wait = { "stream drain", wait_cancel, true };
-static const coil__wait_ops closed_wait = { "stream wait_closed", wait_cancel, true };
-
-static int wait_on(coil_task *t, coil__wlist *l, const coil__wait_ops *ops)
-{
-    t->wnode.wake = coil__wnode_wake_task;
-    coil__wlist_append(l, &t->wnode);
-    return coil__task_suspend(ops, l);
-}
+static const coil__wait_ops drain_wait = { "stream drain", coil__wlist_wait_cancel, true };
+static const coil__wait_ops closed_wait = { "stream wait_closed", coil__wlist_wait_cancel, true };
 
 int coil_stream_drain(coil_stream *s)
 {
@@ -794,7 +773,7 @@ int coil_stream_drain(coil_stream *s)
         return s->werr;
     if (buffered(s) <= s->high)
         return 0;
-    int r = wait_on(t, &s->drainers, &drain_wait);
+    int r = coil__wlist_wait(t, &s->drainers, &drain_wait, false);
     return r ? r : s->werr;
 }
 
@@ -824,8 +803,8 @@ static void finish_close(coil_stream *s)
     if (s->recv_armed)
         recv_cancel(s);
     release_fd(s);
-    wake_all(&s->drainers, s->werr ? s->werr : 0);
-    wake_all(&s->closers, 0);
+    coil__wlist_wake_all(&s->drainers, s->werr ? s->werr : 0);
+    coil__wlist_wake_all(&s->closers, 0);
 }
 
 void coil_stream_close(coil_stream *s)
@@ -834,7 +813,7 @@ void coil_stream_close(coil_stream *s)
         return;
     s->closing = true;
     if (s->reader && s->br) {
-        wake_all(&s->rwait, 0); /* it sees closing and returns COIL_ECLOSED */
+        coil__wlist_wake_all(&s->rwait, 0); /* it sees closing and returns COIL_ECLOSED */
     } else if (s->reader) {
         /* Stop the reader's recv; it returns COIL_ECLOSED (see fill). */
         struct io_uring_sqe *sqe = coil__uring_sqe(s->loop);
@@ -861,7 +840,7 @@ int coil_stream_wait_closed(coil_stream *s)
         return c;
     if (s->closed)
         return 0;
-    return wait_on(t, &s->closers, &closed_wait);
+    return coil__wlist_wait(t, &s->closers, &closed_wait, false);
 }
 
 void coil_stream_free(coil_stream *s)
