@@ -146,14 +146,14 @@ static void wake_complete(coil__uring_cb *cb, const struct io_uring_cqe *cqe)
  * and the loop, between setting the flag and its last look at the queues, runs
  * membarrier(PRIVATE_EXPEDITED), which puts a full barrier into every running thread of the
  * process. So a producer either pushed before its barrier (the loop sees the message) or reads
- * the flag after it (and sees 1): no wake-up is lost. The price, ~10 us when another of our
- * threads is running (an IPI on a VM), is paid only at a sleep, and only by a flooded loop; one
+ * the flag after it (and sees 1): no wake-up is lost. The price, an interrupt to each CPU running
+ * another of our threads (dearer still on a VM), is paid only at a sleep, and only by a flooded loop; one
  * that received fewer since its last sleep drops back to the exchange, fencing once more for
  * producers still reading the old mode. */
 
 /* The process must register for the expedited barrier. While it has one thread that costs a
  * few microseconds, so it is done as the library loads; once it has more, registering waits
- * out an RCU grace period (~20 ms here), so a loop that wants it later asks a thread of its
+ * out an RCU grace period (far longer than a loop may stall), so a loop that wants it later asks a thread of its
  * own to do it, and keeps to the exchange meanwhile. */
 enum { MB_UNKNOWN, MB_REGISTERING, MB_READY, MB_UNAVAILABLE };
 static _Atomic int membarrier_state;

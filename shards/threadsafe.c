@@ -166,8 +166,8 @@ static int state_of(coil_cfuture *cf)
  * released, by whichever thread that is.
  *
  * A thread's first chunks are 16 KiB from the heap; once it has shown it submits in bulk, its
- * chunks are 2 MiB huge pages (core/hugemem.c): 100k futures in 4 KiB pages were ~1,600
- * first-touch faults, ~30 ns per submission on this class of machine. Every 16 KiB block of a
+ * chunks are 2 MiB huge pages (core/mem/hugemem.c): in 4 KiB pages, a first-touch fault every
+ * few dozen futures would be a cost every bulk submission shares. Every 16 KiB block of a
  * chunk starts with a header slot naming the chunk, so releasing a future finds its chunk with
  * one mask whatever the chunk's size. The price: one long-lived future keeps its chunk alive. */
 enum { CF_SLOT = (sizeof(struct coil_cfuture) + 63) & ~(size_t)63, CF_BLOCK = 16384,

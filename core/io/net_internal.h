@@ -10,9 +10,6 @@
 /* Connect with a deadline: the loop's timer cancels the connect when timeout_ns (0 = none)
  * passes, and the call returns -ETIMEDOUT then (a cancel of the task itself stays -ECANCELED). */
 int coil__sock_connect_timeout(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t timeout_ns);
-/* socket + options for a listener or client, close-on-exec and nonblocking for the fast paths
- * that try a plain syscall first. */
-int coil__sock_open(int family, int type, int *fd);
 /* A stream over a connected socket it now owns. */
 int coil__stream_new(coil_loop *loop, int fd, const coil_stream_opts *opts, coil_stream **out);
 /* Read through multishot recv with buffers from br (the stream takes a reference). */

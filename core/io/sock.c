@@ -43,8 +43,6 @@ int coil_socket(int domain, int type, int protocol, int *fd)
     return 0;
 }
 
-int coil__sock_open(int family, int type, int *fd) { return coil_socket(family, type, 0, fd); }
-
 /* ---- connect, with an optional deadline on the loop's timer heap ---- */
 
 static void connect_deadline(coil__timer *tm)
