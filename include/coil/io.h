@@ -12,17 +12,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "api.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-int coil_read(int fd, void *buf, size_t len, size_t *nread);
-int coil_write(int fd, const void *buf, size_t len, size_t *nwritten);
-int coil_pread(int fd, void *buf, size_t len, uint64_t offset, size_t *nread);
-int coil_pwrite(int fd, const void *buf, size_t len, uint64_t offset, size_t *nwritten);
+COIL_API int coil_read(int fd, void *buf, size_t len, size_t *nread);
+COIL_API int coil_write(int fd, const void *buf, size_t len, size_t *nwritten);
+COIL_API int coil_pread(int fd, void *buf, size_t len, uint64_t offset, size_t *nread);
+COIL_API int coil_pwrite(int fd, const void *buf, size_t len, uint64_t offset, size_t *nwritten);
 /* Write all of buf, looping on short writes. */
-int coil_write_all(int fd, const void *buf, size_t len);
-int coil_close(int fd);
+COIL_API int coil_write_all(int fd, const void *buf, size_t len);
+COIL_API int coil_close(int fd);
 
 #ifdef __cplusplus
 }

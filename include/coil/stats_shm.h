@@ -134,7 +134,7 @@ typedef struct coil_stats_shm_segment {
     uint32_t nslots;               /* COIL_STATS_SHM_SLOTS */
     uint32_t uid;                  /* the real uid of the publishing process */
     uint64_t pid;                  /* the publishing process */
-    uint64_t start_time;           /* its start time: field 22 of /proc/<pid>/stat (clock ticks since boot), 0 = unknown */
+    uint64_t start_time;           /* field 22 of /proc/<pid>/stat (ticks since boot), 0 = unknown */
     uint64_t spare[4];             /* zero */
     coil_stats_shm_slot slots[COIL_STATS_SHM_SLOTS];
 } coil_stats_shm_segment;
