@@ -304,7 +304,7 @@ int coil__io_submit_wait(coil_task *t, struct io_uring_sqe *sqe);
 bool coil__on_shared_stack(coil_loop *loop, const void *p, size_t n);
 
 /* ---- the loop ---- */
-/* coil__loop_stats, the loop's published counters: stats.h. */
+/* coil__loop_stats, the loop's published counters: coil/stats_shm.h, named in stats.h. */
 
 /* An extra source of work the loop drains every iteration (the shards layer's inbound ring). */
 typedef struct coil__loop_source {

@@ -1,5 +1,5 @@
-/* coil core: the per-process shared-memory segment of loop counters (see stats.h for the layout,
- * the update rule and the task-dump handshake). */
+/* coil core: the per-process shared-memory segment of loop counters (see coil/stats_shm.h for
+ * the layout and the task-dump handshake, stats.h for the update rule). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -99,7 +99,7 @@ static coil__stats_seg *create_segment(void)
     return s;
 }
 
-/* ---- the bell's watch and the answer (see stats.h for the handshake) ---- */
+/* ---- the bell's watch and the answer (see coil/stats_shm.h for the handshake) ---- */
 
 /* Named here because the installed headers may predate them (Linux 6.7 added the op). */
 #define OP_FUTEX_WAIT 51
