@@ -60,7 +60,7 @@ int coil__lane_push(coil__lane *l, void (*fn)(void *, void *), void *a, void *b)
  *
  * Each look at the tail takes the producer's line away from it, and the producer's next push
  * then waits to get it back. A loop that keeps up with a stream would look after every message
- * or two, and the stream would go at the speed of that exchange (a quarter slower here). So
+ * or two, and the stream would go at the speed of that exchange, not of the pushes. So
  * once the messages of a look that found more than one have run out, the next look waits
  * pace_ns: the stream arrives in batches. A single message (a request awaiting its reply) or
  * none leaves the lane looked at every time. pace_ns 0 never waits: for a loop about to sleep,

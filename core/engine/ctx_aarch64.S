@@ -2,6 +2,7 @@
 #if defined(__aarch64__)
     .text
     .globl  coil__ctx_switch
+    .hidden coil__ctx_switch
     .type   coil__ctx_switch, %function
     .p2align 4
 coil__ctx_switch:
@@ -35,6 +36,7 @@ coil__ctx_switch:
 
 /* A fresh context lands here with the entry function in x19 and its arguments in x20, x21. */
     .globl  coil__ctx_trampoline
+    .hidden coil__ctx_trampoline
     .type   coil__ctx_trampoline, %function
     .p2align 4
 coil__ctx_trampoline:

@@ -3,6 +3,7 @@
 #if defined(__x86_64__)
     .text
     .globl  coil__ctx_switch
+    .hidden coil__ctx_switch
     .type   coil__ctx_switch, @function
     .p2align 4
 coil__ctx_switch:
@@ -33,6 +34,7 @@ coil__ctx_switch:
 
 /* A fresh context lands here with the entry function in rbx and its arguments in r12, r13. */
     .globl  coil__ctx_trampoline
+    .hidden coil__ctx_trampoline
     .type   coil__ctx_trampoline, @function
     .p2align 4
 coil__ctx_trampoline:

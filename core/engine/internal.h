@@ -92,6 +92,14 @@ static inline coil__wnode *coil__wlist_pop(coil__wlist *l)
     return n;
 }
 
+/* Wake every node on l with `result`, in list order, leaving l empty. */
+static inline void coil__wlist_wake_all(coil__wlist *l, int result)
+{
+    coil__wnode *n;
+    while ((n = coil__wlist_pop(l)))
+        n->wake(n, result);
+}
+
 /* ---- awaitables ----
  * A task is a future with a body: both start with this header, so awaiting, callbacks, gather and
  * wait treat them alike (asyncio's Task subclasses Future for the same reason). */
@@ -282,7 +290,7 @@ typedef struct coil__loop_hooks {
 
 /* The loop's published counters and the state of their publisher, owned by the hooks above
  * (observability's stats.h); the engine only carries the pointers. */
-typedef struct coil__loop_stats coil__loop_stats;
+typedef struct coil_stats_shm_slot coil__loop_stats; /* the public layout, coil/stats_shm.h */
 typedef struct coil__stats_watch coil__stats_watch;
 
 /* ---- the loop ---- */
@@ -421,6 +429,25 @@ void coil__aw_cancel_waiter(coil_task *t);
 /* A wait_ops awaits hook for a wait whose wait_obj is the awaited awaitable itself (a plain await,
  * shield, wait_for): that one awaitable. */
 size_t coil__aw_awaits_self(const void *wait_obj, coil__aw **out, size_t max);
+/* Suspend the running task t on wait list l until a wake-up (coil__wlist_wake_all or a pop and
+ * wake): at the tail, or at the head for a waiter that keeps the place it had. The list itself
+ * is the wait object, so ops->cancel may be coil__wlist_wait_cancel. Returns the wake result,
+ * or -ECANCELED as coil__task_suspend does. */
+static inline int coil__wlist_wait(coil_task *t, coil__wlist *l, const coil__wait_ops *ops, bool at_head)
+{
+    t->wnode.wake = coil__wnode_wake_task;
+    coil__wlist_append(l, &t->wnode);
+    if (at_head)
+        l->first = &t->wnode; /* the list is circular: the tail becomes the head */
+    return coil__task_suspend(ops, l);
+}
+/* A wait_ops cancel for a task suspended by coil__wlist_wait: leave the list (t->wait_obj) and
+ * wake with -ECANCELED. */
+static inline void coil__wlist_wait_cancel(coil_task *t)
+{
+    coil__wlist_remove((coil__wlist *)t->wait_obj, &t->wnode);
+    coil__task_wake(t, -ECANCELED);
+}
 /* Consume a pending cancellation at an await point: -ECANCELED if there was one, else 0. */
 static inline int coil__task_check_cancel(coil_task *t)
 {

@@ -1,5 +1,8 @@
 /* coil core: tasks. Creation, the first run on a fresh stack, suspension and wake-up,
- * cancellation, completion and freeing. The scheduler side (which task runs when) is loop.c. */
+ * cancellation, completion and freeing. The scheduler's fast paths are here too: a task that
+ * suspends or finishes hands over straight to the next ready task, even starting the next
+ * iteration inline, without going back to the scheduler's stack. loop.c runs the iterations
+ * themselves (the ready batch, I/O, timers), for whatever those fast paths leave to it. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>

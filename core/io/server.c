@@ -66,13 +66,6 @@ static void destroy_if_done(coil_server *srv)
     free(srv);
 }
 
-static void wake_all(coil__wlist *l, int result)
-{
-    coil__wnode *n;
-    while ((n = coil__wlist_pop(l)))
-        n->wake(n, result);
-}
-
 /* ---- connections ---- */
 
 static void *conn_main(void *arg)
@@ -99,7 +92,7 @@ static void conn_done(coil_future *f, void *arg)
     srv->nconns--;
     srv->refs--;
     if (srv->closed && srv->nconns == 0)
-        wake_all(&srv->closers, 0);
+        coil__wlist_wake_all(&srv->closers, 0);
     destroy_if_done(srv);
 }
 
@@ -396,9 +389,9 @@ void coil_server_close(coil_server *srv)
     }
     if (srv->unix_path)
         unlink(srv->unix_path);
-    wake_all(&srv->forever, 0);
+    coil__wlist_wake_all(&srv->forever, 0);
     if (srv->nconns == 0)
-        wake_all(&srv->closers, 0);
+        coil__wlist_wake_all(&srv->closers, 0);
 }
 
 void coil_server_close_clients(coil_server *srv)
@@ -407,21 +400,8 @@ void coil_server_close_clients(coil_server *srv)
         coil_task_cancel(c->task, NULL);
 }
 
-static void wait_cancel(coil_task *t)
-{
-    coil__wlist_remove(t->wait_obj, &t->wnode);
-    coil__task_wake(t, -ECANCELED);
-}
-
-static const coil__wait_ops forever_wait = { "server serve_forever", wait_cancel, true, NULL };
-static const coil__wait_ops closed_wait = { "server wait_closed", wait_cancel, true, NULL };
-
-static int wait_on(coil_task *t, coil__wlist *l, const coil__wait_ops *ops)
-{
-    t->wnode.wake = coil__wnode_wake_task;
-    coil__wlist_append(l, &t->wnode);
-    return coil__task_suspend(ops, l);
-}
+static const coil__wait_ops forever_wait = { "server serve_forever", coil__wlist_wait_cancel, true, NULL };
+static const coil__wait_ops closed_wait = { "server wait_closed", coil__wlist_wait_cancel, true, NULL };
 
 int coil_server_serve_forever(coil_server *srv)
 {
@@ -434,14 +414,14 @@ int coil_server_serve_forever(coil_server *srv)
         return COIL_ECLOSED;
     int r = coil__task_check_cancel(t);
     if (!r)
-        r = wait_on(t, &srv->forever, &forever_wait);
+        r = coil__wlist_wait(t, &srv->forever, &forever_wait, false);
     if (r == -ECANCELED) {
         /* asyncio 3.12+: close, await wait_closed(), then re-raise. A second cancel ends the
          * wait (its CancelledError propagates out of wait_closed); the server is closed either
          * way and must not be touched after the wait, whose end may be what frees it. */
         coil_server_close(srv);
         if (srv->nconns)
-            (void)wait_on(t, &srv->closers, &closed_wait);
+            (void)coil__wlist_wait(t, &srv->closers, &closed_wait, false);
     }
     return r;
 }
@@ -458,7 +438,7 @@ int coil_server_wait_closed(coil_server *srv)
         return r;
     if (srv->closed && srv->nconns == 0)
         return 0;
-    return wait_on(t, &srv->closers, &closed_wait);
+    return coil__wlist_wait(t, &srv->closers, &closed_wait, false);
 }
 
 bool coil_server_is_serving(const coil_server *srv) { return srv && !srv->closed; }

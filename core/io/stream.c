@@ -104,13 +104,6 @@ static bool unref(coil_stream *s)
     return true;
 }
 
-static void wake_all(coil__wlist *l, int result)
-{
-    coil__wnode *n;
-    while ((n = coil__wlist_pop(l)))
-        n->wake(n, result);
-}
-
 static size_t buffered(const coil_stream *s) { return (s->slen - s->soff) + s->wlen; }
 
 int coil__stream_new(coil_loop *loop, int fd, const coil_stream_opts *opts, coil_stream **out)
@@ -251,7 +244,7 @@ static void recv_done(coil__io_cb *cb, const coil__io_done *done)
         s->eof = true;
     else if (res < 0 && res != -ECANCELED && res != -ENOBUFS && !s->rerr)
         s->rerr = res;
-    wake_all(&s->rwait, 0);
+    coil__wlist_wake_all(&s->rwait, 0);
     if (more)
         return;
     s->recv_armed = false;
@@ -634,7 +627,7 @@ static void fail_write(coil_stream *s, int err)
         s->werr = err;
     s->wlen = 0;
     s->soff = s->slen = 0;
-    wake_all(&s->drainers, err);
+    coil__wlist_wake_all(&s->drainers, err);
 }
 
 /* Everything handed to the kernel: the deferred write_eof and close can go ahead. */
@@ -663,7 +656,7 @@ static void send_done(coil__io_cb *cb, const coil__io_done *done)
         if (s->soff < s->slen || s->wlen)
             start_send(s);
         if (buffered(s) <= s->low)
-            wake_all(&s->drainers, 0);
+            coil__wlist_wake_all(&s->drainers, 0);
     }
     if (!s->sending)
         flushed(s);
@@ -747,22 +740,8 @@ int coil_stream_writelines(coil_stream *s, const struct iovec *iov, size_t n)
 
 size_t coil_stream_write_buffer_size(const coil_stream *s) { return buffered(s); }
 
-static void wait_cancel(coil_task *t)
-{
-    coil__wlist *l = t->wait_obj;
-    coil__wlist_remove(l, &t->wnode);
-    coil__task_wake(t, -ECANCELED);
-}
-
-static const coil__wait_ops drain_wait = { "stream drain", wait_cancel, true, NULL };
-static const coil__wait_ops closed_wait = { "stream wait_closed", wait_cancel, true, NULL };
-
-static int wait_on(coil_task *t, coil__wlist *l, const coil__wait_ops *ops)
-{
-    t->wnode.wake = coil__wnode_wake_task;
-    coil__wlist_append(l, &t->wnode);
-    return coil__task_suspend(ops, l);
-}
+static const coil__wait_ops drain_wait = { "stream drain", coil__wlist_wait_cancel, true, NULL };
+static const coil__wait_ops closed_wait = { "stream wait_closed", coil__wlist_wait_cancel, true, NULL };
 
 int coil_stream_drain(coil_stream *s)
 {
@@ -778,7 +757,7 @@ int coil_stream_drain(coil_stream *s)
         return s->werr;
     if (buffered(s) <= s->high)
         return 0;
-    int r = wait_on(t, &s->drainers, &drain_wait);
+    int r = coil__wlist_wait(t, &s->drainers, &drain_wait, false);
     return r ? r : s->werr;
 }
 
@@ -808,8 +787,8 @@ static void finish_close(coil_stream *s)
     if (s->recv_armed)
         recv_cancel(s);
     release_fd(s);
-    wake_all(&s->drainers, s->werr ? s->werr : 0);
-    wake_all(&s->closers, 0);
+    coil__wlist_wake_all(&s->drainers, s->werr ? s->werr : 0);
+    coil__wlist_wake_all(&s->closers, 0);
 }
 
 void coil_stream_close(coil_stream *s)
@@ -818,7 +797,7 @@ void coil_stream_close(coil_stream *s)
         return;
     s->closing = true;
     if (s->reader && s->br) {
-        wake_all(&s->rwait, 0); /* it sees closing and returns COIL_ECLOSED */
+        coil__wlist_wake_all(&s->rwait, 0); /* it sees closing and returns COIL_ECLOSED */
     } else if (s->reader) {
         /* Stop the reader's recv; it returns COIL_ECLOSED (see fill). */
         coil__backend_cancel_task(s->loop, s->reader);
@@ -841,7 +820,7 @@ int coil_stream_wait_closed(coil_stream *s)
         return c;
     if (s->closed)
         return 0;
-    return wait_on(t, &s->closers, &closed_wait);
+    return coil__wlist_wait(t, &s->closers, &closed_wait, false);
 }
 
 void coil_stream_free(coil_stream *s)

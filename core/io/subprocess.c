@@ -73,13 +73,6 @@ static bool reap(coil_subprocess *p, bool block)
     return true;
 }
 
-static void wake_all(coil__wlist *l, int result)
-{
-    coil__wnode *n;
-    while ((n = coil__wlist_pop(l)))
-        n->wake(n, result);
-}
-
 static void poll_done(coil__io_cb *cb, const coil__io_done *done);
 
 static bool arm_poll(coil_subprocess *p)
@@ -103,11 +96,11 @@ static void poll_done(coil__io_cb *cb, const coil__io_done *done)
             if (p->freed)
                 reap(p, true);
         } else if (!arm_poll(p)) {
-            wake_all(&p->waiters, -EBUSY);
+            coil__wlist_wake_all(&p->waiters, -EBUSY);
         }
     }
     if (p->exited)
-        wake_all(&p->waiters, 0);
+        coil__wlist_wake_all(&p->waiters, 0);
     if (p->freed && !p->polling)
         destroy(p);
 }
@@ -299,14 +292,8 @@ coil_stream *coil_subprocess_stdin(coil_subprocess *p) { return p ? p->io[0] : N
 coil_stream *coil_subprocess_stdout(coil_subprocess *p) { return p ? p->io[1] : NULL; }
 coil_stream *coil_subprocess_stderr(coil_subprocess *p) { return p ? p->io[2] : NULL; }
 
-static void wait_cancel(coil_task *t)
-{
-    coil__wlist_remove(t->wait_obj, &t->wnode);
-    coil__task_wake(t, -ECANCELED);
-}
-
 /* The exit status is kept in the object, so a cancel landing after the wake-up loses nothing. */
-static const coil__wait_ops exit_wait = { "subprocess wait", wait_cancel, true, NULL };
+static const coil__wait_ops exit_wait = { "subprocess wait", coil__wlist_wait_cancel, true, NULL };
 
 int coil_subprocess_wait(coil_subprocess *p, int *returncode)
 {
@@ -321,9 +308,7 @@ int coil_subprocess_wait(coil_subprocess *p, int *returncode)
     if (!reap(p, false)) {
         if (!p->polling && !arm_poll(p))
             return -EBUSY;
-        t->wnode.wake = coil__wnode_wake_task;
-        coil__wlist_append(&p->waiters, &t->wnode);
-        int r = coil__task_suspend(&exit_wait, &p->waiters);
+        int r = coil__wlist_wait(t, &p->waiters, &exit_wait, false);
         if (r)
             return r;
     }
@@ -366,7 +351,7 @@ void coil_subprocess_free(coil_subprocess *p)
         coil_stream_free(p->io[i]);
         p->io[i] = NULL;
     }
-    wake_all(&p->waiters, COIL_ECLOSED);
+    coil__wlist_wake_all(&p->waiters, COIL_ECLOSED);
     if (!reap(p, false)) {
         pidfd_signal(p->pidfd, SIGKILL);
         p->freed = true;

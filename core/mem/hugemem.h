@@ -1,17 +1,18 @@
 /* coil core: memory for big per-loop tables (pool chunks, gather's wait nodes, the timer
- * arrays). A big one is a 2 MiB-aligned mapping advised for transparent huge pages: on
- * this class of machine a 4 KiB first-touch fault costs over a microsecond, so a table filled
- * by 100k tasks would spend milliseconds faulting. Requests from 512 KiB up are rounded up to
+ * arrays). A big one is a 2 MiB-aligned mapping advised for transparent huge pages:
+ * every 4 KiB first-touch fault is a trip into the kernel, so a table filled by 100k tasks
+ * would fault thousands of times instead of a few. Requests from 512 KiB up are rounded up to
  * whole 2 MiB pages; smaller ones come from malloc, 64-byte aligned. The caller passes the size back when freeing.
  * Neither is zeroed.
  *
  * A big table given back with coil__huge_free_warm is kept, pages and all, for the next request
  * of the same mapped size (a gather of as many tasks, a loop's pool chunk on the next loop): on a
- * VM a page touched for the first time can cost tens of microseconds, a warm one a cache miss.
- * What is kept is bounded per process (COIL__HUGE_KEEP_BYTES, the most recently freed first);
- * anything beyond goes back to the kernel at once, so an idle process holds at most that much.
- * coil__huge_free gives a table back at once: for one that will not be asked for at that size
- * again (an array outgrown by its copy), which kept would only be resident memory. Thread-safe. */
+ * VM a page touched for the first time can cost far more than a trip into the kernel, a warm one
+ * a cache miss. What is kept is bounded per process (COIL__HUGE_KEEP_BYTES, the most recently
+ * freed first); anything beyond goes back to the kernel at once, so an idle process holds at most
+ * that much. coil__huge_free gives a table back at once: for one that will not be asked for at
+ * that size again (an array outgrown by its copy), which kept would only be resident memory.
+ * Thread-safe. */
 #ifndef COIL_CORE_HUGEMEM_H
 #define COIL_CORE_HUGEMEM_H
 

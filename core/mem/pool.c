@@ -7,7 +7,7 @@
 
 /* The first chunk is small so an idle loop costs little; every later one is a 2 MiB huge page,
  * so a loop that creates a million tasks takes a few dozen 2 MiB faults instead of 30,000 small
- * ones (on this class of machine a 4 KiB fault costs over a microsecond). */
+ * ones (each fault is a trip into the kernel, which zeroes the page). */
 enum { FIRST_CHUNK = 64 * 1024, HUGE_CHUNK = COIL__HUGE_PAGE };
 
 void coil__pool_init(coil__pool *p, size_t objsize)

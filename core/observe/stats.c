@@ -1,5 +1,5 @@
-/* coil core: the per-process shared-memory segment of loop counters (see stats.h for the layout,
- * the update rule and the task-dump handshake). */
+/* coil core: the per-process shared-memory segment of loop counters (see coil/stats_shm.h for
+ * the layout and the task-dump handshake, stats.h for the update rule). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -100,7 +100,7 @@ static coil__stats_seg *create_segment(void)
     return s;
 }
 
-/* ---- the bell's watch and the answer (see stats.h for the handshake) ---- */
+/* ---- the bell's watch and the answer (see coil/stats_shm.h for the handshake) ---- */
 
 #ifndef MFD_NOEXEC_SEAL
 #define MFD_NOEXEC_SEAL 0x0008u

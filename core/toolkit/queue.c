@@ -41,30 +41,9 @@ struct coil_queue {
     bool shutdown;
 };
 
-static void get_cancel(coil_task *t)
-{
-    coil_queue *q = t->wait_obj;
-    coil__wlist_remove(&q->getters, &t->wnode);
-    coil__task_wake(t, -ECANCELED);
-}
-
-static void put_cancel(coil_task *t)
-{
-    coil_queue *q = t->wait_obj;
-    coil__wlist_remove(&q->putters, &t->wnode);
-    coil__task_wake(t, -ECANCELED);
-}
-
-static void join_cancel(coil_task *t)
-{
-    coil_queue *q = t->wait_obj;
-    coil__wlist_remove(&q->joiners, &t->wnode);
-    coil__task_wake(t, -ECANCELED);
-}
-
-static const coil__wait_ops get_wait = { "queue get", get_cancel, true, NULL };
-static const coil__wait_ops put_wait = { "queue put", put_cancel, true, NULL };
-static const coil__wait_ops join_wait = { "queue join", join_cancel, true, NULL };
+static const coil__wait_ops get_wait = { "queue get", coil__wlist_wait_cancel, true, NULL };
+static const coil__wait_ops put_wait = { "queue put", coil__wlist_wait_cancel, true, NULL };
+static const coil__wait_ops join_wait = { "queue join", coil__wlist_wait_cancel, true, NULL };
 
 static inline bool is_full(const coil_queue *q) { return q->maxsize > 0 && q->count >= (size_t)q->maxsize; }
 
@@ -72,13 +51,6 @@ static void wake_next(coil__wlist *l)
 {
     coil__wnode *n = coil__wlist_pop(l);
     if (n)
-        n->wake(n, 0);
-}
-
-static void wake_all(coil__wlist *l)
-{
-    coil__wnode *n;
-    while ((n = coil__wlist_pop(l)))
         n->wake(n, 0);
 }
 
@@ -242,7 +214,7 @@ int coil_queue_free(coil_queue *q)
 
 /* Suspend the running task on `l` (at the head when it already waited once and lost its item or
  * slot to a caller that did not wait, so it keeps its place). */
-static int wait_on(coil_queue *q, coil__wlist *l, const coil__wait_ops *ops, bool again, bool *woken)
+static int queue_wait(coil_queue *q, coil__wlist *l, const coil__wait_ops *ops, bool again, bool *woken)
 {
     coil_loop *loop = coil__tls_running;
     if (!loop || !loop->current)
@@ -255,12 +227,8 @@ static int wait_on(coil_queue *q, coil__wlist *l, const coil__wait_ops *ops, boo
     int r = coil__task_check_cancel(t);
     if (r)
         return r;
-    t->wnode.wake = coil__wnode_wake_task;
-    coil__wlist_append(l, &t->wnode);
-    if (again)
-        l->first = &t->wnode;
     q->busy++;
-    r = coil__task_suspend(ops, q);
+    r = coil__wlist_wait(t, l, ops, again);
     q->busy--;
     *woken = t->wake_result == 0;
     return r;
@@ -294,7 +262,7 @@ int coil_queue_put(coil_queue *q, void *item)
         if (q->shutdown)
             return COIL_EQUEUESHUTDOWN;
         bool woken = false;
-        int r = wait_on(q, &q->putters, &put_wait, again, &woken);
+        int r = queue_wait(q, &q->putters, &put_wait, again, &woken);
         if (r) {
             /* Woken for a slot we will not use: the next putter may. */
             if (woken && !is_full(q))
@@ -331,7 +299,7 @@ int coil_queue_get(coil_queue *q, void **item)
         if (q->shutdown)
             return COIL_EQUEUESHUTDOWN;
         bool woken = false;
-        int r = wait_on(q, &q->getters, &get_wait, again, &woken);
+        int r = queue_wait(q, &q->getters, &get_wait, again, &woken);
         if (r) {
             /* Woken for an item we will not take: it stays queued for the next getter. */
             if (woken && q->count)
@@ -354,7 +322,7 @@ int coil_queue_task_done(coil_queue *q)
     if (q->unfinished == 0)
         return -EINVAL;
     if (--q->unfinished == 0)
-        wake_all(&q->joiners);
+        coil__wlist_wake_all(&q->joiners, 0);
     return 0;
 }
 
@@ -365,7 +333,7 @@ int coil_queue_join(coil_queue *q)
     if (q->unfinished == 0)
         return 0;
     bool woken;
-    return wait_on(q, &q->joiners, &join_wait, false, &woken);
+    return queue_wait(q, &q->joiners, &join_wait, false, &woken);
 }
 
 void coil_queue_shutdown(coil_queue *q, bool immediate)
@@ -376,10 +344,10 @@ void coil_queue_shutdown(coil_queue *q, bool immediate)
     if (immediate) {
         drop_all(q, true);
         if (q->unfinished == 0)
-            wake_all(&q->joiners);
+            coil__wlist_wake_all(&q->joiners, 0);
     }
-    wake_all(&q->getters);
-    wake_all(&q->putters);
+    coil__wlist_wake_all(&q->getters, 0);
+    coil__wlist_wake_all(&q->putters, 0);
 }
 
 size_t coil_queue_qsize(const coil_queue *q) { return q ? q->count : 0; }

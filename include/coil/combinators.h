@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "api.h"
 #include "errors.h"
 #include "loop.h"
 
@@ -64,7 +65,7 @@ typedef struct coil_gather_result {
  * Returns 0, a child's error code, -ECANCELED, -EINVAL (aws NULL with n > 0, a NULL entry),
  * -ENOMEM, COIL_ENOTASK (not in a task), COIL_EAWAITSELF (the awaiting task is among aws),
  * COIL_EWRONGLOOP (an awaitable of another loop). Suspends. Not thread-safe. */
-int coil_gather(coil_future **aws, size_t n, bool return_exceptions, coil_gather_result *results);
+COIL_API int coil_gather(coil_future **aws, size_t n, bool return_exceptions, coil_gather_result *results);
 
 /* ---- wait ---- */
 
@@ -84,8 +85,8 @@ typedef enum coil_return_when {
  * (the awaitables are left alone and the arrays not written), -EINVAL (n == 0, aws NULL, a NULL
  * entry, a bad return_when, a NaN timeout), -ENOMEM, COIL_ENOTASK, COIL_EAWAITSELF,
  * COIL_EWRONGLOOP. Suspends. Not thread-safe. */
-int coil_wait(coil_future **aws, size_t n, double timeout, coil_return_when return_when,
-              coil_future **done, size_t *ndone, coil_future **pending, size_t *npending);
+COIL_API int coil_wait(coil_future **aws, size_t n, double timeout, coil_return_when return_when,
+                       coil_future **done, size_t *ndone, coil_future **pending, size_t *npending);
 
 /* ---- wait_for ---- */
 
@@ -99,7 +100,7 @@ int coil_wait(coil_future **aws, size_t n, double timeout, coil_return_when retu
  * Returns 0 with *result (may be NULL), aw's error code, -ETIMEDOUT, -ECANCELED, -EINVAL (NULL
  * aw, NaN timeout), -ENOMEM, COIL_ENOTASK, COIL_EAWAITSELF, COIL_EWRONGLOOP. Suspends. Not
  * thread-safe. */
-int coil_wait_for(coil_future *aw, double timeout, void **result);
+COIL_API int coil_wait_for(coil_future *aw, double timeout, void **result);
 
 /* ---- as_completed ---- */
 
@@ -109,7 +110,7 @@ typedef struct coil_as_completed_iter coil_as_completed_iter;
  * now). Does not suspend; call it on the loop's thread. n may be 0 (the iterator is exhausted).
  * Returns 0, -EINVAL (out NULL, aws NULL with n > 0, a NULL entry, NaN timeout), -ENOMEM,
  * COIL_EWRONGLOOP (awaitables of different loops, or not this thread's loop), COIL_ECLOSED. */
-int coil_as_completed(coil_future **aws, size_t n, double timeout, coil_as_completed_iter **out);
+COIL_API int coil_as_completed(coil_future **aws, size_t n, double timeout, coil_as_completed_iter **out);
 
 /* Await the next completion: 0 with *fut set to that awaitable (one of aws; read its outcome
  * with coil_future_result), or 0 with *fut = NULL once every awaitable was returned. After the
@@ -118,11 +119,11 @@ int coil_as_completed(coil_future **aws, size_t n, double timeout, coil_as_compl
  * the waiting task returns -ECANCELED and consumes nothing. Returns COIL_EINVALSTATE if another
  * task is already waiting on this iterator, COIL_ECLOSED if the iterator was freed while this
  * task waited, COIL_ENOTASK, -EINVAL. Suspends. Not thread-safe. */
-int coil_as_completed_next(coil_as_completed_iter *it, coil_future **fut);
+COIL_API int coil_as_completed_next(coil_as_completed_iter *it, coil_future **fut);
 
 /* Free the iterator (NULL is ignored). Nothing is cancelled. A task still waiting in next()
  * returns COIL_ECLOSED. Not thread-safe. */
-void coil_as_completed_free(coil_as_completed_iter *it);
+COIL_API void coil_as_completed_free(coil_as_completed_iter *it);
 
 /* ---- shield ---- */
 
@@ -133,7 +134,7 @@ void coil_as_completed_free(coil_as_completed_iter *it);
  *
  * Returns 0 with *result, aw's error code, -ECANCELED, -EINVAL (NULL aw), COIL_ENOTASK,
  * COIL_EAWAITSELF, COIL_EWRONGLOOP. Suspends. Not thread-safe. */
-int coil_shield(coil_future *aw, void **result);
+COIL_API int coil_shield(coil_future *aw, void **result);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "api.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -37,23 +39,23 @@ enum {
 };
 
 /* A static, human-readable description of a code (errno or coil code). Never NULL. */
-const char *coil_strerror(int code);
+COIL_API const char *coil_strerror(int code);
 /* The symbolic name of a code ("ECANCELED", "COIL_EQUEUEFULL"), or "UNKNOWN". */
-const char *coil_err_name(int code);
+COIL_API const char *coil_err_name(int code);
 
 /* An exception: what a failed task or future carries. Owned by the task or future that holds
  * it; a pointer returned by coil_task_exception() stays valid until that task is freed. */
 typedef struct coil_exception coil_exception;
 
-int coil_exception_code(const coil_exception *e);
+COIL_API int coil_exception_code(const coil_exception *e);
 /* The message given to coil_raise(), or the description of the code when none was given. */
-const char *coil_exception_message(const coil_exception *e);
+COIL_API const char *coil_exception_message(const coil_exception *e);
 /* The name of the task that raised it, or NULL if it was set on a plain future. */
-const char *coil_exception_task_name(const coil_exception *e);
-void *coil_exception_payload(const coil_exception *e);
+COIL_API const char *coil_exception_task_name(const coil_exception *e);
+COIL_API void *coil_exception_payload(const coil_exception *e);
 /* An exception group (code COIL_EGROUP, from a TaskGroup or gather) holds child exceptions. */
-size_t coil_exception_count(const coil_exception *e);
-const coil_exception *coil_exception_child(const coil_exception *e, size_t i);
+COIL_API size_t coil_exception_count(const coil_exception *e);
+COIL_API const coil_exception *coil_exception_child(const coil_exception *e, size_t i);
 
 /* Raise from a task: records an exception (code, printf-style message, the task's name) on the
  * running task and returns NULL, so a task ends with `return coil_raise(-EIO, "read %s", path);`.
@@ -64,13 +66,13 @@ const coil_exception *coil_exception_child(const coil_exception *e, size_t i);
  * records the exception on that call instead, for the awaiting task (see executor.h). Anywhere
  * else outside a task it does nothing and returns NULL. `code` must be negative; 0 or a positive
  * value is recorded as -EINVAL. */
-void *coil_raise(int code, const char *fmt, ...)
+COIL_API void *coil_raise(int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
 /* As coil_raise, with a payload the exception owns: `dtor(payload)` runs when it is freed. */
-void *coil_raise_payload(int code, void *payload, void (*dtor)(void *), const char *fmt, ...)
+COIL_API void *coil_raise_payload(int code, void *payload, void (*dtor)(void *), const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 4, 5)))
 #endif

@@ -25,6 +25,7 @@
 #ifndef COIL_EXECUTOR_H
 #define COIL_EXECUTOR_H
 
+#include "api.h"
 #include "loop.h"
 #include "task.h"
 
@@ -36,13 +37,13 @@ typedef struct coil_executor coil_executor;
 
 /* A pool of up to `max_workers` threads (0 = min(32, CPUs + 4)), started on demand.
  * Returns 0, -ENOMEM. Thread-safe. */
-int coil_executor_new(coil_executor **out, unsigned max_workers);
+COIL_API int coil_executor_new(coil_executor **out, unsigned max_workers);
 /* Shut down: no new work is accepted; work already queued still runs; blocks until every worker
  * has finished and exited, then frees the executor. From a loop's thread, that loop keeps
  * receiving completions while it waits. Do not call it from one of its own workers. */
-void coil_executor_free(coil_executor *ex);
+COIL_API void coil_executor_free(coil_executor *ex);
 /* How many worker threads are running now. Thread-safe. */
-unsigned coil_executor_threads(coil_executor *ex);
+COIL_API unsigned coil_executor_threads(coil_executor *ex);
 
 /* Run fn(arg) on a thread of `ex` (NULL: the running loop's default executor) and suspend the
  * calling task until it returns. Returns 0 with *result (may be NULL) set to what fn returned,
@@ -50,10 +51,10 @@ unsigned coil_executor_threads(coil_executor *ex);
  * cancelled (fn still completes; its result goes to result_dtor, if not NULL), COIL_ECLOSED if
  * the executor was shut down, -ENOMEM, -EAGAIN if no thread could be started, COIL_ENOTASK
  * outside a task. Loop thread only. */
-int coil_run_in_executor(coil_executor *ex, coil_task_fn fn, void *arg, void (*result_dtor)(void *),
-                         void **result);
+COIL_API int coil_run_in_executor(coil_executor *ex, coil_task_fn fn, void *arg, void (*result_dtor)(void *),
+                                  void **result);
 /* coil_run_in_executor on the default executor, with no destructor (asyncio.to_thread). */
-int coil_to_thread(coil_task_fn fn, void *arg, void **result);
+COIL_API int coil_to_thread(coil_task_fn fn, void *arg, void **result);
 /* asyncio's loop.run_in_executor proper: start fn(arg) on `ex` (NULL: the default executor of
  * the running loop, or of this thread's loop) and return at once, with *out a future of that
  * loop that completes with fn's result, or fails with what fn raised (coil_future_exception
@@ -61,18 +62,18 @@ int coil_to_thread(coil_task_fn fn, void *arg, void **result);
  * fn still runs to its end, and its outcome is dropped (result through result_dtor). Free it with
  * coil_future_free. Never suspends. Returns 0, -EINVAL (no fn, no out, no loop), COIL_ECLOSED,
  * -ENOMEM, -EAGAIN. Loop thread only. */
-int coil_run_in_executor_future(coil_executor *ex, coil_task_fn fn, void *arg, void (*result_dtor)(void *),
-                                coil_future **out);
+COIL_API int coil_run_in_executor_future(coil_executor *ex, coil_task_fn fn, void *arg, void (*result_dtor)(void *),
+                                         coil_future **out);
 
 /* Make `ex` the running (or this thread's) loop's default executor; the loop owns it from then
  * on (it is shut down and freed with the loop). Fails with COIL_EINVALSTATE if a default
  * executor is already in use. Loop thread only. */
-int coil_loop_set_default_executor(coil_loop *loop, coil_executor *ex);
+COIL_API int coil_loop_set_default_executor(coil_loop *loop, coil_executor *ex);
 /* Shut down the running loop's default executor and wait, suspended, up to `timeout` seconds
  * (< 0: no limit) for its threads to finish. Returns 0, -ETIMEDOUT (the threads go on finishing
  * in the background; the loop still waits for them when it closes), -ECANCELED, COIL_ENOTASK.
  * Later coil_to_thread calls on this loop return COIL_ECLOSED. */
-int coil_shutdown_default_executor(double timeout);
+COIL_API int coil_shutdown_default_executor(double timeout);
 
 #ifdef __cplusplus
 }

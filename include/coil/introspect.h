@@ -38,6 +38,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "api.h"
 #include "loop.h"
 #include "task.h"
 
@@ -68,16 +69,16 @@ typedef struct coil_loop_stats {
 /* Copy the loop's counters into *out. Gauges (alive, ready, in flight, timers, stacks) are as of
  * the loop's last scheduler iteration. Never suspends. Thread-safe (each value is read whole,
  * possibly a little stale). -EINVAL for NULL arguments. */
-int coil_loop_get_stats(const coil_loop *loop, coil_loop_stats *out);
+COIL_API int coil_loop_get_stats(const coil_loop *loop, coil_loop_stats *out);
 
 /* Turn timing mode (per-step clock reads) on or off for the loop. Loop thread only. Never
  * suspends. Debug mode and a stall threshold keep it on regardless. */
-void coil_loop_set_stats_timing(coil_loop *loop, bool on);
+COIL_API void coil_loop_set_stats_timing(coil_loop *loop, bool on);
 
 /* Watch the loop for stalls longer than `seconds` (0 = stop watching; < 0 = the default, 25 ms).
  * Loop thread only; never suspends. Returns 0, -EINVAL (NaN), -EAGAIN (the watchdog thread could
  * not be started). */
-int coil_loop_set_stall_threshold(coil_loop *loop, double seconds);
+COIL_API int coil_loop_set_stall_threshold(coil_loop *loop, double seconds);
 
 /* ---- the call graph ---- */
 
@@ -101,16 +102,16 @@ typedef struct coil_call_graph_entry {
  * and sets *n to the number there are (so a too-small array can be retried). An await cycle is
  * shown once, with `cycle` set, and not followed. Never suspends; loop thread only.
  * Returns 0, -EINVAL, -ENOMEM. */
-int coil_task_capture_call_graph(coil_task *t, coil_call_graph_entry *out, size_t max, size_t *n);
+COIL_API int coil_task_capture_call_graph(coil_task *t, coil_call_graph_entry *out, size_t max, size_t *n);
 
 /* Print t, what it awaits, and the chain of who awaits it, indented, to `f`. Loop thread only.
  * Returns 0, -EINVAL, -ENOMEM. */
-int coil_task_print_call_graph(coil_task *t, FILE *f);
+COIL_API int coil_task_print_call_graph(coil_task *t, FILE *f);
 
 /* Print every task of the loop as a tree, like `python -m asyncio pstree`: a task nobody awaits
  * at the top, under it what it awaits (tasks, futures, with the kind of wait), recursively; an
  * await cycle is marked and not followed. Loop thread only. Returns 0, -EINVAL, -ENOMEM. */
-int coil_loop_print_call_graph(coil_loop *loop, FILE *f);
+COIL_API int coil_loop_print_call_graph(coil_loop *loop, FILE *f);
 
 #ifdef __cplusplus
 }

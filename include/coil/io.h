@@ -12,23 +12,25 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "api.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-int coil_read(int fd, void *buf, size_t len, size_t *nread);
-int coil_write(int fd, const void *buf, size_t len, size_t *nwritten);
-int coil_pread(int fd, void *buf, size_t len, uint64_t offset, size_t *nread);
-int coil_pwrite(int fd, const void *buf, size_t len, uint64_t offset, size_t *nwritten);
+COIL_API int coil_read(int fd, void *buf, size_t len, size_t *nread);
+COIL_API int coil_write(int fd, const void *buf, size_t len, size_t *nwritten);
+COIL_API int coil_pread(int fd, void *buf, size_t len, uint64_t offset, size_t *nread);
+COIL_API int coil_pwrite(int fd, const void *buf, size_t len, uint64_t offset, size_t *nwritten);
 /* Write all of buf, looping on short writes. */
-int coil_write_all(int fd, const void *buf, size_t len);
+COIL_API int coil_write_all(int fd, const void *buf, size_t len);
 /* Close fd. From a task, when this returns the fd is closed, whatever it returns: through the
  * loop's driver when it has room, else synchronously. A cancel pending at the call or arriving
  * during the close does not stop it; it is delivered at the task's next await, and this returns
  * the close's own result (0, or -errno as close(2) reports, e.g. -EIO). -EBADF for a negative fd.
  * Outside a task: COIL_ENOTASK and the fd is left alone. Suspends. Loop thread only.
  * coil_close, coil_file_close and coil_sock_close follow this same rule. */
-int coil_close(int fd);
+COIL_API int coil_close(int fd);
 
 #ifdef __cplusplus
 }

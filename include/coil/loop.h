@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api.h"
 #include "errors.h"
 
 #ifdef __cplusplus
@@ -68,13 +69,13 @@ typedef struct coil_loop_opts {
 /* Create a loop for the calling thread (it does not become the thread's loop until set or run).
  * Returns 0, -ENOMEM, -EINVAL (an unknown stack_mode), or COIL_ENOURING with a message on stderr saying why io_uring could not be
  * set up and what to do. */
-int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts);
+COIL_API int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts);
 /* The loop running on this thread, or NULL. Thread-safe (reads a thread-local). */
-coil_loop *coil_get_running_loop(void);
+COIL_API coil_loop *coil_get_running_loop(void);
 /* The loop set for this thread with coil_set_event_loop (or the running one), or NULL. */
-coil_loop *coil_get_event_loop(void);
+COIL_API coil_loop *coil_get_event_loop(void);
 /* Make `loop` this thread's loop (NULL clears). COIL_EWRONGLOOP if it belongs to another thread. */
-int coil_set_event_loop(coil_loop *loop);
+COIL_API int coil_set_event_loop(coil_loop *loop);
 
 /* Run until coil_loop_stop(). If stop() was called while the loop was not running, this runs
  * exactly one iteration (the callbacks already scheduled, I/O polled without blocking) and
@@ -83,7 +84,7 @@ int coil_set_event_loop(coil_loop *loop);
  * -EPERM under a seccomp policy that forbids it), that negative errno at once, after the loop's
  * exception handler has heard of it: a loop that cannot wait for I/O or timers stops instead of
  * spinning. */
-int coil_loop_run_forever(coil_loop *loop);
+COIL_API int coil_loop_run_forever(coil_loop *loop);
 /* Run until `fut` (a future, or a task through coil_task_future) is done; returns what awaiting
  * it returns (0 with *result, its error code, or -ECANCELED). COIL_ESTOPPED if coil_loop_stop()
  * ended the run first (asyncio raises RuntimeError('Event loop stopped before Future
@@ -91,20 +92,20 @@ int coil_loop_run_forever(coil_loop *loop);
  * could complete it (no ready work, no timer, no I/O, no wake-up source; a loop that another
  * thread has reached, e.g. with coil_loop_call_soon_threadsafe, counts as one that thread may
  * wake). A ring failure ends it as it ends coil_loop_run_forever (the future stays pending). */
-int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **result);
+COIL_API int coil_loop_run_until_complete(coil_loop *loop, coil_future *fut, void **result);
 /* Ask a running loop to stop after the current iteration (before running new ready work). On a
  * loop that is not running, the next run stops after its first iteration. Loop thread only. */
-void coil_loop_stop(coil_loop *loop);
-bool coil_loop_is_running(const coil_loop *loop);
-bool coil_loop_is_closed(const coil_loop *loop);
+COIL_API void coil_loop_stop(coil_loop *loop);
+COIL_API bool coil_loop_is_running(const coil_loop *loop);
+COIL_API bool coil_loop_is_closed(const coil_loop *loop);
 /* Close and free the loop: tasks still pending are destroyed (the exception handler hears of
  * each), their stacks unmapped, the ring torn down. Every handle of the loop is invalid after.
  * COIL_ERUNNING if the loop is running (nothing is freed then). */
-int coil_loop_close(coil_loop *loop);
+COIL_API int coil_loop_close(coil_loop *loop);
 
 /* Monotonic time of the loop's clock (CLOCK_MONOTONIC), in seconds and in nanoseconds. */
-double coil_loop_time(const coil_loop *loop);
-uint64_t coil_loop_time_ns(const coil_loop *loop);
+COIL_API double coil_loop_time(const coil_loop *loop);
+COIL_API uint64_t coil_loop_time_ns(const coil_loop *loop);
 
 /* A callback returns 0, or a negative code that is reported to the exception handler (the loop
  * goes on). */
@@ -119,18 +120,18 @@ typedef struct coil_handle {
 
 /* Schedule cb(arg) on the next iteration, in FIFO order with other ready work. `h` may be NULL.
  * Returns 0, -ENOMEM, COIL_ECLOSED. Never suspends. */
-int coil_loop_call_soon(coil_loop *loop, coil_callback_fn cb, void *arg, coil_handle *h);
+COIL_API int coil_loop_call_soon(coil_loop *loop, coil_callback_fn cb, void *arg, coil_handle *h);
 /* After `delay` seconds (<= 0 behaves as 0), or at loop time `when`. -EINVAL for NaN. Callbacks
  * due at the same time run in the order they were scheduled; a timer never fires early. */
-int coil_loop_call_later(coil_loop *loop, double delay, coil_callback_fn cb, void *arg, coil_handle *h);
-int coil_loop_call_at(coil_loop *loop, double when, coil_callback_fn cb, void *arg, coil_handle *h);
+COIL_API int coil_loop_call_later(coil_loop *loop, double delay, coil_callback_fn cb, void *arg, coil_handle *h);
+COIL_API int coil_loop_call_at(coil_loop *loop, double when, coil_callback_fn cb, void *arg, coil_handle *h);
 /* Cancel a scheduled callback. Returns 1 if it was pending and is now cancelled, 0 otherwise
  * (already run, already cancelled, or running now: called from inside its own callback it does
  * nothing). */
-int coil_handle_cancel(coil_handle *h);
-bool coil_handle_cancelled(const coil_handle *h);
+COIL_API int coil_handle_cancel(coil_handle *h);
+COIL_API bool coil_handle_cancelled(const coil_handle *h);
 /* The loop time a timer handle is scheduled for; -1 for call_soon handles or stale handles. */
-double coil_handle_when(const coil_handle *h);
+COIL_API double coil_handle_when(const coil_handle *h);
 
 /* ---- exception handler (per loop) ---- */
 typedef struct coil_exc_context {
@@ -146,18 +147,18 @@ typedef struct coil_exc_context {
 typedef void (*coil_exception_handler)(coil_loop *loop, const coil_exc_context *ctx, void *arg);
 
 /* NULL restores the default handler. */
-void coil_loop_set_exception_handler(coil_loop *loop, coil_exception_handler h, void *arg);
-coil_exception_handler coil_loop_get_exception_handler(const coil_loop *loop, void **arg);
+COIL_API void coil_loop_set_exception_handler(coil_loop *loop, coil_exception_handler h, void *arg);
+COIL_API coil_exception_handler coil_loop_get_exception_handler(const coil_loop *loop, void **arg);
 /* The default: one line per context on stderr ("coil: <message>: <code name>: <exception message>
  * (task '<name>')"). */
-void coil_loop_default_exception_handler(coil_loop *loop, const coil_exc_context *ctx);
+COIL_API void coil_loop_default_exception_handler(coil_loop *loop, const coil_exc_context *ctx);
 /* Route a context to the loop's handler (the default if none is set). A handler is never re-entered
  * from itself: a nested call goes to the default handler. */
-void coil_loop_call_exception_handler(coil_loop *loop, const coil_exc_context *ctx);
+COIL_API void coil_loop_call_exception_handler(coil_loop *loop, const coil_exc_context *ctx);
 
 /* Debug mode (asyncio's loop.set_debug). */
-void coil_loop_set_debug(coil_loop *loop, bool on);
-bool coil_loop_get_debug(const coil_loop *loop);
+COIL_API void coil_loop_set_debug(coil_loop *loop, bool on);
+COIL_API bool coil_loop_get_debug(const coil_loop *loop);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "api.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -30,42 +32,42 @@ typedef struct coil_sockaddr {
 /* ---- socket operations ---- */
 
 /* socket(2) with SOCK_CLOEXEC added. Never suspends. 0 with *fd, or a negated errno. */
-int coil_socket(int domain, int type, int protocol, int *fd);
+COIL_API int coil_socket(int domain, int type, int protocol, int *fd);
 /* Connect fd to addr. Suspends until connected. -ECONNREFUSED, -ETIMEDOUT, ... */
-int coil_sock_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+COIL_API int coil_sock_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
 /* Accept one connection (SOCK_CLOEXEC is always added to flags). Suspends until a peer
  * arrives. addr/addrlen may be NULL. -EMFILE when the process is out of fds. */
-int coil_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags, int *out_fd);
+COIL_API int coil_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags, int *out_fd);
 /* One recv(2): *n = 0 means the peer closed its side. Suspends until data or EOF. */
-int coil_sock_recv(int fd, void *buf, size_t len, int flags, size_t *n);
+COIL_API int coil_sock_recv(int fd, void *buf, size_t len, int flags, size_t *n);
 /* One send(2) (MSG_NOSIGNAL is always added: a closed peer gives -EPIPE, never SIGPIPE). */
-int coil_sock_send(int fd, const void *buf, size_t len, int flags, size_t *n);
+COIL_API int coil_sock_send(int fd, const void *buf, size_t len, int flags, size_t *n);
 /* send until all of buf is gone. */
-int coil_sock_sendall(int fd, const void *buf, size_t len, int flags);
+COIL_API int coil_sock_sendall(int fd, const void *buf, size_t len, int flags);
 /* sendmsg(2)/recvmsg(2). On return from recvmsg, msg->msg_namelen, msg_controllen and msg_flags
  * are updated as recvmsg(2) does. */
-int coil_sock_sendmsg(int fd, const struct msghdr *msg, int flags, size_t *n);
-int coil_sock_recvmsg(int fd, struct msghdr *msg, int flags, size_t *n);
+COIL_API int coil_sock_sendmsg(int fd, const struct msghdr *msg, int flags, size_t *n);
+COIL_API int coil_sock_recvmsg(int fd, struct msghdr *msg, int flags, size_t *n);
 /* sendto/recvfrom, for datagram sockets. addr may be NULL (connected socket). */
-int coil_sock_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
-                     socklen_t addrlen, size_t *n);
-int coil_sock_recvfrom(int fd, void *buf, size_t len, int flags, coil_sockaddr *from, size_t *n);
+COIL_API int coil_sock_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
+                              socklen_t addrlen, size_t *n);
+COIL_API int coil_sock_recvfrom(int fd, void *buf, size_t len, int flags, coil_sockaddr *from, size_t *n);
 /* shutdown(2) (SHUT_RD, SHUT_WR, SHUT_RDWR). Suspends. */
-int coil_sock_shutdown(int fd, int how);
+COIL_API int coil_sock_shutdown(int fd, int how);
 /* Close fd. From a task, when this returns the fd is closed, whatever it returns: through the
  * loop's driver when it has room, else synchronously. A cancel pending at the call or arriving
  * during the close does not stop it; it is delivered at the task's next await, and this returns
  * the close's own result (0, or -errno as close(2) reports, e.g. -EIO). -EBADF for a negative fd.
  * Outside a task: COIL_ENOTASK and the fd is left alone. Suspends. Loop thread only.
  * coil_close, coil_file_close and coil_sock_close follow this same rule. */
-int coil_sock_close(int fd);
+COIL_API int coil_sock_close(int fd);
 
 /* ---- addresses and name resolution ---- */
 
 /* Format an address as "1.2.3.4:80", "[::1]:80" or the Unix path. Never suspends; returns buf. */
-char *coil_sockaddr_format(const struct sockaddr *addr, socklen_t len, char *buf, size_t cap);
+COIL_API char *coil_sockaddr_format(const struct sockaddr *addr, socklen_t len, char *buf, size_t cap);
 /* The port of an IPv4/IPv6 address (host order), or -1. */
-int coil_sockaddr_port(const struct sockaddr *addr);
+COIL_API int coil_sockaddr_port(const struct sockaddr *addr);
 
 /* Lookups by name run on one process-wide pool of at most this many threads (started on
  * demand, gone when idle); more lookups than that wait their turn in FIFO order. */
@@ -79,7 +81,7 @@ int coil_sockaddr_port(const struct sockaddr *addr);
  * thread could be started and none runs), -ECANCELED (a lookup still queued is dropped; one
  * already running finishes in the background and is discarded). Thread-safe in the sense that
  * tasks of any number of loops may resolve at once. */
-int coil_getaddrinfo(const char *host, const char *port, const struct addrinfo *hints, struct addrinfo **res);
+COIL_API int coil_getaddrinfo(const char *host, const char *port, const struct addrinfo *hints, struct addrinfo **res);
 
 /* ---- UDP endpoint (asyncio's create_datagram_endpoint, without protocol callbacks) ---- */
 
@@ -97,23 +99,23 @@ typedef struct coil_udp_opts {
 
 /* Open a datagram socket as opts says. Suspends while names resolve. 0 with *out, a resolver
  * error, or a negated errno (-EINVAL if neither a local nor a remote address is given). */
-int coil_udp_open(const coil_udp_opts *opts, coil_udp **out);
+COIL_API int coil_udp_open(const coil_udp_opts *opts, coil_udp **out);
 /* Send one datagram (addr NULL for a connected endpoint). Suspends until queued. Returns 0,
  * -EMSGSIZE if only part went, a negated errno, -ECANCELED, COIL_ENOTASK, or COIL_ECLOSED if
  * the endpoint was closed meanwhile. Any number of tasks may send and receive at once. */
-int coil_udp_sendto(coil_udp *u, const void *buf, size_t len, const struct sockaddr *addr, socklen_t addrlen);
+COIL_API int coil_udp_sendto(coil_udp *u, const void *buf, size_t len, const struct sockaddr *addr, socklen_t addrlen);
 /* Receive one datagram; *n is its (possibly truncated) length; from may be NULL. Suspends.
  * Returns 0, a negated errno, -ECANCELED, COIL_ENOTASK, or COIL_ECLOSED if the endpoint was
  * closed meanwhile (closing wakes it, as closing a stream wakes its reader). */
-int coil_udp_recvfrom(coil_udp *u, void *buf, size_t len, size_t *n, coil_sockaddr *from);
+COIL_API int coil_udp_recvfrom(coil_udp *u, void *buf, size_t len, size_t *n, coil_sockaddr *from);
 /* The bound address; the fd (owned by the endpoint). Never suspend. */
-int coil_udp_sockname(coil_udp *u, coil_sockaddr *out);
-int coil_udp_fd(const coil_udp *u);
+COIL_API int coil_udp_sockname(coil_udp *u, coil_sockaddr *out);
+COIL_API int coil_udp_fd(const coil_udp *u);
 /* Close the endpoint; `u` must not be used after. Operations still waiting on it end with
  * COIL_ECLOSED (a task cancelled meanwhile sees -ECANCELED); the socket is closed and the
  * memory freed once the last of them has returned, so the kernel never holds a closed fd
  * number or freed memory. Never suspends. Loop thread only. */
-void coil_udp_close(coil_udp *u);
+COIL_API void coil_udp_close(coil_udp *u);
 
 #ifdef __cplusplus
 }

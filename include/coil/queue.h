@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "api.h"
 #include "errors.h"
 
 #ifdef __cplusplus
@@ -46,49 +47,49 @@ typedef struct coil_queue_opts {
 
 /* New queues (NULL opts: unbounded, no drop). Return 0, -ENOMEM, -EINVAL (out NULL; a priority
  * queue without compare). */
-int coil_queue_new(coil_queue **out, const coil_queue_opts *opts);
-int coil_lifo_queue_new(coil_queue **out, const coil_queue_opts *opts);
-int coil_priority_queue_new(coil_queue **out, const coil_queue_opts *opts);
+COIL_API int coil_queue_new(coil_queue **out, const coil_queue_opts *opts);
+COIL_API int coil_lifo_queue_new(coil_queue **out, const coil_queue_opts *opts);
+COIL_API int coil_priority_queue_new(coil_queue **out, const coil_queue_opts *opts);
 /* Free the queue, dropping items still in it. -EBUSY (nothing freed) while a task is inside
  * put/get/join on it; NULL is a no-op. Returns 0. */
-int coil_queue_free(coil_queue *q);
+COIL_API int coil_queue_free(coil_queue *q);
 
 /* Put an item, suspending while the queue is full. Returns 0, COIL_EQUEUESHUTDOWN (shut down,
  * before or while waiting), -ECANCELED (nothing was inserted), -ENOMEM (storage could not
  * grow), COIL_ENOTASK, COIL_EWRONGLOOP. */
-int coil_queue_put(coil_queue *q, void *item);
+COIL_API int coil_queue_put(coil_queue *q, void *item);
 /* Put without waiting: 0, COIL_EQUEUEFULL, COIL_EQUEUESHUTDOWN, -ENOMEM. Never suspends. */
-int coil_queue_put_nowait(coil_queue *q, void *item);
+COIL_API int coil_queue_put_nowait(coil_queue *q, void *item);
 /* Remove and return an item into *item (may be NULL), suspending while the queue is empty.
  * After shutdown, items still queued are returned first (unless the shutdown was immediate),
  * then COIL_EQUEUESHUTDOWN. Returns 0, COIL_EQUEUESHUTDOWN, -ECANCELED (no item was taken),
  * COIL_ENOTASK, COIL_EWRONGLOOP. */
-int coil_queue_get(coil_queue *q, void **item);
+COIL_API int coil_queue_get(coil_queue *q, void **item);
 /* Get without waiting: 0, COIL_EQUEUEEMPTY, COIL_EQUEUESHUTDOWN (shut down and empty). */
-int coil_queue_get_nowait(coil_queue *q, void **item);
+COIL_API int coil_queue_get_nowait(coil_queue *q, void **item);
 
 /* Mark one item taken by get as processed. -EINVAL if called more times than items were put
  * (asyncio's ValueError). When the count of unfinished items reaches zero, join() returns.
  * Never suspends. */
-int coil_queue_task_done(coil_queue *q);
+COIL_API int coil_queue_task_done(coil_queue *q);
 /* Wait until every item put has been marked done (or discarded by an immediate shutdown).
  * Returns at once if none is unfinished; otherwise suspends. Returns 0, -ECANCELED,
  * COIL_ENOTASK, COIL_EWRONGLOOP. */
-int coil_queue_join(coil_queue *q);
+COIL_API int coil_queue_join(coil_queue *q);
 
 /* Shut the queue down (3.13): later puts fail with COIL_EQUEUESHUTDOWN and blocked putters are
  * woken to fail so; blocked getters are woken and, once the queue is empty, fail so too. With
  * `immediate`, the items left are discarded (through opts->drop), each counted as done for
  * join(), so gets fail at once. Never suspends. Calling it again is allowed (immediate then
  * still discards). */
-void coil_queue_shutdown(coil_queue *q, bool immediate);
+COIL_API void coil_queue_shutdown(coil_queue *q, bool immediate);
 
 /* The state, as asyncio's qsize/empty/full/maxsize. Never suspend. */
-size_t coil_queue_qsize(const coil_queue *q);
-bool coil_queue_empty(const coil_queue *q);
+COIL_API size_t coil_queue_qsize(const coil_queue *q);
+COIL_API bool coil_queue_empty(const coil_queue *q);
 /* True when bounded and holding maxsize items. */
-bool coil_queue_full(const coil_queue *q);
-long coil_queue_maxsize(const coil_queue *q);
+COIL_API bool coil_queue_full(const coil_queue *q);
+COIL_API long coil_queue_maxsize(const coil_queue *q);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 
+#include "api.h"
 #include "loop.h"
 #include "task.h"
 
@@ -19,7 +20,7 @@ typedef struct coil_runner_opts {
     bool no_sigint;             /* leave SIGINT alone */
 } coil_runner_opts;
 
-int coil_runner_new(coil_runner **out, const coil_runner_opts *opts);
+COIL_API int coil_runner_new(coil_runner **out, const coil_runner_opts *opts);
 /* Run fn(arg) as the main task until it finishes, on the runner's loop (created on first use;
  * later calls reuse it). While it runs, SIGINT cancels the main task; a second SIGINT before it
  * has finished restores the previous disposition and re-raises (asyncio's KeyboardInterrupt).
@@ -30,15 +31,15 @@ int coil_runner_new(coil_runner **out, const coil_runner_opts *opts);
  * that could wake the main task (the main task is then cancelled in either case, with a message
  * saying which), COIL_ERUNNING if called from a running loop, COIL_ECLOSED after close, or the
  * negative errno of a ring failure (see coil_loop_run_forever), the main task then left pending. */
-int coil_runner_run(coil_runner *r, coil_task_fn fn, void *arg, void **result);
+COIL_API int coil_runner_run(coil_runner *r, coil_task_fn fn, void *arg, void **result);
 /* The runner's loop, created if need be (NULL if it could not be). */
-coil_loop *coil_runner_get_loop(coil_runner *r);
+COIL_API coil_loop *coil_runner_get_loop(coil_runner *r);
 /* Cancel every task still pending, run the loop until they are all done, shut down the
  * executor, close the loop and free the runner. */
-void coil_runner_close(coil_runner *r);
+COIL_API void coil_runner_close(coil_runner *r);
 
 /* coil_runner_new + run + close. */
-int coil_run(coil_task_fn fn, void *arg, void **result);
+COIL_API int coil_run(coil_task_fn fn, void *arg, void **result);
 
 #ifdef __cplusplus
 }

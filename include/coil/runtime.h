@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 
+#include "api.h"
 #include "loop.h"
 #include "task.h"
 
@@ -38,28 +39,28 @@ typedef struct coil_runtime_opts {
  * pins itself, takes its own jemalloc arena, creates its loop and waits for work). Returns 0,
  * -EINVAL (more shards than 1024, a CPU out of range), -ENOMEM, -EAGAIN (no thread),
  * COIL_ENOURING, COIL_ERUNNING (called from a running loop). Does not suspend. */
-int coil_runtime_new(coil_runtime **out, const coil_runtime_opts *opts);
+COIL_API int coil_runtime_new(coil_runtime **out, const coil_runtime_opts *opts);
 /* Run fn(arg) as the main task on shard 0 (the calling thread, which must be the creator's)
  * until it finishes; other shards keep running meanwhile. Returns 0 with *result, the task's
  * error code, -ECANCELED, COIL_ERUNNING from inside a loop, COIL_EWRONGLOOP from another
  * thread. May be called several times. */
-int coil_runtime_run(coil_runtime *rt, coil_task_fn fn, void *arg, void **result);
+COIL_API int coil_runtime_run(coil_runtime *rt, coil_task_fn fn, void *arg, void **result);
 /* Shut down: cancel the tasks left on every shard, keep every loop running until nothing is in
  * flight between them (replies, cancellations, messages, executor jobs), stop and join the
  * threads, close the loops (shutting down their default executors) and free everything. Creator
  * thread only, outside any loop: from anywhere else it prints an error to stderr and does
  * nothing (shard 0 could never be run there). Not thread-safe. */
-void coil_runtime_free(coil_runtime *rt);
+COIL_API void coil_runtime_free(coil_runtime *rt);
 
-unsigned coil_runtime_shard_count(const coil_runtime *rt);
+COIL_API unsigned coil_runtime_shard_count(const coil_runtime *rt);
 /* The loop of shard i (NULL if out of range), for coil_loop_call_soon_threadsafe and
  * coil_run_coroutine_threadsafe from other threads. */
-coil_loop *coil_runtime_loop(coil_runtime *rt, unsigned shard);
+COIL_API coil_loop *coil_runtime_loop(coil_runtime *rt, unsigned shard);
 
 /* The shard running on this thread: its index, or -1 outside a runtime's loop. Thread-safe. */
-int coil_shard_id(void);
+COIL_API int coil_shard_id(void);
 /* The number of shards of this thread's runtime, or 0 outside one. Thread-safe. */
-unsigned coil_shard_count(void);
+COIL_API unsigned coil_shard_count(void);
 
 /* Run fn(arg) as a task on `shard` and return, in *out, a future of the calling shard for its
  * outcome: await it (coil_future_await), gather it, add callbacks, then coil_future_free it.
@@ -68,13 +69,13 @@ unsigned coil_shard_count(void);
  * that arrives after that is dropped. Works for the caller's own shard too. Never suspends.
  * Returns 0, -EINVAL (no fn or out, shard out of range), -ENOMEM, COIL_EWRONGLOOP outside a
  * running shard loop. Shard loop thread only. */
-int coil_submit_to(unsigned shard, coil_task_fn fn, void *arg, coil_future **out);
+COIL_API int coil_submit_to(unsigned shard, coil_task_fn fn, void *arg, coil_future **out);
 /* Run fn(arg) on every shard at once (fn can call coil_shard_id) and wait for all of them.
  * results[i] and errors[i] (either may be NULL; else coil_shard_count() entries) receive each
  * shard's result and code. Suspends. Returns 0 if every call succeeded, else the first failing
  * shard's code; -ECANCELED if the caller was cancelled (the remote tasks are cancelled too).
  * COIL_ENOTASK outside a task. */
-int coil_submit_to_all(coil_task_fn fn, void *arg, void **results, int *errors);
+COIL_API int coil_submit_to_all(coil_task_fn fn, void *arg, void **results, int *errors);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #ifndef COIL_SIGNAL_H
 #define COIL_SIGNAL_H
 
+#include "api.h"
 #include "loop.h"
 
 #ifdef __cplusplus
@@ -17,10 +18,10 @@ extern "C" {
 /* Call cb(arg) on the loop each time signo arrives. Replaces an earlier handler for signo.
  * Returns 0, -EINVAL for a signal that cannot be caught (SIGKILL, SIGSTOP) or is out of range,
  * COIL_ECLOSED, or a negated errno from signalfd. */
-int coil_loop_add_signal_handler(coil_loop *loop, int signo, coil_callback_fn cb, void *arg);
+COIL_API int coil_loop_add_signal_handler(coil_loop *loop, int signo, coil_callback_fn cb, void *arg);
 /* Returns 1 if a handler was removed, 0 if there was none. The signal is unblocked again (an
  * instance that arrived and was not yet handled is discarded). */
-int coil_loop_remove_signal_handler(coil_loop *loop, int signo);
+COIL_API int coil_loop_remove_signal_handler(coil_loop *loop, int signo);
 
 #ifdef __cplusplus
 }

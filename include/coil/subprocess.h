@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "api.h"
 #include "stream.h"
 
 #ifdef __cplusplus
@@ -60,33 +61,33 @@ typedef struct coil_subprocess_opts {
  * the exec error (-ENOENT for a missing program, -EACCES, -ENOEXEC, ...), a chdir error for
  * opts->cwd, -EINVAL (no argv[0], COIL_STDIO_STDOUT for stdin or stdout, a negative fd for
  * COIL_STDIO_FD, no loop), -EMFILE, -ENOMEM. On error nothing is left behind. */
-int coil_create_subprocess_exec(const char *const *argv, const coil_subprocess_opts *opts, coil_subprocess **out);
+COIL_API int coil_create_subprocess_exec(const char *const *argv, const coil_subprocess_opts *opts, coil_subprocess **out);
 /* Run cmd with /bin/sh -c. Never suspends. Errors as coil_create_subprocess_exec. */
-int coil_create_subprocess_shell(const char *cmd, const coil_subprocess_opts *opts, coil_subprocess **out);
+COIL_API int coil_create_subprocess_shell(const char *cmd, const coil_subprocess_opts *opts, coil_subprocess **out);
 
 /* The child's pid. */
-pid_t coil_subprocess_pid(const coil_subprocess *p);
+COIL_API pid_t coil_subprocess_pid(const coil_subprocess *p);
 /* The PIPE streams, owned by the process object (freed with it), or NULL when not a PIPE. */
-coil_stream *coil_subprocess_stdin(coil_subprocess *p);
-coil_stream *coil_subprocess_stdout(coil_subprocess *p);
-coil_stream *coil_subprocess_stderr(coil_subprocess *p);
+COIL_API coil_stream *coil_subprocess_stdin(coil_subprocess *p);
+COIL_API coil_stream *coil_subprocess_stdout(coil_subprocess *p);
+COIL_API coil_stream *coil_subprocess_stderr(coil_subprocess *p);
 
 /* Suspend until the child exits; 0 with *returncode (optional): the exit status, or minus the
  * signal number that killed it (-9 for SIGKILL), as asyncio. Any number of tasks may wait.
  * Cancelling a wait only stops that waiter: the child runs on and can be waited for later.
  * Returns 0, -ECANCELED, COIL_ENOTASK, -EINVAL. Does not suspend if it has already exited. */
-int coil_subprocess_wait(coil_subprocess *p, int *returncode);
+COIL_API int coil_subprocess_wait(coil_subprocess *p, int *returncode);
 /* Without suspending: 0 with *returncode if the child has exited (reaping it if needed, like
  * Popen.poll), COIL_EINVALSTATE while it runs. */
-int coil_subprocess_returncode(coil_subprocess *p, int *returncode);
+COIL_API int coil_subprocess_returncode(coil_subprocess *p, int *returncode);
 
 /* Send a signal. 0, -ESRCH once the child has exited (asyncio's ProcessLookupError), -EINVAL.
  * A child that has exited but was not waited for yet is reaped first (without blocking), so it
  * is not signalled and its status stays for coil_subprocess_wait/_returncode. Never suspends.
  * terminate is SIGTERM, kill is SIGKILL. */
-int coil_subprocess_send_signal(coil_subprocess *p, int sig);
-int coil_subprocess_terminate(coil_subprocess *p);
-int coil_subprocess_kill(coil_subprocess *p);
+COIL_API int coil_subprocess_send_signal(coil_subprocess *p, int sig);
+COIL_API int coil_subprocess_terminate(coil_subprocess *p);
+COIL_API int coil_subprocess_kill(coil_subprocess *p);
 
 /* asyncio's communicate: write `input` (may be NULL) to stdin and close it, read stdout and
  * stderr to EOF at the same time (so a child filling both never deadlocks), then wait for the
@@ -94,12 +95,12 @@ int coil_subprocess_kill(coil_subprocess *p);
  * caller frees, or NULL when that stream is not a PIPE. Suspends. Returns 0; -EINVAL for input
  * with no stdin PIPE; a read error; -ECANCELED (nothing is returned then, and the child runs
  * on). A child that stops reading its stdin (-EPIPE/-ECONNRESET) is not an error, as asyncio. */
-int coil_subprocess_communicate(coil_subprocess *p, const void *input, size_t len, char **out, size_t *outlen,
-                                char **err, size_t *errlen);
+COIL_API int coil_subprocess_communicate(coil_subprocess *p, const void *input, size_t len, char **out, size_t *outlen,
+                                         char **err, size_t *errlen);
 
 /* Release the process object and its streams. A child still running is killed (SIGKILL) and
  * reaped in the background. Never suspends. Call it before the loop closes. */
-void coil_subprocess_free(coil_subprocess *p);
+COIL_API void coil_subprocess_free(coil_subprocess *p);
 
 #ifdef __cplusplus
 }

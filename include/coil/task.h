@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api.h"
 #include "errors.h"
 #include "loop.h"
 
@@ -48,13 +49,13 @@ typedef struct coil_task_opts {
  * the stacks run out between its creation and its first run), -EINVAL (no fn, no loop, an
  * unknown stack_mode), COIL_ECLOSED. Does not suspend the caller (eager start runs the new
  * task in between, as asyncio does). Create through the macro so debug mode knows where. */
-int coil__create_task_at(coil_task **out, coil_task_fn fn, void *arg, const coil_task_opts *opts,
-                         const char *file, int line);
+COIL_API int coil__create_task_at(coil_task **out, coil_task_fn fn, void *arg, const coil_task_opts *opts,
+                                  const char *file, int line);
 #define coil_create_task(out, fn, arg, opts) \
     coil__create_task_at((out), (fn), (arg), (opts), __FILE__, __LINE__)
 /* The same on a given loop (which must be this thread's). */
-int coil__loop_create_task_at(coil_loop *loop, coil_task **out, coil_task_fn fn, void *arg,
-                              const coil_task_opts *opts, const char *file, int line);
+COIL_API int coil__loop_create_task_at(coil_loop *loop, coil_task **out, coil_task_fn fn, void *arg,
+                                       const coil_task_opts *opts, const char *file, int line);
 #define coil_loop_create_task(loop, out, fn, arg, opts) \
     coil__loop_create_task_at((loop), (out), (fn), (arg), (opts), __FILE__, __LINE__)
 
@@ -62,73 +63,73 @@ int coil__loop_create_task_at(coil_loop *loop, coil_task **out, coil_task_fn fn,
  * returned, or the task's error code, or -ECANCELED if it ended cancelled or the caller was
  * cancelled while waiting (which cancels `t` too). COIL_ENOTASK outside a task,
  * COIL_EAWAITSELF for a task awaiting itself, COIL_EWRONGLOOP for a task of another loop. */
-int coil_task_await(coil_task *t, void **result);
+COIL_API int coil_task_await(coil_task *t, void **result);
 /* Release the handle. */
-void coil_task_free(coil_task *t);
+COIL_API void coil_task_free(coil_task *t);
 
-bool coil_task_done(const coil_task *t);
-bool coil_task_cancelled(const coil_task *t);
+COIL_API bool coil_task_done(const coil_task *t);
+COIL_API bool coil_task_cancelled(const coil_task *t);
 /* Without suspending: 0 with *result, the error code, -ECANCELED, or COIL_EINVALSTATE if not done. */
-int coil_task_result(coil_task *t, void **result);
+COIL_API int coil_task_result(coil_task *t, void **result);
 /* The exception of a failed or cancelled task (marks it retrieved), or NULL. */
-const coil_exception *coil_task_exception(coil_task *t);
+COIL_API const coil_exception *coil_task_exception(coil_task *t);
 /* Request cancellation. Returns 1 if requested, 0 if the task is already done. `msg` is copied. */
-int coil_task_cancel(coil_task *t, const char *msg);
+COIL_API int coil_task_cancel(coil_task *t, const char *msg);
 /* Decrement the pending cancellation count; returns what remains. */
-int coil_task_uncancel(coil_task *t);
-int coil_task_cancelling(const coil_task *t);
+COIL_API int coil_task_uncancel(coil_task *t);
+COIL_API int coil_task_cancelling(const coil_task *t);
 
 /* Done callbacks run through call_soon when the task finishes (at once if already done). */
 typedef void (*coil_done_fn)(coil_future *fut, void *arg);
-int coil_task_add_done_callback(coil_task *t, coil_done_fn cb, void *arg);
+COIL_API int coil_task_add_done_callback(coil_task *t, coil_done_fn cb, void *arg);
 /* Removes every registration of (cb, arg); returns how many. */
-int coil_task_remove_done_callback(coil_task *t, coil_done_fn cb, void *arg);
+COIL_API int coil_task_remove_done_callback(coil_task *t, coil_done_fn cb, void *arg);
 
 /* The name; valid until the task is freed or renamed. */
-const char *coil_task_get_name(coil_task *t);
-int coil_task_set_name(coil_task *t, const char *name);
-coil_loop *coil_task_get_loop(const coil_task *t);
+COIL_API const char *coil_task_get_name(coil_task *t);
+COIL_API int coil_task_set_name(coil_task *t, const char *name);
+COIL_API coil_loop *coil_task_get_loop(const coil_task *t);
 /* A task seen as an awaitable future (for run_until_complete, gather, wait, callbacks). */
-coil_future *coil_task_future(coil_task *t);
+COIL_API coil_future *coil_task_future(coil_task *t);
 /* The task behind a future view, or NULL if it is a plain future. */
-coil_task *coil_future_task(coil_future *f);
+COIL_API coil_task *coil_future_task(coil_future *f);
 
 /* The running task of this thread, or NULL. */
-coil_task *coil_current_task(void);
+COIL_API coil_task *coil_current_task(void);
 /* The loop's tasks not yet done (running loop if NULL). Fills up to `max` borrowed pointers
  * (valid until the caller next suspends) and returns how many there are in all. */
-size_t coil_all_tasks(coil_loop *loop, coil_task **out, size_t max);
+COIL_API size_t coil_all_tasks(coil_loop *loop, coil_task **out, size_t max);
 
 /* Suspend the running task for `seconds` (<= 0: a plain yield: every other ready task runs
  * first). Returns 0, -ECANCELED, -EINVAL (NaN), COIL_ENOTASK outside a task. */
-int coil_sleep(double seconds);
-int coil_sleep_ns(uint64_t ns);
+COIL_API int coil_sleep(double seconds);
+COIL_API int coil_sleep_ns(uint64_t ns);
 
 /* ---- futures ---- */
 
 /* A future on the running loop (or this thread's loop). Returns 0, -ENOMEM, -EINVAL (no loop). */
-int coil_future_new(coil_future **out);
-int coil_loop_create_future(coil_loop *loop, coil_future **out);
+COIL_API int coil_future_new(coil_future **out);
+COIL_API int coil_loop_create_future(coil_loop *loop, coil_future **out);
 /* Free a future. One that is still awaited is freed when its last waiter is done with it. */
-void coil_future_free(coil_future *f);
+COIL_API void coil_future_free(coil_future *f);
 /* COIL_EINVALSTATE if already done; -EINVAL on a task's view (tasks set their own result). */
-int coil_future_set_result(coil_future *f, void *result);
-int coil_future_set_exception(coil_future *f, int code, const char *fmt, ...)
+COIL_API int coil_future_set_result(coil_future *f, void *result);
+COIL_API int coil_future_set_exception(coil_future *f, int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
 /* Returns 1 if cancelled now, 0 if already done. On a task's view, cancels the task. */
-int coil_future_cancel(coil_future *f, const char *msg);
-bool coil_future_done(const coil_future *f);
-bool coil_future_cancelled(const coil_future *f);
-int coil_future_result(coil_future *f, void **result);
-const coil_exception *coil_future_exception(coil_future *f);
+COIL_API int coil_future_cancel(coil_future *f, const char *msg);
+COIL_API bool coil_future_done(const coil_future *f);
+COIL_API bool coil_future_cancelled(const coil_future *f);
+COIL_API int coil_future_result(coil_future *f, void **result);
+COIL_API const coil_exception *coil_future_exception(coil_future *f);
 /* Suspends until done. Returns as coil_task_await. Cancelling the awaiting task cancels f. */
-int coil_future_await(coil_future *f, void **result);
-int coil_future_add_done_callback(coil_future *f, coil_done_fn cb, void *arg);
-int coil_future_remove_done_callback(coil_future *f, coil_done_fn cb, void *arg);
-coil_loop *coil_future_get_loop(const coil_future *f);
+COIL_API int coil_future_await(coil_future *f, void **result);
+COIL_API int coil_future_add_done_callback(coil_future *f, coil_done_fn cb, void *arg);
+COIL_API int coil_future_remove_done_callback(coil_future *f, coil_done_fn cb, void *arg);
+COIL_API coil_loop *coil_future_get_loop(const coil_future *f);
 
 #ifdef __cplusplus
 }

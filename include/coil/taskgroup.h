@@ -29,6 +29,7 @@
 #ifndef COIL_TASKGROUP_H
 #define COIL_TASKGROUP_H
 
+#include "api.h"
 #include "errors.h"
 #include "loop.h"
 #include "task.h"
@@ -40,18 +41,18 @@ extern "C" {
 typedef struct coil_taskgroup coil_taskgroup;
 
 /* A new group, not yet entered. Returns 0, -EINVAL (out NULL), -ENOMEM. Does not suspend. */
-int coil_taskgroup_new(coil_taskgroup **out);
+COIL_API int coil_taskgroup_new(coil_taskgroup **out);
 
 /* Enter the group in the running task (the body). Returns 0, COIL_ENOTASK, COIL_EINVALSTATE
  * (entered before). Does not suspend. */
-int coil_taskgroup_enter(coil_taskgroup *g);
+COIL_API int coil_taskgroup_enter(coil_taskgroup *g);
 
 /* Create a task in the group (as coil_create_task; `out` may be NULL). Returns 0, the errors of
  * coil_create_task, COIL_EINVALSTATE (not entered), COIL_ECLOSED (the group is shutting down
  * after a failure or cancellation, or has finished). While exit waits, a child may still add
  * siblings, as in asyncio. Does not suspend (an eager task runs up to its first await). */
-int coil__taskgroup_create_task_at(coil_taskgroup *g, coil_task **out, coil_task_fn fn, void *arg,
-                                   const coil_task_opts *opts, const char *file, int line);
+COIL_API int coil__taskgroup_create_task_at(coil_taskgroup *g, coil_task **out, coil_task_fn fn, void *arg,
+                                            const coil_task_opts *opts, const char *file, int line);
 #define coil_taskgroup_create_task(g, out, fn, arg, opts) \
     coil__taskgroup_create_task_at((g), (out), (fn), (arg), (opts), __FILE__, __LINE__)
 
@@ -63,22 +64,22 @@ int coil__taskgroup_create_task_at(coil_taskgroup *g, coil_task **out, coil_task
  * coil_taskgroup_exception), -ENOMEM (the group exception could not be built; the children are
  * still all done), COIL_EINVALSTATE (not entered, exited before, or not the task that entered).
  * Suspends. Not thread-safe. */
-int coil_taskgroup_exit(coil_taskgroup *g, int body_err);
+COIL_API int coil_taskgroup_exit(coil_taskgroup *g, int body_err);
 
 /* The exception group of the last exit that returned COIL_EGROUP (owned by the group: valid
  * until coil_taskgroup_free or coil_taskgroup_raise), or NULL. Each child is a copy of a failed
  * child's exception (code, message, task name, nested children); payloads are borrowed from the
  * child tasks, which the group keeps alive until it is freed. */
-const coil_exception *coil_taskgroup_exception(const coil_taskgroup *g);
+COIL_API const coil_exception *coil_taskgroup_exception(const coil_taskgroup *g);
 
 /* Raise the group's exception from the running task: moves it onto the task (as coil_raise
  * does) and returns NULL, so a task ends with `return coil_taskgroup_raise(g);`. With no group
  * exception it raises COIL_EGROUP with no children. Outside a task it does nothing. */
-void *coil_taskgroup_raise(coil_taskgroup *g);
+COIL_API void *coil_taskgroup_raise(coil_taskgroup *g);
 
 /* Free the group (NULL is ignored). Children still running (a group never exited) are cancelled
  * and left to finish on their own. Not thread-safe. */
-void coil_taskgroup_free(coil_taskgroup *g);
+COIL_API void coil_taskgroup_free(coil_taskgroup *g);
 
 #ifdef __cplusplus
 }

@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 
+#include "api.h"
 #include "loop.h"
 #include "task.h"
 
@@ -33,9 +34,9 @@ extern "C" {
 /* Schedule cb(arg) on `loop` from any thread; it runs on the loop's thread in the order this
  * thread posted it. A negative return from cb goes to the loop's exception handler. Never
  * suspends. Returns 0, -EINVAL, -ENOMEM. Thread-safe. */
-int coil_loop_call_soon_threadsafe(coil_loop *loop, coil_callback_fn cb, void *arg);
+COIL_API int coil_loop_call_soon_threadsafe(coil_loop *loop, coil_callback_fn cb, void *arg);
 /* As above, but -EAGAIN instead of waiting when the loop's ring is full. Thread-safe. */
-int coil_loop_call_soon_threadsafe_nowait(coil_loop *loop, coil_callback_fn cb, void *arg);
+COIL_API int coil_loop_call_soon_threadsafe_nowait(coil_loop *loop, coil_callback_fn cb, void *arg);
 
 /* A concurrent future (concurrent.futures.Future): completed on one thread, waited on from any
  * other, or awaited from a task of any loop. */
@@ -48,36 +49,36 @@ typedef struct coil_cfuture coil_cfuture;
  * cancelled. Never suspends; waits for ring space like coil_loop_call_soon_threadsafe. Returns 0
  * and *out (free it with coil_cfuture_free), -EINVAL, -ENOMEM. Thread-safe. The task's return
  * value is handed over as is: one that comes back after the future was cancelled is dropped. */
-int coil_run_coroutine_threadsafe(coil_loop *loop, coil_task_fn fn, void *arg, coil_cfuture **out);
+COIL_API int coil_run_coroutine_threadsafe(coil_loop *loop, coil_task_fn fn, void *arg, coil_cfuture **out);
 /* As above, but -EAGAIN if the loop's ring is full. */
-int coil_run_coroutine_threadsafe_nowait(coil_loop *loop, coil_task_fn fn, void *arg, coil_cfuture **out);
+COIL_API int coil_run_coroutine_threadsafe_nowait(coil_loop *loop, coil_task_fn fn, void *arg, coil_cfuture **out);
 
 /* Block the calling thread until cf is done or `timeout` seconds passed (< 0: no limit).
  * Returns 0 with *result (may be NULL), the task's error code, -ECANCELED, -ETIMEDOUT,
  * COIL_ECLOSED if the loop was closed before the task finished, or
  * -EDEADLK when called from the thread of the loop that runs cf's task while cf is pending (that
  * loop could never finish it). Thread-safe. */
-int coil_cfuture_result(coil_cfuture *cf, double timeout, void **result);
+COIL_API int coil_cfuture_result(coil_cfuture *cf, double timeout, void **result);
 /* Await cf from a task of any loop (cf's own loop too). Suspends. Returns as
  * coil_cfuture_result; cancelling the awaiting task cancels cf (and so its task), as asyncio's
  * wrap_future does. COIL_ENOTASK outside a task. Loop thread of the awaiting task. */
-int coil_cfuture_await(coil_cfuture *cf, void **result);
+COIL_API int coil_cfuture_await(coil_cfuture *cf, void **result);
 /* Cancel: if still pending, cf ends cancelled at once and its task is asked to cancel on its
  * loop. Returns 1 if cancelled now, 0 if already done. Thread-safe. */
-int coil_cfuture_cancel(coil_cfuture *cf);
-bool coil_cfuture_done(coil_cfuture *cf);
-bool coil_cfuture_cancelled(coil_cfuture *cf);
+COIL_API int coil_cfuture_cancel(coil_cfuture *cf);
+COIL_API bool coil_cfuture_done(coil_cfuture *cf);
+COIL_API bool coil_cfuture_cancelled(coil_cfuture *cf);
 
 /* cb(cf, arg) runs once cf is done, on the thread that completes it (cf's loop, or the thread
  * that cancels it), or at once on the calling thread if cf is already done. cb must not block
  * for long. Returns 0, -EINVAL, -ENOMEM. Thread-safe. */
 typedef void (*coil_cfuture_done_fn)(coil_cfuture *cf, void *arg);
-int coil_cfuture_add_done_callback(coil_cfuture *cf, coil_cfuture_done_fn cb, void *arg);
+COIL_API int coil_cfuture_add_done_callback(coil_cfuture *cf, coil_cfuture_done_fn cb, void *arg);
 
 /* Release the handle (any thread; cf lives on until its task is done). A failure nobody
  * retrieved through coil_cfuture_result or coil_cfuture_await is reported to the exception
  * handler of the loop that ran the task, which must still be open. */
-void coil_cfuture_free(coil_cfuture *cf);
+COIL_API void coil_cfuture_free(coil_cfuture *cf);
 
 #ifdef __cplusplus
 }

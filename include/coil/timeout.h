@@ -29,6 +29,7 @@
 
 #include <stdbool.h>
 
+#include "api.h"
 #include "combinators.h"
 #include "errors.h"
 #include "loop.h"
@@ -44,32 +45,32 @@ typedef struct coil_timeout_scope coil_timeout_scope;
  * never expires; delay <= 0 expires at the first chance after enter. Uses the running loop (or
  * this thread's). Returns 0, -EINVAL (out NULL, NaN), -ENOMEM, COIL_ECLOSED (no usable loop).
  * Does not suspend. */
-int coil_timeout(coil_timeout_scope **out, double delay);
+COIL_API int coil_timeout(coil_timeout_scope **out, double delay);
 /* The same with an absolute deadline on the loop's clock (coil_loop_time). */
-int coil_timeout_at(coil_timeout_scope **out, double when);
+COIL_API int coil_timeout_at(coil_timeout_scope **out, double when);
 
 /* Enter the scope in the running task and arm its timer. Returns 0, COIL_ENOTASK (not in a
  * task), COIL_EINVALSTATE (already entered), COIL_EWRONGLOOP, -ENOMEM. Does not suspend. */
-int coil_timeout_enter(coil_timeout_scope *s);
+COIL_API int coil_timeout_enter(coil_timeout_scope *s);
 
 /* Leave the scope. `err` is what the body produced (0 or a negative code); returns the
  * translated code: -ETIMEDOUT if err is -ECANCELED because this scope expired and no other
  * cancellation is pending, otherwise err unchanged. Returns COIL_EINVALSTATE if the scope is not
  * entered (or was already exited) or is called from another task. Does not suspend. */
-int coil_timeout_exit(coil_timeout_scope *s, int err);
+COIL_API int coil_timeout_exit(coil_timeout_scope *s, int err);
 
 /* Move the deadline to `when` (loop time, seconds); COIL_NO_TIMEOUT disarms it. Only while
  * entered and not yet expired: COIL_EINVALSTATE otherwise, -EINVAL for NaN, -ENOMEM. Does not
  * suspend. */
-int coil_timeout_reschedule(coil_timeout_scope *s, double when);
+COIL_API int coil_timeout_reschedule(coil_timeout_scope *s, double when);
 
 /* The deadline in loop time (seconds), or COIL_NO_TIMEOUT. */
-double coil_timeout_when(const coil_timeout_scope *s);
+COIL_API double coil_timeout_when(const coil_timeout_scope *s);
 /* True once the deadline passed and the scope cancelled its task (asyncio's expired()). */
-bool coil_timeout_expired(const coil_timeout_scope *s);
+COIL_API bool coil_timeout_expired(const coil_timeout_scope *s);
 /* Disarm and free (NULL is ignored). Freeing an entered scope without exit leaves the task's
  * cancellation count as it is. */
-void coil_timeout_free(coil_timeout_scope *s);
+COIL_API void coil_timeout_free(coil_timeout_scope *s);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,7 @@
 #include <coil/coil.h>
+
+#include "segment.h"
+
 /* Reaches the entry points behind the public macros too (coil_create_task, the task group's),
  * so a shared library that hid them would fail to link here. */
 static void *child(void *a) { coil_sleep(0.001); return a; }
@@ -15,6 +18,6 @@ static void *m(void *a)
     int e = coil_taskgroup_exit(g, 0);
     coil_task_free(u);
     coil_taskgroup_free(g);
-    return e ? 0 : r;
+    return e || !segment_matches() ? nullptr : r;
 }
 int main(void) { void *r; int e = coil_run(m, (void *)42, &r); return e || r != (void *)42; }

@@ -1,5 +1,6 @@
 /* loopstat: watch a coil process's event loops live, from the counters each loop publishes in
- * the process's shared-memory segment (/dev/shm/coil.<pid>, see core/stats.h).
+ * the process's shared-memory segment (/dev/shm/coil.<pid>; the layout is <coil/stats_shm.h>,
+ * the only coil header this tool includes: it links no part of the runtime).
  *
  *   loopstat                       list the processes that publish counters (live or stale)
  *   loopstat PID                   a live table, one row per shard, refreshed every second
@@ -18,14 +19,16 @@
  *
  * --tasks rings each loop's bell in the segment (a shared futex the loop watches from its ring,
  * so an idle loop wakes for it at once) and reads the answer from the memfd the loop publishes,
- * through /proc/<pid>/fd/<n>: no file name in /tmp or anywhere else (see core/stats.h). */
+ * through /proc/<pid>/fd/<n>: no file name in /tmp or anywhere else (see <coil/stats_shm.h>). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../core/observe/stats.h"
+#include <coil/stats_shm.h>
 
 typedef struct metric {
     const char *name;
@@ -45,8 +48,8 @@ typedef struct metric {
     const char *prom;           /* the Prometheus name when it differs: base units (seconds) */
 } metric;
 
-#define M(f, c, h) { #f, offsetof(coil__loop_stats, f), c, h, NULL }
-#define MS(f, c, h, p) { #f, offsetof(coil__loop_stats, f), c, h, p }
+#define M(f, c, h) { #f, offsetof(coil_stats_shm_slot, f), c, h, NULL }
+#define MS(f, c, h, p) { #f, offsetof(coil_stats_shm_slot, f), c, h, p }
 static const metric metrics[] = {
     M(tasks_alive, false, "Tasks created and not yet finished."),
     M(ready_depth, false, "Tasks and callbacks run in the last scheduler batch."),
@@ -74,7 +77,7 @@ static const metric metrics[] = {
 #undef M
 #undef MS
 
-static uint64_t get(const coil__loop_stats *s, size_t off)
+static uint64_t get(const coil_stats_shm_slot *s, size_t off)
 {
     return __atomic_load_n((const uint64_t *)(const void *)((const char *)s + off), __ATOMIC_RELAXED);
 }
@@ -98,22 +101,22 @@ static int fail(const char *fmt, long pid)
 static bool pid_alive(long pid) { return kill((pid_t)pid, 0) == 0 || errno == EPERM; }
 
 /* Why a segment is not usable (stale, foreign), or NULL if it is fine. */
-static const char *segment_problem(const coil__stats_seg *s, long pid)
+static const char *segment_problem(const coil_stats_shm_segment *s, long pid)
 {
-    if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) != COIL__STATS_MAGIC)
+    if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) != COIL_STATS_SHM_MAGIC)
         return "is not a coil counter segment (bad magic)";
-    if (s->version != COIL__STATS_VERSION || s->slot_size != sizeof(coil__loop_stats) ||
-        s->nslots != COIL__STATS_SLOTS)
+    if (s->version != COIL_STATS_SHM_VERSION || s->slot_size != sizeof(coil_stats_shm_slot) ||
+        s->nslots != COIL_STATS_SHM_SLOTS)
         return "has another layout version than this loopstat: use the loopstat of the same coil version";
     if ((long)s->pid != pid)
         return "names another pid than its own";
-    if (!pid_alive(pid) || (s->start_time && coil__proc_start_time(pid) != s->start_time))
+    if (!pid_alive(pid) || (s->start_time && coil_stats_shm_proc_start_time(pid) != s->start_time))
         return "is stale: the process that published it is gone (crashed without removing it)";
     return NULL;
 }
 
 typedef struct seg_map {
-    coil__stats_seg *s;
+    coil_stats_shm_segment *s;
 } seg_map;
 
 /* The uid a segment of process pid must belong to: the process's filesystem uid, which the
@@ -163,7 +166,7 @@ static int open_checked(const char *name, bool writable, uid_t owner, struct sta
 static int open_segment(long pid, bool writable, seg_map *m)
 {
     char name[64];
-    coil__stats_shm_name(name, sizeof name, pid);
+    coil_stats_shm_name(name, sizeof name, pid);
     struct stat st;
     const char *bad;
     int fd = open_checked(name, writable, expected_owner(pid), &st, &bad);
@@ -179,11 +182,11 @@ static int open_segment(long pid, bool writable, seg_map *m)
             return fail("no process with pid %ld", pid);
         return fail("process %ld publishes no coil counters (no /dev/shm/coil.<pid>: no loop open?)", pid);
     }
-    if ((size_t)st.st_size < sizeof(coil__stats_seg)) {
+    if ((size_t)st.st_size < sizeof(coil_stats_shm_segment)) {
         close(fd);
         return fail("/dev/shm/coil.%ld has another layout version than this loopstat", pid);
     }
-    void *p = mmap(NULL, sizeof(coil__stats_seg), PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+    void *p = mmap(NULL, sizeof(coil_stats_shm_segment), PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED)
         return fail("cannot map /dev/shm/coil.%ld", pid);
@@ -191,15 +194,15 @@ static int open_segment(long pid, bool writable, seg_map *m)
     const char *why = segment_problem(m->s, pid);
     if (why) {
         fprintf(stderr, "loopstat: /dev/shm/coil.%ld %s\n", pid, why);
-        munmap(p, sizeof(coil__stats_seg));
+        munmap(p, sizeof(coil_stats_shm_segment));
         return 1;
     }
     return 0;
 }
 
-static void close_segment(seg_map *m) { munmap(m->s, sizeof(coil__stats_seg)); }
+static void close_segment(seg_map *m) { munmap(m->s, sizeof(coil_stats_shm_segment)); }
 
-static bool slot_live(const coil__loop_stats *s) { return __atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) != 0; }
+static bool slot_live(const coil_stats_shm_slot *s) { return __atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) != 0; }
 
 /* ---- list ---- */
 
@@ -224,23 +227,23 @@ static int list_processes(bool clean)
         if (*end || pid <= 0)
             continue;
         char name[64];
-        coil__stats_shm_name(name, sizeof name, pid);
+        coil_stats_shm_name(name, sizeof name, pid);
         struct stat st;
         const char *bad;
         int fd = open_checked(name, false, getuid(), &st, &bad);
         if (fd < 0)
             continue;
         void *p = MAP_FAILED;
-        if ((size_t)st.st_size >= sizeof(coil__stats_seg))
-            p = mmap(NULL, sizeof(coil__stats_seg), PROT_READ, MAP_SHARED, fd, 0);
+        if ((size_t)st.st_size >= sizeof(coil_stats_shm_segment))
+            p = mmap(NULL, sizeof(coil_stats_shm_segment), PROT_READ, MAP_SHARED, fd, 0);
         close(fd);
         if (p == MAP_FAILED)
             continue;
-        coil__stats_seg *s = p;
+        coil_stats_shm_segment *s = p;
         const char *why = segment_problem(s, pid);
         unsigned loops = 0;
         if (!why || strstr(why, "stale"))
-            for (unsigned i = 0; i < COIL__STATS_SLOTS; i++)
+            for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++)
                 loops += slot_live(&s->slots[i]);
         char comm[64] = "?", path[64];
         snprintf(path, sizeof path, "/proc/%ld/comm", pid);
@@ -258,7 +261,7 @@ static int list_processes(bool clean)
             printf("%-8ld %-6u %-6s %s\n", pid, loops, !why ? "live" : stale ? "stale" : "bad", stale ? "(gone)" : comm);
             found++;
         }
-        munmap(p, sizeof(coil__stats_seg));
+        munmap(p, sizeof(coil_stats_shm_segment));
     }
     closedir(d);
     if (!found && !clean)
@@ -268,10 +271,10 @@ static int list_processes(bool clean)
 
 /* ---- snapshots ---- */
 
-static void print_json(const coil__stats_seg *s, long pid)
+static void print_json(const coil_stats_shm_segment *s, long pid)
 {
-    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
-        const coil__loop_stats *l = &s->slots[i];
+    for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++) {
+        const coil_stats_shm_slot *l = &s->slots[i];
         if (!slot_live(l))
             continue;
         printf("{\"pid\":%ld,\"shard\":%llu,\"tid\":%llu", pid, (unsigned long long)GET(l, shard),
@@ -279,21 +282,21 @@ static void print_json(const coil__stats_seg *s, long pid)
         for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++)
             printf(",\"%s\":%llu", metrics[m].name, (unsigned long long)get(l, metrics[m].off));
         printf(",\"steps_ns\":%llu,\"step_hist_log2_ns\":[", (unsigned long long)GET(l, steps_ns));
-        for (unsigned b = 0; b < COIL__STATS_HIST; b++)
+        for (unsigned b = 0; b < COIL_STATS_SHM_HIST; b++)
             printf("%s%llu", b ? "," : "", (unsigned long long)GET(l, step_hist[b]));
         printf("]}\n");
     }
 }
 
-static void print_prometheus(const coil__stats_seg *s, long pid)
+static void print_prometheus(const coil_stats_shm_segment *s, long pid)
 {
     for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++) {
         const metric *mt = &metrics[m];
         const char *name = mt->prom ? mt->prom : mt->name, *suffix = mt->counter ? "_total" : "";
         printf("# HELP coil_%s%s %s\n# TYPE coil_%s%s %s\n", name, suffix, mt->help, name, suffix,
                mt->counter ? "counter" : "gauge");
-        for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
-            const coil__loop_stats *l = &s->slots[i];
+        for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++) {
+            const coil_stats_shm_slot *l = &s->slots[i];
             if (!slot_live(l))
                 continue;
             printf("coil_%s%s{pid=\"%ld\",shard=\"%llu\"} ", name, suffix, pid, (unsigned long long)GET(l, shard));
@@ -305,18 +308,18 @@ static void print_prometheus(const coil__stats_seg *s, long pid)
     }
     printf("# HELP coil_step_duration_seconds Task step durations (timing mode).\n"
            "# TYPE coil_step_duration_seconds histogram\n");
-    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
-        const coil__loop_stats *l = &s->slots[i];
+    for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++) {
+        const coil_stats_shm_slot *l = &s->slots[i];
         if (!slot_live(l))
             continue;
         unsigned long long shard = (unsigned long long)GET(l, shard), cum = 0;
-        for (unsigned b = 0; b + 1 < COIL__STATS_HIST; b++) {
+        for (unsigned b = 0; b + 1 < COIL_STATS_SHM_HIST; b++) {
             cum += GET(l, step_hist[b]);
             /* bucket b holds [2^b, 2^(b+1)) ns: its upper bound is the le of the cumulative count */
             printf("coil_step_duration_seconds_bucket{pid=\"%ld\",shard=\"%llu\",le=\"%.9g\"} %llu\n", pid, shard,
                    (double)(1ull << (b + 1)) / 1e9, cum);
         }
-        cum += GET(l, step_hist[COIL__STATS_HIST - 1]);
+        cum += GET(l, step_hist[COIL_STATS_SHM_HIST - 1]);
         printf("coil_step_duration_seconds_bucket{pid=\"%ld\",shard=\"%llu\",le=\"+Inf\"} %llu\n", pid, shard, cum);
         printf("coil_step_duration_seconds_sum{pid=\"%ld\",shard=\"%llu\"} %.9f\n", pid, shard,
                (double)GET(l, steps_ns) / 1e9);
@@ -327,8 +330,8 @@ static void print_prometheus(const coil__stats_seg *s, long pid)
 /* ---- the table ---- */
 
 typedef struct snap {
-    coil__loop_stats s[COIL__STATS_SLOTS];
-    bool live[COIL__STATS_SLOTS];
+    coil_stats_shm_slot s[COIL_STATS_SHM_SLOTS];
+    bool live[COIL_STATS_SHM_SLOTS];
     uint64_t at_ns;
 } snap;
 
@@ -339,13 +342,13 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void take(const coil__stats_seg *seg, snap *sn)
+static void take(const coil_stats_shm_segment *seg, snap *sn)
 {
     sn->at_ns = mono_ns();
-    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
+    for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++) {
         sn->live[i] = slot_live(&seg->slots[i]);
         if (sn->live[i])
-            for (size_t f = 0; f < sizeof(coil__loop_stats) / 8; f++)
+            for (size_t f = 0; f < sizeof(coil_stats_shm_slot) / 8; f++)
                 ((uint64_t *)&sn->s[i])[f] = __atomic_load_n((const uint64_t *)&seg->slots[i] + f, __ATOMIC_RELAXED);
     }
 }
@@ -370,11 +373,11 @@ static void print_table(const snap *cur, const snap *prev, long pid)
     printf("%5s %8s %6s %6s %11s %10s %10s %10s %10s %6s %6s %10s %9s\n", "SHARD", "TID", "TASKS", "READY",
            prev ? "ITER/s" : "ITER", prev ? "TASKS/s" : "TASKS", prev ? "OPS/s" : "OPS", prev ? "MSGS/s" : "MSGS",
            "INFLIGHT", "TIMERS", "BUSY%", "STACKS", "MAXSTEP");
-    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
+    for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++) {
         if (!cur->live[i])
             continue;
-        const coil__loop_stats *c = &cur->s[i];
-        const coil__loop_stats *p = prev && prev->live[i] && prev->s[i].tid == c->tid ? &prev->s[i] : NULL;
+        const coil_stats_shm_slot *c = &cur->s[i];
+        const coil_stats_shm_slot *p = prev && prev->live[i] && prev->s[i].tid == c->tid ? &prev->s[i] : NULL;
         double it = (double)c->iterations, tk = (double)c->tasks_finished, ops = (double)c->cqes_reaped,
                msgs = (double)(c->msgs_in + c->msgs_out), busy;
         if (p && dt > 0) {
@@ -393,7 +396,7 @@ static void print_table(const snap *cur, const snap *prev, long pid)
             busy = 0;
         char stacks[16], maxstep[16];
         human_bytes(stacks, sizeof stacks, c->stack_bytes);
-        if (c->flags & COIL__SLOT_TIMING)
+        if (c->flags & COIL_STATS_SHM_SLOT_TIMING)
             snprintf(maxstep, sizeof maxstep, "%.2fms", (double)c->longest_step_ns / 1e6);
         else
             snprintf(maxstep, sizeof maxstep, "-");
@@ -404,7 +407,7 @@ static void print_table(const snap *cur, const snap *prev, long pid)
     }
 }
 
-static int live_view(const coil__stats_seg *seg, long pid, double interval)
+static int live_view(const coil_stats_shm_segment *seg, long pid, double interval)
 {
     snap *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
     if (!a || !b) {
@@ -447,13 +450,13 @@ static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *t
 }
 
 /* Wake the loop's watch on its bell (a shared futex: the loop is another process). */
-static void ring(coil__loop_stats *l)
+static void ring(coil_stats_shm_slot *l)
 {
     __atomic_fetch_add(&l->bell, 1, __ATOMIC_RELEASE);
     futex(&l->bell, FUTEX_WAKE, INT_MAX, NULL);
 }
 
-static void ask(coil__loop_stats *l, uint64_t *want)
+static void ask(coil_stats_shm_slot *l, uint64_t *want)
 {
     /* The loop is the only other writer of this slot, and it never writes dump_req. */
     *want = __atomic_load_n(&l->dump_req, __ATOMIC_RELAXED) + 1;
@@ -463,7 +466,7 @@ static void ask(coil__loop_stats *l, uint64_t *want)
 
 /* Wait until the loop has answered request `want` (or closed, or the deadline passed), asleep on
  * its resp_bell. */
-static bool wait_answer(coil__loop_stats *l, uint64_t want, uint64_t deadline)
+static bool wait_answer(coil_stats_shm_slot *l, uint64_t want, uint64_t deadline)
 {
     for (;;) {
         uint32_t rb = __atomic_load_n(&l->resp_bell, __ATOMIC_ACQUIRE);
@@ -482,7 +485,7 @@ static bool wait_answer(coil__loop_stats *l, uint64_t want, uint64_t deadline)
 /* Copy the loop's answer (its memfd, reached through /proc/<pid>/fd/<n>) to stdout. 0 when
  * printed; 1 when the answer is gone (another loopstat's acknowledgement closed it, or the fd
  * number now names another file): ask again; -1 with a message on a real failure. */
-static int print_answer(coil__loop_stats *l, long pid, unsigned long long shard)
+static int print_answer(coil_stats_shm_slot *l, long pid, unsigned long long shard)
 {
     uint64_t resp = __atomic_load_n(&l->dump_resp, __ATOMIC_ACQUIRE);
     int64_t answer = __atomic_load_n(&l->dump_fd, __ATOMIC_RELAXED);
@@ -521,12 +524,12 @@ static int print_answer(coil__loop_stats *l, long pid, unsigned long long shard)
     return 0;
 }
 
-static int dump_tasks(coil__stats_seg *seg, long pid, double timeout)
+static int dump_tasks(coil_stats_shm_segment *seg, long pid, double timeout)
 {
     int asked = 0, rc = 0;
-    uint64_t want[COIL__STATS_SLOTS] = { 0 };
-    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
-        coil__loop_stats *l = &seg->slots[i];
+    uint64_t want[COIL_STATS_SHM_SLOTS] = { 0 };
+    for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++) {
+        coil_stats_shm_slot *l = &seg->slots[i];
         if (!slot_live(l))
             continue;
         ask(l, &want[i]);
@@ -537,10 +540,10 @@ static int dump_tasks(coil__stats_seg *seg, long pid, double timeout)
         return 0;
     }
     uint64_t deadline = mono_ns() + (uint64_t)(timeout * 1e9);
-    for (unsigned i = 0; i < COIL__STATS_SLOTS; i++) {
+    for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++) {
         if (!want[i])
             continue;
-        coil__loop_stats *l = &seg->slots[i];
+        coil_stats_shm_slot *l = &seg->slots[i];
         unsigned long long shard = (unsigned long long)GET(l, shard);
         int got = 1;
         while (got == 1) {
