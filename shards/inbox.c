@@ -16,7 +16,7 @@
 enum { RING_CAPACITY = COIL__LANE_CAPACITY, DRAIN_BATCH = 64 };
 /* The spin before a sleep: at most SPIN_MAX_NS (a runtime's spin_us overrides), and only as long as
  * spinning has paid off lately; SPIN_COOLDOWN sleeps without it after a spin that hurt. */
-enum { SPIN_MAX_NS = 50 * 1000, SPIN_MIN_NS = 1000, SPIN_COOLDOWN = 64 };
+enum { SPIN_MAX_NS = 50 * 1000, SPIN_MIN_NS = 1000, SPIN_COOLDOWN = 64, SPIN_LOOK_NS = 200 };
 /* Messages one iteration takes in. Each may start a task, and all of them run before the tasks
  * do: 512 tasks fit the loop's first task chunk and its cache, where a full ring's worth (4096,
  * 460 KB of tasks) made a flooded loop fault in a 2 MiB chunk and run its tasks from memory. */
@@ -264,14 +264,18 @@ static bool src_before_block(coil_loop *loop, coil__loop_source *s)
      * on a virtual machine the wake-up of an idle vCPU can cost tens of microseconds. */
     uint64_t t0 = ib->idle_t0 = ib->spin_ns ? coil__now_ns() : 0;
     if (ib->spin_budget_ns) {
+        /* Each look takes a line from a producer that may be streaming into it (lane.h): look
+         * every SPIN_LOOK_NS, not as fast as the CPU can. */
+        uint64_t now = t0, look = t0;
         do {
-            for (int i = 0; i < 32; i++)
+            while ((now = coil__now_ns()) - look < SPIN_LOOK_NS)
                 coil__cpu_relax();
+            look = now;
             if (!inbox_empty(ib)) {
-                spin_paid(ib, coil__now_ns() - t0);
+                spin_paid(ib, now - t0);
                 return ib->look_now = true;
             }
-        } while (coil__now_ns() - t0 < ib->spin_budget_ns);
+        } while (now - t0 < ib->spin_budget_ns);
     }
     bool asym = atomic_load_explicit(&ib->asym, memory_order_relaxed);
     if (asym && ib->lane_msgs < ib->asym_after)
@@ -304,8 +308,14 @@ static void src_after_block(coil_loop *loop, coil__loop_source *s)
     /* Only after a sleep: touching the line every iteration would pull it away from producers. */
     if (ib->may_sleep) {
         ib->may_sleep = false;
-        if (ib->spin_ns)
-            spin_learn(ib, coil__now_ns() - ib->idle_t0, !inbox_empty(ib));
+        if (ib->spin_ns) {
+            /* What a spin would have had to cover is the wait until the message came, not until
+             * the loop's thread got the CPU back to see it. */
+            uint64_t now = coil__now_ns(), sent = atomic_load_explicit(&ib->wake_sent_ns, memory_order_relaxed);
+            bool message = !inbox_empty(ib);
+            uint64_t until = message && sent > ib->idle_t0 && sent < now ? sent : now;
+            spin_learn(ib, until - ib->idle_t0, message);
+        }
         atomic_store_explicit(&ib->asleep, 0, memory_order_relaxed);
     }
 }
@@ -553,6 +563,7 @@ static inline void after_push(coil__inbox *ib)
     if (atomic_exchange_explicit(&ib->asleep, 0, memory_order_acq_rel)) {
         atomic_fetch_add_explicit(&ib->wakes_sent, 1, memory_order_relaxed);
         atomic_store_explicit(&ib->waker_cpu, sched_getcpu(), memory_order_relaxed);
+        atomic_store_explicit(&ib->wake_sent_ns, coil__now_ns(), memory_order_relaxed);
         send_wake(ib);
     }
 }

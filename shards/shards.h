@@ -112,6 +112,8 @@ typedef struct coil__inbox {
     _Atomic uint64_t wakes_sent;  /* by producers that cleared it (on the line they just wrote) */
     _Atomic int waker_cpu;        /* the CPU the last of them ran on: one that shares the loop's
                                    * CPU cannot post while the loop spins (inbox.c) */
+    _Atomic uint64_t wake_sent_ns; /* when it sent the wake-up: the message's arrival, which a
+                                   * busy CPU may take far longer to hand the loop (inbox.c) */
     _Alignas(64) _Atomic uint32_t space_seq; /* bumped (and futex-woken) after a drain when producers wait */
     _Atomic uint32_t space_waiters;
     /* The struct outlives the loop's close while other loops' overflow lists still name it: one

@@ -17,6 +17,14 @@
 #ifndef COIL_TEST_WATCHDOG_H
 #define COIL_TEST_WATCHDOG_H
 
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -134,6 +142,24 @@ private:
     std::atomic<bool> fired_{ false };
     std::thread th_;
 };
+
+// Wait for the forked child `pid` to end, killing it (and failing the test) if it has not within
+// `seconds` (scaled by time_scale()): a child that hangs must not hang the suite. Returns its
+// waitpid status, or -1 if waitpid failed.
+inline int wait_child(pid_t pid, double seconds, const char *why_late)
+{
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pfd >= 0) {
+        struct pollfd p = { pfd, POLLIN, 0 };
+        if (poll(&p, 1, (int)(seconds * 1000 * time_scale())) != 1) {
+            kill(pid, SIGKILL);
+            ADD_FAILURE() << "the child did not end within " << seconds << " s" << why_late;
+        }
+        close(pfd);
+    }
+    int status = 0;
+    return waitpid(pid, &status, 0) == pid ? status : -1;
+}
 
 } // namespace coil_test
 

@@ -208,17 +208,8 @@ TEST(RingErrors, SeccompRefusingIoUringEnterEndsTheRunWithEperm)
     ASSERT_GE(pid, 0);
     if (pid == 0)
         child_under_seccomp();
-    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pfd >= 0) {
-        struct pollfd p = { pfd, POLLIN, 0 };
-        if (poll(&p, 1, 15000) != 1) {
-            kill(pid, SIGKILL);
-            ADD_FAILURE() << "the child did not end within 15 s (a spinning loop?)";
-        }
-        close(pfd);
-    }
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    int status = coil_test::wait_child(pid, 15, " (a spinning loop?)");
+    ASSERT_NE(status, -1);
     ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
     if (WEXITSTATUS(status) == 2)
         GTEST_SKIP() << "could not install a seccomp filter here";

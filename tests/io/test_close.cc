@@ -136,17 +136,8 @@ void expect_closed_with_full_queue(Which which)
     ASSERT_GE(pid, 0);
     if (pid == 0)
         child_with_full_queue(which);
-    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pfd >= 0) {
-        struct pollfd pl = { pfd, POLLIN, 0 };
-        if (poll(&pl, 1, (int)(15000 * coil_test::time_scale())) != 1) {
-            kill(pid, SIGKILL);
-            ADD_FAILURE() << "the child did not end within 15 s";
-        }
-        close(pfd);
-    }
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    int status = coil_test::wait_child(pid, 15, "");
+    ASSERT_NE(status, -1);
     ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
     if (WEXITSTATUS(status) == 2)
         GTEST_SKIP() << "could not install a seccomp filter here";
