@@ -271,7 +271,7 @@ bool coil__on_shared_stack(coil_loop *loop, const void *p, size_t n);
  * only while loop->timing is on, so a loop that is not timed pays nothing per task switch. Every
  * member must be set (the engine calls them without a NULL check). All run on the loop's thread. */
 typedef struct coil__loop_hooks {
-    /* The loop is built (not yet running) / its debug flag changed / it is being freed (its ring,
+    /* The loop is built (not yet running) / its debug flag changed / it is being freed (its driver,
      * tasks and pools are gone). */
     void (*open)(coil_loop *loop);
     void (*configure)(coil_loop *loop);
@@ -309,8 +309,8 @@ typedef struct coil__loop_source {
 } coil__loop_source;
 
 /* A close step another layer hangs on a loop (signals, the stats watch, the shards layer's
- * inbox). coil_loop_close runs them first thing, while the ring is still up, so a step may
- * still poll the ring to wait for its own operations or for outside work to finish; the loop
+ * inbox). coil_loop_close runs them first thing, while the driver is still up, so a step may
+ * still poll it to wait for its own operations or for outside work to finish; the loop
  * is not yet marked closed then. A step unhooks and frees what it hung on the loop. */
 typedef struct coil__loop_closer {
     struct coil__loop_closer *next;
@@ -321,8 +321,8 @@ typedef struct coil__loop_closer {
 void coil__loop_on_close(coil_loop *loop, coil__loop_closer *c);
 /* The loop's way in from other threads (the shards layer's inbox): registered once, from any
  * thread, with a CAS. While there is one, another thread may make work for the loop at any
- * time, so the loop counts as wakeable (coil__loop_has_work) and looks at its ring even with
- * nothing in flight (a wake-up CQE can arrive unasked). Its close runs before every closer:
+ * time, so the loop counts as wakeable (coil__loop_has_work) and looks at its driver even with
+ * nothing in flight (a wake-up can arrive unasked). Its close runs before every closer:
  * its work may still need theirs. Returns the registered one: c, or the one that won. */
 coil__loop_closer *coil__loop_set_outside(coil_loop *loop, coil__loop_closer *c);
 
@@ -391,7 +391,7 @@ extern COIL__TLS coil_exception **coil__tls_worker_exc;
 int coil__loop_new(coil_loop **out, const coil_loop_opts *opts, const coil__loop_hooks *hooks);
 uint64_t coil__now_ns(void);
 /* Does the alarm stand guard over the timers: armed no later than the earliest deadline, so no
- * timer can be due before its completion shows up on the ring? Loops with no timer need none. */
+ * timer can be due before its completion shows up? Loops with no timer need none. */
 static inline bool coil__loop_timers_guarded(coil_loop *loop)
 {
     return coil__timers_empty(&loop->timers) ||
@@ -399,7 +399,7 @@ static inline bool coil__loop_timers_guarded(coil_loop *loop)
 }
 void coil__loop_add_source(coil_loop *loop, coil__loop_source *s);
 void coil__loop_remove_source(coil_loop *loop, coil__loop_source *s);
-/* Run one iteration: the ready batch, I/O, timers, sources. `block` allows waiting in the ring. */
+/* Run one iteration: the ready batch, I/O, timers, sources. `block` allows waiting in the driver. */
 void coil__loop_run_once(coil_loop *loop, bool block);
 /* True if anything could still make progress without outside help. */
 bool coil__loop_has_work(const coil_loop *loop);

@@ -1,6 +1,7 @@
 /* coil core: the event loop. One iteration: run what was ready when it began (tasks and
  * callbacks, FIFO); submit queued operations and reap completions (backend.h), blocking in the
- * driver's poll only when nothing is ready, with the next timer as the timeout; fire due timers; drain other sources. */
+ * driver's poll only when nothing is ready, with the next timer as the timeout; fire due timers;
+ * drain other sources. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -387,8 +388,8 @@ int coil_loop_close(coil_loop *loop)
     if (loop->closed)
         return 0;
     /* The way in from outside first: running what other threads sent may still need what the
-     * closers hold (a signal handler, the stats watch), and closing it waits, while the ring is
-     * up, for the outside work this loop still expects. */
+     * closers hold (a signal handler, the stats watch), and closing it waits, while the driver
+     * is up, for the outside work this loop still expects. */
     coil__loop_closer *out = __atomic_exchange_n(&loop->outside, NULL, __ATOMIC_ACQ_REL);
     if (out)
         out->close(loop, out);

@@ -142,10 +142,10 @@ int coil_loop_remove_signal_handler(coil_loop *loop, int signo)
     return 1;
 }
 
-/* Loop close, while the ring is up: forget every handler (so the read is not armed again),
- * take the read back and reap its CQE, so the kernel holds nothing that points into s once it
- * is freed. The kernel cancels a read at once; the bound is for a ring that no longer answers,
- * and a ring whose enter fails (io.broken) is not waited on (the loop's own final wait for
+/* Loop close, while the driver is up: forget every handler (so the read is not armed again),
+ * take the read back and reap its completion, so the kernel holds nothing that points into s once it
+ * is freed. The kernel cancels a read at once; the bound is for a driver that no longer answers,
+ * and one that has failed hard (io.broken) is not waited on (the loop's own final wait for
  * operations in flight gives up on it likewise). */
 static void signals_close(coil_loop *loop, coil__loop_closer *c)
 {
@@ -162,8 +162,8 @@ static void signals_close(coil_loop *loop, coil__loop_closer *c)
     if (s->fd >= 0)
         close(s->fd);
     loop->signals = NULL;
-    /* A read the ring never gave back may still write into s, or name it in a CQE the loop's
-     * final reaping runs: keeping its bytes is the only safe end for a ring that stopped
+    /* A read the driver never gave back may still write into s, or name it in a completion the
+     * loop's final reaping runs: keeping its bytes is the only safe end for a driver that stopped
      * answering (s->fd is closed, so nothing is armed again). */
     if (!s->reading)
         free(s);

@@ -403,14 +403,14 @@ static void finish(coil_loop *loop, coil_task *t)
 /* ---- suspension ---- */
 
 /* Start the next iteration right here, on a task's stack, when the scheduler would have nothing
- * to do but take the ready queue: no stop request, no SQE to submit, no completion waiting, no
+ * to do but take the ready queue: no stop request, no operation to submit, no completion waiting, no
  * timer that can be due (the loop's alarm guards them: its expiry is a completion), no other
  * source. A loop of tasks that only yield to each other then never leaves task context, timers
  * armed or not. Anything else goes back to the scheduler.
  *
  * Another thread's first message registers the loop's way in from outside (loop->outside, the
- * inbox) and wakes the loop with a CQE, which the scheduler must reap to hook the inbox in as a
- * source: a loop with no I/O of its own would never look at its ring here, so a way in, hooked
+ * inbox) and wakes the loop with a completion, which the scheduler must reap to hook the inbox in
+ * as a source: a loop with no I/O of its own would never look at its driver here, so a way in, hooked
  * in or not, sends it back to the scheduler. One relaxed load of a word the poster sets once. */
 static bool next_iteration_inline(coil_loop *loop)
 {
