@@ -1046,8 +1046,13 @@ TEST(HugeMemWarm, ABigTableFreedAndAskedForAgainComesBackWarmWithoutAFault)
     touch(b);
     long faults = minor_faults() - before;
     EXPECT_EQ(reinterpret_cast<uintptr_t>(b) % COIL__HUGE_PAGE, 0u);
+    EXPECT_EQ(b, a) << "the kept table did not come back";
     coil__huge_free_warm(b, kBytes);
+#if defined(COIL_TEST_TSAN)
+    (void)faults; // ThreadSanitizer faults in its own shadow of the pages on first access
+#else
     EXPECT_LT(faults, 2) << "touching the table again faulted " << faults << " pages";
+#endif
 }
 
 TEST(HugeMemWarm, FreedTablesBeyondTheCacheBoundGoBackToTheKernel)
