@@ -135,7 +135,14 @@ TEST(Executor, CustomExecutorRunsAtMostItsThreadCountAtOnce)
                                   int p = peak.load();
                                   while (now > p && !peak.compare_exchange_weak(p, now))
                                       ;
-                                  // 5 ms of work that holds the thread, as a blocking call would.
+                                  // Hold the thread, as a blocking call would, until a second job
+                                  // runs beside this one (bounded: a slow second thread, under a
+                                  // sanitizer, must not make the first finish every job alone),
+                                  // then 5 ms more, in which a third would show if one could run.
+                                  auto until = std::chrono::steady_clock::now() +
+                                               std::chrono::duration<double>(5 * coil_test::time_scale());
+                                  while (peak.load() < 2 && std::chrono::steady_clock::now() < until)
+                                      std::this_thread::yield();
                                   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
                                   while (std::chrono::steady_clock::now() < end)
                                       std::this_thread::yield();

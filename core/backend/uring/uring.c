@@ -14,6 +14,28 @@
 #include "backend/uring/driver.h"
 #include "observe/stats.h"
 
+/* liburing maps and unmaps a ring's memory with raw system calls, which ThreadSanitizer cannot
+ * see: a ring set up on one thread can land where another thread's ring was torn down, and the
+ * old ring's accesses then look like a race with the new one's. Every teardown is ordered before
+ * every later set-up, which is what the kernel's unmap and map guarantee anyway. */
+#if defined(__SANITIZE_THREAD__)
+#define COIL__TSAN_RINGS 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define COIL__TSAN_RINGS 1
+#endif
+#endif
+#if defined(COIL__TSAN_RINGS)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+static char ring_epoch;
+static void ring_mapped(void) { __tsan_acquire(&ring_epoch); }
+static void ring_unmapping(void) { __tsan_release(&ring_epoch); }
+#else
+static void ring_mapped(void) {}
+static void ring_unmapping(void) {}
+#endif
+
 /* Slot bookkeeping for coil__uring_file_add. The kernel's update reads the fd from memory at
  * submit time, so each slot's fd lives here (not in a stream that may be gone by then). */
 typedef struct coil__uring_files {
@@ -74,6 +96,7 @@ int coil__backend_init(coil_loop *loop, unsigned entries)
         p.cq_entries = entries * 4;
         ret = io_uring_queue_init_params(entries, &u->ring, &p);
         if (ret == 0) {
+            ring_mapped();
             u->flags = p.flags;
             /* Every io_uring_enter then names the ring by its slot in this thread's registered
              * rings and skips the fd-table lookup and reference. The loop only ever enters from
@@ -97,6 +120,7 @@ void coil__backend_exit(coil_loop *loop)
     coil__driver *u = loop->io.drv;
     if (!u)
         return;
+    ring_unmapping();
     io_uring_queue_exit(&u->ring); /* the kernel drops the fixed files with the ring */
     if (u->files) {
         free(u->files->fds);
@@ -516,6 +540,7 @@ static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
 static void wake_ring_free(void *p)
 {
     struct wake_ring *w = p;
+    ring_unmapping();
     io_uring_queue_exit(&w->ring);
     free(w);
 }
@@ -535,6 +560,7 @@ static struct wake_ring *wake_ring_here(void)
         free(w);
         return NULL;
     }
+    ring_mapped();
     pthread_setspecific(wake_key, w);
     return w;
 }
