@@ -8,6 +8,7 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <functional>
@@ -19,6 +20,14 @@
 namespace coil_test {
 
 using Body = std::function<void *()>;
+
+// CLOCK_MONOTONIC in nanoseconds, the clock the loop's timers run on.
+inline uint64_t mono_ns()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 inline void *trampoline(void *arg) { return (*static_cast<Body *>(arg))(); }
 

@@ -18,12 +18,7 @@ namespace {
 
 using coil_test::LoopTest;
 
-uint64_t mono_ns()
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+using coil_test::mono_ns;
 
 // ---- call_soon ----
 

@@ -543,12 +543,7 @@ bool in_io_uring_enter(const IdleChild &c)
     return (f >> nr) && nr == SYS_io_uring_enter;
 }
 
-uint64_t mono_ns()
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+using coil_test::mono_ns;
 
 // Wait (bounded) until the loop's thread is asleep in the ring.
 bool wait_asleep(const IdleChild &c, double timeout_s = 5)
