@@ -107,8 +107,10 @@ static void ovf_flush(coil__inbox *self);
 /* The loop's reference, or an overflow message's (see ovf_flush): the last frees the struct. */
 static void inbox_unref(coil__inbox *ib)
 {
-    if (atomic_fetch_sub_explicit(&ib->refs, 1, memory_order_acq_rel) == 1)
+    if (atomic_fetch_sub_explicit(&ib->refs, 1, memory_order_acq_rel) == 1) {
+        coil__backend_wake_drop(ib->wake);
         free(ib);
+    }
 }
 
 /* Producers that found no room (in the ring or their lane) sleep on space_seq: after a pop,

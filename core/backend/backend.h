@@ -9,13 +9,12 @@
  * only asks, and the completion still comes (with -ECANCELED, or with the result if the
  * operation won the race).
  *
- * One backend exists: io_uring (core/backend/uring/), whose functions these are. A second one
- * (epoll: readiness plus non-blocking syscalls, an eventfd for wake-ups, a thread pool for regular
- * files) implements the same functions in its own folder with its own struct coil__driver; the
- * loop then picks one at creation, either by linking one set of these functions or, if both are
- * to be in one build, by a table of them selected in coil__backend_init. The hot path reads only
- * the common fields of coil__backend, which every backend keeps up to date, so it stays the same
- * whatever the backend. */
+ * Two backends implement it, each in its own folder with its own struct coil__driver: io_uring
+ * (core/backend/uring/) and epoll (core/backend/epoll/: readiness plus non-blocking system calls,
+ * an eventfd for wake-ups, a thread pool for regular files). Each fills a table of its functions
+ * (coil__backend_ops); coil__backend_init picks one per loop (backend.c) and the functions below
+ * call through the loop's table. The hot path reads only the common fields of coil__backend,
+ * which every backend keeps up to date, so it stays the same whatever the backend. */
 #ifndef COIL_CORE_BACKEND_H
 #define COIL_CORE_BACKEND_H
 
@@ -104,19 +103,7 @@ typedef struct coil__io_cb {
     bool quiet;                 /* the driver's: its operation was started COIL__OPF_QUIET */
 } coil__io_cb;
 
-/* Start op for task t: its completion wakes t (coil__task_wake) with the result. Does not
- * suspend: the caller does (coil__io_wait in io/io_internal.h). 0, or -EBUSY when the driver can
- * take no operation now (nothing was started then). Loop thread only. */
-int coil__backend_submit_task(coil_loop *loop, const coil__op *op, coil_task *t);
-/* Start op for a callback record. 0, or -EBUSY as above. Loop thread only. */
-int coil__backend_submit_cb(coil_loop *loop, const coil__op *op, coil__io_cb *cb);
-/* Ask that the operation started for t / for cb end early: its completion still comes
- * (-ECANCELED, or its result if it won the race). False when the request could not be queued
- * (the caller's cancel is then only a mark on the task). Loop thread only. */
-bool coil__backend_cancel_task(coil_loop *loop, coil_task *t);
-bool coil__backend_cancel_cb(coil_loop *loop, coil__io_cb *cb);
-/* Ask that every operation in flight end (loop close); their completions still come. */
-void coil__backend_cancel_all(coil_loop *loop);
+struct coil__backend_ops;
 
 /* ---- the loop's handle on its driver ----
  * Embedded in the loop, so the scheduler's checks read these at a fixed offset from the loop
@@ -129,21 +116,95 @@ typedef struct coil__backend {
     bool peek_cheap;            /* coil__backend_pending costs a couple of loads, so a busy
                                  * loop may look for completions every iteration */
     uint64_t alarm_at;          /* the armed alarm's deadline (coil__backend_alarm), 0 = none */
+    const struct coil__backend_ops *ops; /* the backend's functions */
     struct coil__driver *drv;   /* the backend's private state */
 } coil__backend;
 
-/* Set up loop->io. 0, or COIL_ENOURING after saying on stderr why the kernel refused (with what
- * to change); -ENOMEM. */
-int coil__backend_init(coil_loop *loop, unsigned entries);
-/* Tear it down (registered files and buffers go with it). */
-void coil__backend_exit(coil_loop *loop);
+/* Which backend a loop asks for: the public coil_backend values (coil/loop.h). */
+enum { COIL__BACKEND_AUTO = 0, COIL__BACKEND_IO_URING = 1, COIL__BACKEND_EPOLL = 2 };
+
+/* Set up loop->io with the backend `which` asks for; AUTO (and the environment's COIL_BACKEND,
+ * which AUTO defers to) takes io_uring where the kernel sets it up and epoll where it is refused,
+ * saying so once per process on stderr with the reason. 0; COIL_ENOURING after saying on stderr
+ * why the kernel refused io_uring (with what to change) when io_uring was asked for by name;
+ * -EINVAL for an unknown `which` or COIL_BACKEND; -ENOMEM. */
+int coil__backend_init(coil_loop *loop, unsigned entries, int which);
+
+/* ---- provided buffers ----
+ * A pool of buffers the driver fills on its own for RECV / RECV_MULTISHOT with `bufs`: each
+ * completion hands its bytes to the callback (coil__io_done.buf) and the buffer goes straight
+ * back to the pool after the call, so a few dozen buffers serve any number of connections.
+ * Each backend embeds this head in its own pool. */
+typedef struct coil__bufring {
+    unsigned refs;
+    unsigned size;                            /* bytes per buffer */
+    void (*release)(struct coil__bufring *b); /* the backend's, called by the last unref */
+} coil__bufring;
+
+static inline void coil__bufring_ref(coil__bufring *b) { b->refs++; }
+/* Drop a reference; the last one unregisters and frees the pool. */
+static inline void coil__bufring_unref(coil__bufring *b)
+{
+    if (b && !--b->refs)
+        b->release(b);
+}
+
+/* ---- waking a loop from another thread ---- */
+
+/* How another thread names a loop to wake. Taken once the loop exists, on any thread; it stays
+ * valid after the loop closes (a wake-up then reaches nobody) until coil__backend_wake_drop. */
+typedef struct coil__wake_addr {
+    const struct coil__backend_ops *ops;
+    int handle;
+    void *obj;
+} coil__wake_addr;
+enum { COIL__WAKE_FROM_LOOP = 1, COIL__WAKE_FROM_THREAD = 2 };
+
+/* ---- the table each backend fills ---- */
+typedef struct coil__backend_ops {
+    const char *name; /* "io_uring", "epoll" */
+    void (*exit)(coil_loop *loop);
+    unsigned (*poll)(coil_loop *loop, bool wait, uint64_t timeout_ns);
+    bool (*pending)(coil_loop *loop);
+    void (*alarm)(coil_loop *loop, uint64_t deadline_ns);
+    int (*submit_task)(coil_loop *loop, const coil__op *op, coil_task *t);
+    int (*submit_cb)(coil_loop *loop, const coil__op *op, coil__io_cb *cb);
+    bool (*cancel_task)(coil_loop *loop, coil_task *t);
+    bool (*cancel_cb)(coil_loop *loop, coil__io_cb *cb);
+    void (*cancel_all)(coil_loop *loop);
+    bool (*supports)(coil_loop *loop, int cap);
+    int (*file_add)(coil_loop *loop, int fd);
+    void (*file_remove)(coil_loop *loop, int slot);
+    int (*bufring_shared)(coil_loop *loop, coil__bufring **out);
+    coil__wake_addr (*wake_addr)(coil_loop *loop);
+    int (*wake)(coil_loop *from, coil__wake_addr to, coil__io_cb *rec);
+    void (*wake_drop)(coil__wake_addr addr);
+} coil__backend_ops;
+
+/* A loop's driver handle: the loop's first member (engine/internal.h asserts it), so the calls
+ * below reach the table with one load and no engine header. */
+static inline coil__backend *coil__backend_of(coil_loop *loop) { return (coil__backend *)(void *)loop; }
+
+/* ---- the driver's functions, through the loop's table ---- */
+
+#define COIL__BACKEND_CALL(loop, fn, ...) (coil__backend_of(loop)->ops->fn((loop), __VA_ARGS__))
+
+/* Tear the driver down (registered files and buffers go with it). */
+static inline void coil__backend_exit(coil_loop *loop)
+{
+    if (coil__backend_of(loop)->ops)
+        coil__backend_of(loop)->ops->exit(loop);
+}
 /* Submit what is queued and run the completions that arrived; when `wait`, wait up to
  * timeout_ns (UINT64_MAX: no limit) for at least one. Returns the number handled. A hard
  * failure sets io.err and io.broken, which ends the run (loop.c). Loop thread only. */
-unsigned coil__backend_poll(coil_loop *loop, bool wait, uint64_t timeout_ns);
+static inline unsigned coil__backend_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
+{
+    return COIL__BACKEND_CALL(loop, poll, wait, timeout_ns);
+}
 /* Might a poll find completions (or need to enter the kernel to post them)? Cheap when
  * io.peek_cheap; true when the driver cannot tell. */
-bool coil__backend_pending(coil_loop *loop);
+static inline bool coil__backend_pending(coil_loop *loop) { return coil__backend_of(loop)->ops->pending(loop); }
 
 /* Arm (or move) the loop's alarm: a completion at deadline_ns (CLOCK_MONOTONIC) that makes
  * coil__backend_pending true, and clears alarm_at, once it is due. A loop that keeps running
@@ -152,12 +213,44 @@ bool coil__backend_pending(coil_loop *loop);
  * in unsubmitted (the next poll must take it to the kernel) but not in inflight (it stands for
  * the timers, which count already). Without room for it nothing is armed and alarm_at stays as
  * it was. Useful only where io.peek_cheap; loop thread only. */
-void coil__backend_alarm(coil_loop *loop, uint64_t deadline_ns);
+static inline void coil__backend_alarm(coil_loop *loop, uint64_t deadline_ns)
+{
+    COIL__BACKEND_CALL(loop, alarm, deadline_ns);
+}
+
+/* Start op for task t: its completion wakes t (coil__task_wake) with the result. Does not
+ * suspend: the caller does (coil__io_wait in io/io_internal.h). 0, or -EBUSY when the driver can
+ * take no operation now (nothing was started then). Loop thread only. */
+static inline int coil__backend_submit_task(coil_loop *loop, const coil__op *op, coil_task *t)
+{
+    return COIL__BACKEND_CALL(loop, submit_task, op, t);
+}
+/* Start op for a callback record. 0, or -EBUSY as above. Loop thread only. */
+static inline int coil__backend_submit_cb(coil_loop *loop, const coil__op *op, coil__io_cb *cb)
+{
+    return COIL__BACKEND_CALL(loop, submit_cb, op, cb);
+}
+/* Ask that the operation started for t / for cb end early: its completion still comes
+ * (-ECANCELED, or its result if it won the race). False when the request could not be queued
+ * (the caller's cancel is then only a mark on the task). Loop thread only. */
+static inline bool coil__backend_cancel_task(coil_loop *loop, coil_task *t)
+{
+    return COIL__BACKEND_CALL(loop, cancel_task, t);
+}
+static inline bool coil__backend_cancel_cb(coil_loop *loop, coil__io_cb *cb)
+{
+    return COIL__BACKEND_CALL(loop, cancel_cb, cb);
+}
+/* Ask that every operation in flight end (loop close); their completions still come. */
+static inline void coil__backend_cancel_all(coil_loop *loop) { coil__backend_of(loop)->ops->cancel_all(loop); }
+
 
 /* ---- capabilities ---- */
 enum { COIL__CAP_FUTEX_WAIT = 1 };
 /* Does this loop's driver support the capability? May ask the kernel once. Loop thread only. */
-bool coil__backend_supports(coil_loop *loop, int cap);
+static inline bool coil__backend_supports(coil_loop *loop, int cap) { return COIL__BACKEND_CALL(loop, supports, cap); }
+/* "io_uring" or "epoll". */
+static inline const char *coil__backend_name(coil_loop *loop) { return coil__backend_of(loop)->ops->name; }
 
 /* ---- registered files ----
  * Install fd in a slot of the driver's file table, so operations naming the slot
@@ -165,36 +258,37 @@ bool coil__backend_supports(coil_loop *loop, int cap);
  * table here): use the fd then. The fd must stay open until the loop's next poll; the file
  * stays open until the slot is removed. No operation may name the slot after
  * coil__backend_file_remove. Loop thread only. */
-int coil__backend_file_add(coil_loop *loop, int fd);
-void coil__backend_file_remove(coil_loop *loop, int slot);
+static inline int coil__backend_file_add(coil_loop *loop, int fd) { return COIL__BACKEND_CALL(loop, file_add, fd); }
+static inline void coil__backend_file_remove(coil_loop *loop, int slot)
+{
+    if (coil__backend_of(loop)->ops)
+        COIL__BACKEND_CALL(loop, file_remove, slot);
+}
 
-/* ---- provided buffers ----
- * A pool of buffers the driver fills on its own for RECV / RECV_MULTISHOT with `bufs`: each
- * completion hands its bytes to the callback (coil__io_done.buf) and the buffer goes straight
- * back to the pool after the call, so a few dozen buffers serve any number of connections. */
-typedef struct coil__bufring coil__bufring;
-/* A reference to the loop's shared pool, made on first use. 0, -ENOMEM, or the kernel's error
- * (a kernel without provided buffers: receive the plain way then). */
-int coil__bufring_shared(coil_loop *loop, coil__bufring **out);
-void coil__bufring_ref(coil__bufring *b);
-/* Drop a reference; the last one unregisters and frees the pool. */
-void coil__bufring_unref(coil__bufring *b);
+/* A reference to the loop's shared pool of provided buffers, made on first use. 0, -ENOMEM, or
+ * -EOPNOTSUPP / the kernel's error where the driver has none (receive the plain way then). */
+static inline int coil__bufring_shared(coil_loop *loop, coil__bufring **out)
+{
+    return COIL__BACKEND_CALL(loop, bufring_shared, out);
+}
 
-/* ---- waking a loop from another thread ---- */
-
-/* How another thread names a loop to wake. Taken once the loop exists, on any thread. */
-typedef struct coil__wake_addr {
-    int handle;
-} coil__wake_addr;
-coil__wake_addr coil__backend_wake_addr(coil_loop *loop);
-enum { COIL__WAKE_FROM_LOOP = 1, COIL__WAKE_FROM_THREAD = 2 };
+/* How other threads wake this loop (below). */
+static inline coil__wake_addr coil__backend_wake_addr(coil_loop *loop) { return coil__backend_of(loop)->ops->wake_addr(loop); }
 /* Wake the loop at `to` if it waits in its poll: on its thread, its driver calls rec->complete,
  * counted as no operation of that loop's, with res saying how it was sent (COIL__WAKE_FROM_*).
  * rec must outlive every loop (a static record). `from` is the calling thread's running loop
- * (the wake-up then rides along with that loop's next submission, no extra syscall) or NULL
- * (sent now, through a small waker the calling thread keeps until it exits). Returns how it was
- * sent (COIL__WAKE_FROM_*), or a negative errno when nothing could be sent (no memory for the
- * thread's waker). Thread-safe. */
-int coil__backend_wake(coil_loop *from, coil__wake_addr to, coil__io_cb *rec);
+ * (the wake-up may then ride along with that loop's next submission, no extra syscall) or NULL
+ * (sent now). Returns how it was sent (COIL__WAKE_FROM_*), or a negative errno when nothing
+ * could be sent (no memory for the thread's waker). Thread-safe. */
+static inline int coil__backend_wake(coil_loop *from, coil__wake_addr to, coil__io_cb *rec)
+{
+    return to.ops->wake(from, to, rec);
+}
+/* The holder of `addr` is done with it (after the loop's close, or before). Any thread. */
+static inline void coil__backend_wake_drop(coil__wake_addr addr)
+{
+    if (addr.ops && addr.ops->wake_drop)
+        addr.ops->wake_drop(addr);
+}
 
 #endif

@@ -327,13 +327,14 @@ void coil__loop_on_close(coil_loop *loop, coil__loop_closer *c);
 coil__loop_closer *coil__loop_set_outside(coil_loop *loop, coil__loop_closer *c);
 
 struct coil_loop {
+    /* First, so backend.h's calls find it without this header (coil__backend_of). */
+    coil__backend io;             /* the driver (backend.h) */
     /* hot: the scheduler */
     coil__rq *rq_head;            /* ready for the next iteration */
     coil__rq **rq_tail;
     coil__rq *batch;              /* what is left of this iteration's ready work */
     coil_task *current;
     void *sched_sp;               /* the scheduler context while a task runs */
-    coil__backend io;             /* the driver (backend.h) */
     coil__timerheap timers;
     unsigned ntasks_alive;
     uint64_t tasks_created;       /* published with the gauges, once an iteration (stats.c) */
@@ -369,6 +370,7 @@ struct coil_loop {
      * __atomic CAS, read with __atomic loads. */
     coil__loop_closer *outside;
 };
+_Static_assert(offsetof(struct coil_loop, io) == 0, "backend.h reaches the driver at the loop's start");
 
 /* The loop's way in from other threads, or NULL. Any thread: the acquire pairs with the
  * registering CAS, so the registered record's initialisation is visible. */

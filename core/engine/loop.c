@@ -37,7 +37,7 @@ int coil__loop_new(coil_loop **out, const coil_loop_opts *opts, const coil__loop
     coil_loop *loop = calloc(1, sizeof *loop);
     if (!loop)
         return -ENOMEM;
-    int err = coil__backend_init(loop, opts->ring_entries ? opts->ring_entries : 256);
+    int err = coil__backend_init(loop, opts->ring_entries ? opts->ring_entries : 256, (int)opts->backend);
     if (err) {
         free(loop);
         return err;
@@ -439,6 +439,8 @@ uint64_t coil_loop_time_ns(const coil_loop *loop)
 }
 
 double coil_loop_time(const coil_loop *loop) { return (double)coil_loop_time_ns(loop) / 1e9; }
+
+const char *coil_loop_backend(const coil_loop *loop) { return loop ? loop->io.ops->name : NULL; }
 
 /* ---- callbacks ---- */
 

@@ -50,6 +50,18 @@ typedef enum coil_stack_mode {
     COIL_STACK_COMPACT = 2,
 } coil_stack_mode;
 
+/* The kernel interface a loop's I/O, timers and wake-ups go through. AUTO takes io_uring where
+ * the kernel sets it up and falls back to epoll where it is refused (a container's default
+ * seccomp profile, kernel.io_uring_disabled, gVisor), saying so once per process on stderr with
+ * the reason. The environment variable COIL_BACKEND=io_uring|epoll|auto decides for loops whose
+ * options say AUTO. Every public function works on both, with the same results and error codes;
+ * only the speed differs. */
+typedef enum coil_backend {
+    COIL_BACKEND_AUTO = 0,
+    COIL_BACKEND_IO_URING = 1, /* io_uring or nothing: COIL_ENOURING where it is refused */
+    COIL_BACKEND_EPOLL = 2,    /* epoll, eventfd, signalfd, pidfd, a thread pool for files */
+} coil_backend;
+
 typedef struct coil_loop_opts {
     unsigned ring_entries;        /* io_uring SQ size; 0 = 256 */
     size_t stack_size;            /* default task stack; 0 = 128 KiB (touched pages cost RSS, and
@@ -64,11 +76,14 @@ typedef struct coil_loop_opts {
                                    * second, and give their pages back when it is idle; 0 = 1024 */
     int debug;                    /* debug mode; -1 = off even if COIL_DEBUG=1, 0 = from env */
     double slow_callback_duration; /* debug: a step longer than this is logged; 0 = 0.1 s */
+    coil_backend backend;         /* AUTO (= COIL_BACKEND, else io_uring with epoll as the
+                                   * fallback), IO_URING or EPOLL; anything else is -EINVAL */
 } coil_loop_opts;
 
 /* Create a loop for the calling thread (it does not become the thread's loop until set or run).
- * Returns 0, -ENOMEM, -EINVAL (an unknown stack_mode), or COIL_ENOURING with a message on stderr saying why io_uring could not be
- * set up and what to do. */
+ * Returns 0, -ENOMEM, -EINVAL (an unknown stack_mode or backend, or a COIL_BACKEND value that is
+ * not io_uring, epoll or auto, named on stderr), or, where io_uring was asked for by name and the
+ * kernel refuses it, COIL_ENOURING with a message on stderr saying why and what to do. */
 COIL_API int coil_new_event_loop(coil_loop **out, const coil_loop_opts *opts);
 /* The loop running on this thread, or NULL. Thread-safe (reads a thread-local). */
 COIL_API coil_loop *coil_get_running_loop(void);
@@ -105,6 +120,8 @@ COIL_API int coil_loop_close(coil_loop *loop);
 
 /* Monotonic time of the loop's clock (CLOCK_MONOTONIC), in seconds and in nanoseconds. */
 COIL_API double coil_loop_time(const coil_loop *loop);
+/* The backend the loop runs on: "io_uring" or "epoll" (a static string); NULL for NULL. */
+COIL_API const char *coil_loop_backend(const coil_loop *loop);
 COIL_API uint64_t coil_loop_time_ns(const coil_loop *loop);
 
 /* A callback returns 0, or a negative code that is reported to the exception handler (the loop

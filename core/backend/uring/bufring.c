@@ -9,11 +9,13 @@
 /* Group ids only need to be unique within one io_uring; a loop lives on one thread. */
 static __thread uint16_t next_bgid;
 
-int coil__bufring_new(coil_loop *loop, unsigned entries, unsigned size, coil__bufring **out)
+static void bufring_release(coil__bufring *base);
+
+int coil__bufring_new(coil_loop *loop, unsigned entries, unsigned size, coil__uring_bufring **out)
 {
     if (!entries || (entries & (entries - 1)) || entries > 32768 || !size)
         return -EINVAL;
-    coil__bufring *b = calloc(1, sizeof *b);
+    coil__uring_bufring *b = calloc(1, sizeof *b);
     if (!b)
         return -ENOMEM;
     size_t ring_bytes = (size_t)entries * sizeof(struct io_uring_buf);
@@ -29,9 +31,10 @@ int coil__bufring_new(coil_loop *loop, unsigned entries, unsigned size, coil__bu
     b->br = ring;
     b->loop = loop;
     b->entries = entries;
-    b->size = size;
+    b->base.size = size;
+    b->base.refs = 1;
+    b->base.release = bufring_release;
     b->mask = (unsigned)io_uring_buf_ring_mask(entries);
-    b->refs = 1;
     io_uring_buf_ring_init(b->br);
     int err = -EEXIST;
     for (int tries = 0; tries < 64 && err == -EEXIST; tries++) {
@@ -56,28 +59,25 @@ int coil__bufring_new(coil_loop *loop, unsigned entries, unsigned size, coil__bu
 /* 64 x 16 KiB: each completion is copied out and its buffer returned at once, so the ring
  * only runs dry when more than 64 receives complete between two reaps; a multishot recv that
  * finds it empty ends with -ENOBUFS and is armed again when its reader next waits. */
-int coil__bufring_shared(coil_loop *loop, coil__bufring **out)
+int coil__uring_bufring_shared(coil_loop *loop, coil__bufring **out)
 {
-    coil__bufring *b = loop->io.drv->bufring;
+    coil__uring_bufring *b = loop->io.drv->bufring;
     if (b) {
-        b->refs++;
-        *out = b;
+        b->base.refs++;
+        *out = &b->base;
         return 0;
     }
     int err = coil__bufring_new(loop, 64, 16384, &b);
     if (err)
         return err;
     loop->io.drv->bufring = b;
-    *out = b;
+    *out = &b->base;
     return 0;
 }
 
-void coil__bufring_ref(coil__bufring *b) { b->refs++; }
-
-void coil__bufring_unref(coil__bufring *b)
+static void bufring_release(coil__bufring *base)
 {
-    if (!b || --b->refs)
-        return;
+    coil__uring_bufring *b = (coil__uring_bufring *)base;
     coil__driver *u = b->loop->io.drv; /* NULL once the loop's ring is gone */
     if (u && u->bufring == b)
         u->bufring = NULL;

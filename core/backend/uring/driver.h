@@ -20,11 +20,19 @@ struct coil__driver {
     struct io_uring ring;
     unsigned flags;                  /* setup flags that the kernel accepted */
     struct coil__uring_files *files; /* fixed-file slots (uring.c), made on first use */
-    struct coil__bufring *bufring;   /* the provided buffers every multishot recv on this loop
+    struct coil__uring_bufring *bufring; /* the provided buffers every multishot recv on this loop
                                       * shares (bufring.c); not a reference, cleared when freed */
     struct __kernel_timespec alarm_ts; /* what the alarm's SQEs point at until they are submitted */
 };
 typedef struct coil__driver coil__driver;
+
+/* The io_uring driver's table (uring.c), and its set-up: 0, or the kernel's refusal (a negative
+ * errno) with nothing printed; coil__uring_explain says on stderr why and what to change, followed
+ * by `then` (NULL: nothing). */
+extern const coil__backend_ops coil__uring_ops;
+int coil__uring_init(coil_loop *loop, unsigned entries);
+void coil__uring_explain(int err, const char *then);
+int coil__uring_bufring_shared(coil_loop *loop, coil__bufring **out);
 
 /* A fresh SQE, counted in inflight and unsubmitted, or NULL when none can be had (the queue
  * stays full even after a submit): the caller fails its operation (-EBUSY) rather than wait. */

@@ -46,7 +46,7 @@ typedef struct coil__uring_files {
 
 #define FILES_MAX 16384u
 
-static void explain(int err)
+void coil__uring_explain(int err, const char *then)
 {
     const char *why;
     switch (err) {
@@ -66,10 +66,10 @@ static void explain(int err)
     default:
         why = strerror(-err);
     }
-    fprintf(stderr, "coil: cannot set up io_uring (%s): %s\n", strerror(-err), why);
+    fprintf(stderr, "coil: cannot set up io_uring (%s): %s%s\n", strerror(-err), why, then ? then : "");
 }
 
-int coil__backend_init(coil_loop *loop, unsigned entries)
+int coil__uring_init(coil_loop *loop, unsigned entries)
 {
     /* Best first; on EINVAL step down one flag at a time to what this kernel accepts. */
     /* TASKRUN_FLAG makes the kernel raise IORING_SQ_TASKRUN when completions wait for us to enter,
@@ -104,6 +104,7 @@ int coil__backend_init(coil_loop *loop, unsigned entries)
              * is bound to. Not fatal if refused (kernels before 5.18): plain fd then. */
             (void)io_uring_register_ring_fd(&u->ring);
             loop->io.drv = u;
+            loop->io.ops = &coil__uring_ops;
             loop->io.peek_cheap = (u->flags & IORING_SETUP_TASKRUN_FLAG) != 0;
             return 0;
         }
@@ -111,11 +112,10 @@ int coil__backend_init(coil_loop *loop, unsigned entries)
             break;
     }
     free(u);
-    explain(ret);
-    return COIL_ENOURING;
+    return ret;
 }
 
-void coil__backend_exit(coil_loop *loop)
+static void uring_exit(coil_loop *loop)
 {
     coil__driver *u = loop->io.drv;
     if (!u)
@@ -171,7 +171,7 @@ static int files_update(coil_loop *loop, coil__uring_files *f, unsigned slot)
     return 0;
 }
 
-int coil__backend_file_add(coil_loop *loop, int fd)
+static int uring_file_add(coil_loop *loop, int fd)
 {
     coil__uring_files *f = files_of(loop);
     if (!f || (!f->nfree && f->next == f->n))
@@ -186,7 +186,7 @@ int coil__backend_file_add(coil_loop *loop, int fd)
     return (int)slot;
 }
 
-void coil__backend_file_remove(coil_loop *loop, int slot)
+static void uring_file_remove(coil_loop *loop, int slot)
 {
     coil__uring_files *f = loop->io.drv ? loop->io.drv->files : NULL;
     if (!f || slot < 0 || (unsigned)slot >= f->n)
@@ -255,7 +255,7 @@ static void complete_cb(coil_loop *loop, coil__io_cb *cb, const struct io_uring_
     if (!more && !cb->quiet)
         loop->io.inflight--;
     coil__io_done d = { cqe->res, more, NULL };
-    coil__bufring *b = loop->io.drv->bufring;
+    coil__uring_bufring *b = loop->io.drv->bufring;
     if (COIL_LIKELY(!(cqe->flags & IORING_CQE_F_BUFFER)) || !b) {
         cb->complete(cb, &d);
         return;
@@ -264,13 +264,13 @@ static void complete_cb(coil_loop *loop, coil__io_cb *cb, const struct io_uring_
     d.buf = coil__bufring_buf(b, bid);
     if (d.res > 0)
         coil__kernel_wrote(d.buf, (size_t)d.res);
-    b->refs++;
+    b->base.refs++;
     cb->complete(cb, &d);
     coil__bufring_recycle(b, bid);
-    coil__bufring_unref(b);
+    coil__bufring_unref(&b->base);
 }
 
-void coil__backend_alarm(coil_loop *loop, uint64_t deadline_ns)
+static void uring_alarm(coil_loop *loop, uint64_t deadline_ns)
 {
     struct io_uring_sqe *sqe = coil__uring_sqe(loop);
     if (!sqe)
@@ -319,7 +319,7 @@ static void handle_cqe(coil_loop *loop, const struct io_uring_cqe *cqe)
     }
 }
 
-bool coil__backend_pending(coil_loop *loop)
+static bool uring_pending(coil_loop *loop)
 {
     struct io_uring *ring = &loop->io.drv->ring;
     if (!loop->io.peek_cheap)
@@ -328,7 +328,7 @@ bool coil__backend_pending(coil_loop *loop)
            io_uring_cq_ready(ring);
 }
 
-unsigned coil__backend_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
+static unsigned uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
 {
     coil__driver *u = loop->io.drv;
     struct io_uring *ring = &u->ring;
@@ -452,12 +452,12 @@ static void prep(coil_loop *loop, struct io_uring_sqe *sqe, const coil__op *op)
         sqe->flags |= IOSQE_FIXED_FILE;
     if (op->bufs) {
         sqe->flags |= IOSQE_BUFFER_SELECT;
-        sqe->buf_group = op->bufs->bgid;
+        sqe->buf_group = ((const coil__uring_bufring *)op->bufs)->bgid;
     }
     (void)loop;
 }
 
-int coil__backend_submit_task(coil_loop *loop, const coil__op *op, coil_task *t)
+static int uring_submit_task(coil_loop *loop, const coil__op *op, coil_task *t)
 {
     struct io_uring_sqe *sqe = coil__uring_sqe(loop);
     if (!sqe)
@@ -467,7 +467,7 @@ int coil__backend_submit_task(coil_loop *loop, const coil__op *op, coil_task *t)
     return 0;
 }
 
-int coil__backend_submit_cb(coil_loop *loop, const coil__op *op, coil__io_cb *cb)
+static int uring_submit_cb(coil_loop *loop, const coil__op *op, coil__io_cb *cb)
 {
     struct io_uring_sqe *sqe = coil__uring_sqe(loop);
     if (!sqe)
@@ -493,21 +493,21 @@ static bool cancel_ud(coil_loop *loop, uint64_t ud, int flags)
     return true;
 }
 
-bool coil__backend_cancel_task(coil_loop *loop, coil_task *t)
+static bool uring_cancel_task(coil_loop *loop, coil_task *t)
 {
     return cancel_ud(loop, (uint64_t)(uintptr_t)t | UD_TASK, 0);
 }
 
-bool coil__backend_cancel_cb(coil_loop *loop, coil__io_cb *cb)
+static bool uring_cancel_cb(coil_loop *loop, coil__io_cb *cb)
 {
     return cancel_ud(loop, (uint64_t)(uintptr_t)cb | UD_CALLBACK, 0);
 }
 
-void coil__backend_cancel_all(coil_loop *loop) { (void)cancel_ud(loop, 0, IORING_ASYNC_CANCEL_ANY); }
+static void uring_cancel_all(coil_loop *loop) { (void)cancel_ud(loop, 0, IORING_ASYNC_CANCEL_ANY); }
 
 /* ---- capabilities ---- */
 
-bool coil__backend_supports(coil_loop *loop, int cap)
+static bool uring_supports(coil_loop *loop, int cap)
 {
     if (cap != COIL__CAP_FUTEX_WAIT)
         return false;
@@ -524,9 +524,9 @@ bool coil__backend_supports(coil_loop *loop, int cap)
  * flight there (run_until_complete's "nothing can wake me" test still works). No eventfd is
  * needed: MSG_RING works from any ring, a foreign thread's included. */
 
-coil__wake_addr coil__backend_wake_addr(coil_loop *loop)
+static coil__wake_addr uring_wake_addr(coil_loop *loop)
 {
-    coil__wake_addr a = { loop->io.drv->ring.ring_fd };
+    coil__wake_addr a = { &coil__uring_ops, loop->io.drv->ring.ring_fd, NULL };
     return a;
 }
 
@@ -565,10 +565,10 @@ static struct wake_ring *wake_ring_here(void)
     return w;
 }
 
-int coil__backend_wake(coil_loop *from, coil__wake_addr to, coil__io_cb *rec)
+static int uring_wake(coil_loop *from, coil__wake_addr to, coil__io_cb *rec)
 {
     uint64_t ud = (uint64_t)(uintptr_t)rec | UD_WAKE;
-    if (from) {
+    if (from && from->io.ops == &coil__uring_ops) {
         /* From a loop: ride along with its next submission (batched, no extra syscall). */
         struct io_uring_sqe *sqe = coil__uring_sqe(from);
         if (sqe) {
@@ -591,3 +591,23 @@ int coil__backend_wake(coil_loop *from, coil__wake_addr to, coil__io_cb *rec)
         io_uring_cqe_seen(&w->ring, cqe);
     return COIL__WAKE_FROM_THREAD;
 }
+
+const coil__backend_ops coil__uring_ops = {
+    .name = "io_uring",
+    .exit = uring_exit,
+    .poll = uring_poll,
+    .pending = uring_pending,
+    .alarm = uring_alarm,
+    .submit_task = uring_submit_task,
+    .submit_cb = uring_submit_cb,
+    .cancel_task = uring_cancel_task,
+    .cancel_cb = uring_cancel_cb,
+    .cancel_all = uring_cancel_all,
+    .supports = uring_supports,
+    .file_add = uring_file_add,
+    .file_remove = uring_file_remove,
+    .bufring_shared = coil__uring_bufring_shared,
+    .wake_addr = uring_wake_addr,
+    .wake = uring_wake,
+    .wake_drop = NULL,
+};
