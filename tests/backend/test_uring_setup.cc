@@ -41,12 +41,14 @@ bool refuse_io_uring_setup(int err)
     return syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) == 0;
 }
 
-// In the child: refuse io_uring_setup, try to make a loop, exit 0 only if that gave
-// COIL_ENOURING and no loop. What the library printed goes to stderr, which EXPECT_EXIT matches.
+// In the child: refuse io_uring_setup, ask for io_uring by name (with it refused, the default
+// falls back to epoll), try to make a loop, exit 0 only if that gave COIL_ENOURING and no loop.
+// What the library printed goes to stderr, which EXPECT_EXIT matches.
 [[noreturn]] void child(int err)
 {
     if (!refuse_io_uring_setup(err))
         _exit(10);
+    setenv("COIL_BACKEND", "io_uring", 1);
     coil_loop *loop = reinterpret_cast<coil_loop *>(0x1);
     int rc = coil_new_event_loop(&loop, nullptr);
     if (rc != COIL_ENOURING)
