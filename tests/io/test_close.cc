@@ -112,6 +112,7 @@ void ignore_report(coil_loop *, const coil_exc_context *, void *) {}
         _exit(1);
     coil_loop_opts lo{};
     lo.ring_entries = 4;
+    lo.backend = COIL_BACKEND_IO_URING; // a full io_uring queue is the case under test
     coil_loop *loop = nullptr;
     if (coil_new_event_loop(&loop, &lo) != 0)
         _exit(1);

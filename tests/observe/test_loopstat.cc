@@ -536,20 +536,27 @@ std::string task_file(const IdleChild &c, const char *what)
 
 // Is the loop's thread blocked in io_uring_enter? (/proc/.../syscall names the syscall a blocked
 // thread is in, "running" otherwise.)
-bool in_io_uring_enter(const IdleChild &c)
+// Asleep in its backend's wait: io_uring_enter, or epoll's.
+bool in_backend_wait(const IdleChild &c)
 {
     std::ifstream f(task_file(c, "syscall"));
     long nr = -1;
-    return (f >> nr) && nr == SYS_io_uring_enter;
+    if (!(f >> nr))
+        return false;
+#ifdef SYS_epoll_pwait2
+    if (nr == SYS_epoll_pwait2)
+        return true;
+#endif
+    return nr == SYS_io_uring_enter || nr == SYS_epoll_wait;
 }
 
 using coil_test::mono_ns;
 
-// Wait (bounded) until the loop's thread is asleep in the ring.
+// Wait (bounded) until the loop's thread is asleep in its backend.
 bool wait_asleep(const IdleChild &c, double timeout_s = 5)
 {
     uint64_t deadline = mono_ns() + (uint64_t)(timeout_s * 1e9);
-    while (!in_io_uring_enter(c)) {
+    while (!in_backend_wait(c)) {
         if (mono_ns() > deadline)
             return false;
         sched_yield();
@@ -656,7 +663,7 @@ TEST(Loopstat, AnIdleLoopDoesNotWakeUpOnItsOwn)
     EXPECT_EQ(0, poll(&pfd, 1, 1500)) << "the child died";
     EXPECT_EQ(switches, voluntary_switches(c)) << "the idle loop's thread woke up";
     EXPECT_EQ(iterations, seg.get(seg.slot->iterations)) << "the idle loop ran an iteration";
-    EXPECT_TRUE(in_io_uring_enter(c));
+    EXPECT_TRUE(in_backend_wait(c));
     EXPECT_EQ(0, stop_idle_child(c));
 }
 

@@ -116,6 +116,7 @@ struct coil__driver {
     eop *timers;                /* TIMEOUT operations, earliest first */
     eop *free_ops;
     int look_left;              /* until the next real look (LOOK_EVERY) */
+    bool look_now;              /* pending() said a look is due: the next poll takes it */
     unsigned nevents;
     struct epoll_event *events;
     epoll_bufring *bufring;
@@ -899,16 +900,20 @@ static int ep_wake(coil_loop *from, coil__wake_addr to, coil__io_cb *rec)
 
 /* ---- polling ---- */
 
-static void deliver_queued(coil_loop *loop)
+/* Returns whether there was anything: then the poll must not sleep (its targets are ready). */
+static bool deliver_queued(coil_loop *loop)
 {
     coil__driver *d = loop->io.drv;
     eop *e = d->done_head;
+    if (!e)
+        return false;
     d->done_head = d->done_tail = NULL;
     /* Results queued by these callbacks wait for the next poll, which then does not sleep. */
     for (eop *next; e; e = next) {
         next = e->next;
         finish(loop, e, e->res);
     }
+    return true;
 }
 
 static void timers_fire(coil_loop *loop, uint64_t now)
@@ -932,18 +937,21 @@ static bool queued(coil__driver *d)
 static bool look_due(coil_loop *loop, int cost)
 {
     coil__driver *d = loop->io.drv;
+    if (d->look_now)
+        return true;
     if ((d->look_left -= cost) > 0)
         return false;
     d->look_left = LOOK_EVERY;
     if (!loop->io.alarm_at && !d->timers)
-        return d->nwaiting > 0;
+        return (d->look_now = d->nwaiting > 0);
     uint64_t now = now_ns();
     bool due = false;
     if (loop->io.alarm_at && now >= loop->io.alarm_at) {
         loop->io.alarm_at = 0;
         due = true;
     }
-    return due || d->nwaiting > 0 || (d->timers && d->timers->deadline <= now);
+    d->look_now = due || d->nwaiting > 0 || (d->timers && d->timers->deadline <= now);
+    return d->look_now;
 }
 
 static bool ep_pending(coil_loop *loop) { return queued(loop->io.drv) || look_due(loop, 1); }
@@ -987,10 +995,11 @@ static unsigned ep_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
     bool look = wait || look_due(loop, LOOK_POLL);
     if (!look && !queued(d))
         return 0;
+    d->look_now = false;
     unsigned before = d->pass;
-    deliver_queued(loop);
+    bool delivered = deliver_queued(loop);
     if (look) {
-        uint64_t timeout = wait ? timeout_ns : 0;
+        uint64_t timeout = wait && !delivered ? timeout_ns : 0;
         if (timeout && queued(d))
             timeout = 0;
         uint64_t now = 0;
@@ -1019,7 +1028,7 @@ static unsigned ep_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
     if (atomic_load_explicit(&d->pool_done.head, memory_order_acquire))
         pool_reap(loop);
     deliver_queued(loop);
-    return d->pass - before;
+    return d->pass - before + delivered;
 }
 
 /* ---- provided buffers ---- */
