@@ -9,7 +9,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -98,6 +100,30 @@ int signals_blocked(coil__pool_job *j)
         if (!sigismember(&cur, s))
             return 0;
     return 1;
+}
+
+// Wait (bounded) until the thread whose id will appear in `tid` is asleep in the kernel (state S
+// in /proc): the only place a thread in coil__pool_done_wait can sleep is its condition variable.
+bool asleep_within(const std::atomic<pid_t> &tid, double seconds)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds * time_scale());
+    while (std::chrono::steady_clock::now() < end) {
+        if (pid_t t = tid.load()) {
+            std::string path = "/proc/self/task/" + std::to_string(t) + "/stat";
+            if (FILE *f = fopen(path.c_str(), "r")) {
+                char buf[512];
+                size_t n = fread(buf, 1, sizeof buf - 1, f);
+                fclose(f);
+                buf[n] = 0;
+                // The state follows the command name, which is in parentheses.
+                const char *close_paren = strrchr(buf, ')');
+                if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'S')
+                    return true;
+            }
+        }
+        std::this_thread::yield();
+    }
+    return false;
 }
 
 // A done list with its own eventfd, as a loop keeps one.
@@ -410,14 +436,18 @@ TEST(EpollPool, DoneWaitReturnsOnceNoWorkerRunsAJobForTheList)
     ASSERT_EQ(coil__pool_submit(&blocker.job), 0);
     ASSERT_TRUE(started.wait_for(1, 10));
     std::atomic<bool> returned{false};
+    std::atomic<pid_t> tid{0};
     std::promise<void> p;
     std::future<void> f = p.get_future();
     std::thread waiter([&] {
+        tid = gettid();
         coil__pool_done_wait(&d.d);
         returned = true;
         p.set_value();
     });
-    // A running job for the list: the wait cannot be over yet.
+    // A running job for the list: the waiter must go to sleep and stay asleep until it ends.
+    bool asleep = asleep_within(tid, 10);
+    EXPECT_TRUE(asleep) << "coil__pool_done_wait did not wait for the running job";
     EXPECT_FALSE(returned.load());
     g.open_for(1);
     bool ok = f.wait_for(std::chrono::duration<double>(10 * time_scale())) == std::future_status::ready;
