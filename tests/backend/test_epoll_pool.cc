@@ -37,6 +37,11 @@
 extern "C" const char *__tsan_default_options() { return "die_after_fork=0"; }
 #endif
 
+// The records are laid out by C (_Atomic) and read here through std::atomic: the same layout.
+static_assert(sizeof(std::atomic<int>) == sizeof(int) && alignof(std::atomic<int>) == alignof(int), "");
+static_assert(sizeof(std::atomic<coil__pool_job *>) == sizeof(void *), "");
+static_assert(std::atomic<int>::is_always_lock_free && std::atomic<coil__pool_job *>::is_always_lock_free, "");
+
 namespace {
 
 using coil_test::time_scale;
@@ -403,6 +408,70 @@ TEST(EpollPool, JobsFromTwoThreadsGoToTheirOwnDoneLists)
     b.join();
     EXPECT_EQ(err1, "");
     EXPECT_EQ(err2, "");
+}
+
+TEST(EpollPool, CancelRacingTheWorkersStillGivesEachJobOneCompletion)
+{
+    // Cancels from another thread race the workers' pick-ups: true exactly for the jobs that
+    // never ran, and every job comes back once either way.
+    Done d;
+    Gate g;
+    auto blockers = occupy_every_worker(d, g);
+    const int n = 3000;
+    std::vector<Job> jobs(n);
+    for (int i = 0; i < n; i++) {
+        make(jobs[i], d, triple, i);
+        ASSERT_EQ(coil__pool_submit(&jobs[i].job), 0);
+    }
+    // The workers are let go and take from the oldest on while this thread cancels from the
+    // newest back: they meet somewhere in the queue.
+    std::vector<char> cancelled(n, 0);
+    std::thread canceller([&] {
+        g.open_for((int)blockers.size());
+        for (int i = n - 1; i >= 0; i--)
+            cancelled[i] = coil__pool_cancel(&jobs[i].job);
+    });
+    canceller.join();
+    std::vector<Job *> back = d.collect(n + blockers.size());
+    ASSERT_EQ(back.size(), n + blockers.size());
+    std::set<Job *> seen(back.begin(), back.end());
+    EXPECT_EQ(seen.size(), back.size()) << "a job came back twice";
+    int ran = 0;
+    for (int i = 0; i < n; i++) {
+        if (cancelled[i]) {
+            EXPECT_EQ(jobs[i].job.res, -ECANCELED) << i;
+            EXPECT_EQ(jobs[i].runs.load(), 0) << i;
+        } else {
+            EXPECT_EQ(jobs[i].job.res, 3 * i) << i;
+            EXPECT_EQ(jobs[i].runs.load(), 1) << i;
+            ran++;
+        }
+    }
+    coil__pool_done_wait(&d.d);
+    EXPECT_EQ(coil__pool_take_done(&d.d), nullptr) << "a job came back twice";
+    RecordProperty("ran", ran);
+}
+
+TEST(EpollPool, AListWithoutAnEventfdStillGetsItsJobs)
+{
+    coil__pool_done d;
+    coil__pool_done_init(&d, -1);
+    Counter ran;
+    Job t;
+    t.job.run = [](coil__pool_job *j) {
+        of(j)->started->inc();
+        return 9;
+    };
+    t.job.done = &d;
+    t.started = &ran;
+    ASSERT_EQ(coil__pool_submit(&t.job), 0);
+    ASSERT_TRUE(ran.wait_for(1, 10));
+    // Once no worker touches the list, the job is on it.
+    coil__pool_done_wait(&d);
+    coil__pool_job *j = coil__pool_take_done(&d);
+    ASSERT_EQ(j, &t.job);
+    EXPECT_EQ(j->res, 9);
+    EXPECT_EQ(j->next, nullptr);
 }
 
 TEST(EpollPool, WorkersRunWithEverySignalBlocked)

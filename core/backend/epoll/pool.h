@@ -100,7 +100,8 @@ coil__pool_job *coil__pool_take_done(coil__pool_done *d);
 void coil__pool_done_wait(coil__pool_done *d);
 
 /* The cap on workers: COIL_THREADPOOL_SIZE when it is a number in 1..128 (other values are
- * ignored, said once on stderr), else 4. Thread-safe. */
+ * ignored, said once on stderr), else 4. Read once per process, at the first call of this or of
+ * coil__pool_submit. Thread-safe. */
 unsigned coil__pool_size(void);
 
 /* How many workers this process has started (and not lost to a fork). Thread-safe. */
