@@ -1086,21 +1086,20 @@ static void ep_exit(coil_loop *loop)
     coil__driver *d = loop->io.drv;
     if (!d)
         return;
-    /* A blocking call on the pool cannot be taken back, and it writes into its record: wait for
-     * it (the loop's close has cancelled everything that had not started). */
-    while (d->pool_inflight) {
+    /* A blocking call on the pool cannot be taken back, and it writes into its record: take back
+     * what has not started (the loop's close asked already, unless it gave up waiting) and wait
+     * for the rest. */
+    if (d->pool_inflight) {
+        for (unsigned i = 0; i <= d->hmask; i++)
+            for (eop *e = d->hash[i]; e; e = e->hnext)
+                if (e->where == W_POOL)
+                    (void)coil__pool_cancel(&e->job);
+        coil__pool_done_wait(&d->pool_done);
         for (coil__pool_job *j = coil__pool_take_done(&d->pool_done), *next; j; j = next) {
             next = j->next;
-            d->pool_inflight--;
             eop *e = (eop *)j;
             hash_del(d, e);
             eop_free(d, e);
-        }
-        if (d->pool_inflight) {
-            struct pollfd p = { .fd = d->box->efd, .events = POLLIN };
-            (void)poll(&p, 1, 100);
-            uint64_t v;
-            (void)!read(d->box->efd, &v, sizeof v);
         }
     }
     for (unsigned i = 0; i < d->nfds; i++)
@@ -1172,7 +1171,7 @@ int coil__epoll_init(coil_loop *loop, unsigned entries)
     }
     atomic_init(&b->refs, 1);
     d->box = b;
-    d->pool_done.efd = b->efd;
+    coil__pool_done_init(&d->pool_done, b->efd);
     d->look_left = LOOK_EVERY;
     d->have_pwait2 = true;
     loop->io.drv = d;
