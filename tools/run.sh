@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's two set-up commands, in one place:
 #   bash tools/run.sh bench    install what is missing, build (Release), print the per-core benchmark summary
-#   bash tools/run.sh test     install what is missing, build, run every test (ctest)
+#   bash tools/run.sh test     install what is missing, build, run every test (ctest) on each backend:
+#                              io_uring, then epoll (COIL_BACKEND=epoll)
 #   bash tools/run.sh sanitize address,undefined|thread [label regex: test_<file> names]
 # Safe to run again: installs only what is missing, builds incrementally.
 set -euo pipefail
@@ -43,7 +44,10 @@ bench)
 test)
     install_missing "${test_packages[@]}"
     build build -DCOIL_BUILD_TESTS=ON
-    ctest --test-dir build --output-on-failure -j "$jobs" --timeout 300
+    echo "== every test on the default backend (io_uring where the kernel allows it)"
+    env -u COIL_BACKEND ctest --test-dir build --output-on-failure -j "$jobs" --timeout 300
+    echo "== every test on the epoll backend"
+    COIL_BACKEND=epoll ctest --test-dir build --output-on-failure -j "$jobs" --timeout 300
     ;;
 sanitize)
     install_missing "${test_packages[@]}"

@@ -29,11 +29,14 @@
 #include "backend/epoll/pool.h"
 #include "observe/stats.h"
 
-/* A busy loop that never blocks asks epoll for events once every LOOK_EVERY looks (a look is a
- * scheduler iteration's poll or an inline iteration's pending check, the latter counting one and
- * the former LOOK_POLL), so the system call's cost spreads over many task switches; the loop's
- * alarm is checked against the clock at the same moments. */
-enum { LOOK_EVERY = 64, LOOK_POLL = 16 };
+/* A busy loop that never blocks asks epoll for events only now and then, so the system call's
+ * cost spreads over many task switches: it reads the clock once every LOOK_EVERY looks (a look is
+ * an inline iteration's pending check, counting one, or a scheduler iteration's poll, counting
+ * LOOK_POLL), and calls epoll once LOOK_NS have passed since the last call; the loop's alarm is
+ * checked at the same moments, since epoll cannot raise it by itself. A busy loop therefore hears
+ * of I/O within about LOOK_NS, or LOOK_EVERY looks when its steps are long. */
+enum { LOOK_EVERY = 128, LOOK_POLL = 16 };
+#define LOOK_NS 32000u
 /* Distinct wake-up records a loop can hear (the library uses one). */
 enum { WAKE_SLOTS = 4 };
 /* The provided-buffer pool: one buffer, filled and handed over inside the poll. */
@@ -115,7 +118,8 @@ struct coil__driver {
     eop *done_head, *done_tail; /* results to deliver at the next poll */
     eop *timers;                /* TIMEOUT operations, earliest first */
     eop *free_ops;
-    int look_left;              /* until the next real look (LOOK_EVERY) */
+    int look_left;              /* until the next look at the clock (LOOK_EVERY) */
+    uint64_t looked_at;         /* when epoll was last asked */
     bool look_now;              /* pending() said a look is due: the next poll takes it */
     unsigned nevents;
     struct epoll_event *events;
@@ -932,8 +936,7 @@ static bool queued(coil__driver *d)
            atomic_load_explicit(&d->pool_done.head, memory_order_acquire);
 }
 
-/* The look a busy loop takes now and then (LOOK_EVERY): true when epoll may have news for it.
- * The alarm is checked against the clock here too, since epoll cannot raise it by itself. */
+/* The look a busy loop takes now and then (LOOK_EVERY): true when epoll should be asked now. */
 static bool look_due(coil_loop *loop, int cost)
 {
     coil__driver *d = loop->io.drv;
@@ -942,15 +945,17 @@ static bool look_due(coil_loop *loop, int cost)
     if ((d->look_left -= cost) > 0)
         return false;
     d->look_left = LOOK_EVERY;
-    if (!loop->io.alarm_at && !d->timers)
-        return (d->look_now = d->nwaiting > 0);
+    if (!loop->io.alarm_at && !d->timers && !d->nwaiting)
+        return false;
     uint64_t now = now_ns();
-    bool due = false;
     if (loop->io.alarm_at && now >= loop->io.alarm_at) {
         loop->io.alarm_at = 0;
-        due = true;
+        d->look_now = true;
     }
-    d->look_now = due || d->nwaiting > 0 || (d->timers && d->timers->deadline <= now);
+    if (d->timers && d->timers->deadline <= now)
+        d->look_now = true;
+    if (d->nwaiting && now - d->looked_at >= LOOK_NS)
+        d->look_now = true;
     return d->look_now;
 }
 
@@ -1010,6 +1015,7 @@ static unsigned ep_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
                 timeout = left;
         }
         int n = wait_events(d, timeout);
+        d->looked_at = now_ns();
         if (n < 0 && errno != EINTR)
             wait_failed(loop, -errno);
         for (int i = 0; i < n; i++) {
