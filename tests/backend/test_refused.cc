@@ -287,6 +287,20 @@ TEST(Refused, AnUnknownCoilBackendIsEinvalNamingTheValue)
     EXPECT_TRUE(has(l[0], "COIL_BACKEND=junk")) << l[0];
 }
 
+// coil_run (a runner) passes on why its loop could not be made instead of calling every failure
+// an io_uring one.
+TEST(Refused, CoilRunWithAnUnknownCoilBackendReturnsEinval)
+{
+    ChildRun c = run_refused(0, [] {
+        setenv("COIL_BACKEND", "junk", 1);
+        void *res = nullptr;
+        int rc = coil_run(add_one, (void *)1, &res);
+        return rc == -EINVAL ? std::string() : "coil_run gave " + std::to_string(rc) + " (" + coil_strerror(rc) + ")";
+    });
+    EXPECT_CHILD_OK(c);
+    EXPECT_TRUE(has(c.stderr_text, "COIL_BACKEND=junk")) << c.stderr_text;
+}
+
 TEST(Refused, AnUnknownBackendInTheOptionsIsEinval)
 {
     ChildRun c = run_refused(ENOSYS, [] {
