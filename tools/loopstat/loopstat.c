@@ -400,7 +400,7 @@ static void print_table(const snap *cur, const snap *prev, long pid)
 {
     double dt = prev ? (double)(cur->at_ns - prev->at_ns) / 1e9 : 0;
     printf("coil pid %ld  %s\n", pid, prev ? "(rates per second over the last interval)" : "(totals)");
-    printf("%5s %8s %6s %6s %11s %10s %10s %10s %10s %6s %6s %10s %9s %-8s\n", "SHARD", "TID", "TASKS", "READY",
+    printf("%5s %8s %6s %6s %11s %10s %10s %10s %10s %6s %6s %10s %9s %s\n", "SHARD", "TID", "TASKS", "READY",
            prev ? "ITER/s" : "ITER", prev ? "TASKS/s" : "TASKS", prev ? "OPS/s" : "OPS", prev ? "MSGS/s" : "MSGS",
            "INFLIGHT", "TIMERS", "BUSY%", "STACKS", "MAXSTEP", "BACKEND");
     for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++) {
@@ -430,7 +430,7 @@ static void print_table(const snap *cur, const snap *prev, long pid)
             snprintf(maxstep, sizeof maxstep, "%.2fms", (double)c->longest_step_ns / 1e6);
         else
             snprintf(maxstep, sizeof maxstep, "-");
-        printf("%5llu %8llu %6llu %6llu %11.0f %10.0f %10.0f %10.0f %10llu %6llu %6.1f %10s %9s %-8s\n",
+        printf("%5llu %8llu %6llu %6llu %11.0f %10.0f %10.0f %10.0f %10llu %6llu %6.1f %10s %9s %s\n",
                (unsigned long long)c->shard, (unsigned long long)c->tid, (unsigned long long)c->tasks_alive,
                (unsigned long long)c->ready_depth, it, tk, ops, msgs, (unsigned long long)c->ops_inflight,
                (unsigned long long)c->timers_armed, busy, stacks, maxstep, backend_of(c, backend));
