@@ -269,6 +269,13 @@ static bool in_segment(const coil__loop_stats *p)
     return seg && p >= seg->slots && p < seg->slots + COIL__STATS_SLOTS;
 }
 
+/* The slot's one text field: written before the slot is published (in_use), never after. */
+static void name_backend(coil__loop_stats *slot, const coil_loop *loop)
+{
+    const char *name = coil_loop_backend(loop);
+    strncpy(slot->backend, name ? name : "", sizeof slot->backend - 1);
+}
+
 void coil__stats_attach(coil_loop *loop)
 {
     coil__loop_stats *slot = NULL;
@@ -287,6 +294,7 @@ void coil__stats_attach(coil_loop *loop)
                 slot = &seg->slots[i];
                 memset(slot, 0, sizeof *slot);
                 slot->shard = i;
+                name_backend(slot, loop);
                 /* Claimed before the lock is dropped: another loop starting on another thread
                  * right now must not pick the same slot. */
                 __atomic_store_n(&slot->in_use, 1, __ATOMIC_RELEASE);
@@ -302,6 +310,7 @@ void coil__stats_attach(coil_loop *loop)
         slot = calloc(1, sizeof *slot);
         if (!slot)
             abort(); /* a few hundred bytes at loop creation; the loop itself was just allocated */
+        name_backend(slot, loop);
     }
     __atomic_store_n(&slot->tid, (uint64_t)gettid(), __ATOMIC_RELAXED);
     loop->stats = slot;

@@ -36,9 +36,12 @@ typedef struct coil_runtime_opts {
 } coil_runtime_opts;
 
 /* Start a runtime: create shard 0's loop on the calling thread and start shards 1..N-1 (each
- * pins itself, takes its own jemalloc arena, creates its loop and waits for work). Returns 0,
- * -EINVAL (more shards than 1024, a CPU out of range), -ENOMEM, -EAGAIN (no thread),
- * COIL_ENOURING, COIL_ERUNNING (called from a running loop). Does not suspend. */
+ * pins itself, takes its own jemalloc arena, creates its loop and waits for work). Every shard's
+ * loop is made with opts->loop, so its backend (or COIL_BACKEND, when that says AUTO) decides for
+ * all of them. Returns 0, -EINVAL (more shards than 1024, a CPU out of range, loop options
+ * coil_new_event_loop refuses), -ENOMEM, -EAGAIN (no thread), COIL_ENOURING (io_uring asked for
+ * by name where the kernel refuses it), COIL_ERUNNING (called from a running loop). Does not
+ * suspend. */
 COIL_API int coil_runtime_new(coil_runtime **out, const coil_runtime_opts *opts);
 /* Run fn(arg) as the main task on shard 0 (the calling thread, which must be the creator's)
  * until it finishes; other shards keep running meanwhile. Returns 0 with *result, the task's

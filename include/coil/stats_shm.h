@@ -21,7 +21,8 @@
  * relaxed atomic stores: load them with relaxed atomic loads (a naturally aligned 64-bit load
  * on the platforms coil runs on) and each value is whole, perhaps a little stale. Counters only
  * grow while a slot is live; gauges are refreshed once per scheduler iteration. Durations are
- * nanoseconds of CLOCK_MONOTONIC.
+ * nanoseconds of CLOCK_MONOTONIC. The one text field, backend, is written once, before the slot's
+ * in_use, so a reader that saw in_use (with acquire) reads it whole.
  *
  * The task-dump protocol: ask a loop for its task list and call graph, through no file name at
  * all (a name in /tmp or /dev/shm is one another local user could plant a FIFO or a symbolic
@@ -62,7 +63,7 @@ extern "C" {
 #endif
 
 #define COIL_STATS_SHM_MAGIC 0x5441545333494f43ull /* the bytes "COI3STAT" on a little-endian CPU */
-#define COIL_STATS_SHM_VERSION 2u
+#define COIL_STATS_SHM_VERSION 3u
 #define COIL_STATS_SHM_SLOTS 256u /* slots in a segment: at most this many loops publish at once */
 #define COIL_STATS_SHM_HIST 40u   /* step-duration buckets: bucket i counts steps of [2^i, 2^(i+1)) ns */
 
@@ -123,7 +124,8 @@ typedef struct coil_stats_shm_slot {
     uint32_t resp_bell;            /* futex word: the loop rings it after writing dump_resp */
     uint32_t watch;                /* COIL_STATS_SHM_WATCH_*: how the loop hears the bell */
     uint32_t spare32;              /* zero */
-    uint64_t spare[2];             /* zero */
+    char backend[16];              /* the loop's backend, "io_uring" or "epoll" (as coil_loop_backend
+                                    * names it), NUL-padded; written before in_use, never after */
 } coil_stats_shm_slot;
 
 /* The segment: this header, then the slots. */

@@ -8,13 +8,9 @@
 #include <string>
 
 #include <errno.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -24,6 +20,7 @@
 #include <coil/coil.h>
 
 #include "engine/faults.h"
+#include "seccomp_refuse.h"
 #include "watchdog.h"
 
 namespace {
@@ -179,14 +176,7 @@ namespace {
 // -EPERM within a second and used little CPU, else 1 (2: the filter could not be installed).
 [[noreturn]] void child_under_seccomp()
 {
-    struct sock_filter prog[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_enter, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog fprog = { (unsigned short)(sizeof prog / sizeof prog[0]), prog };
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) != 0)
+    if (!coil_test::seccomp_refuse(coil_test::REFUSE_ENTER, EPERM))
         _exit(2);
     setenv("COIL_BACKEND", "io_uring", 1); // the ring's failure is what is tested, whatever the run's backend
     auto t0 = clk::now();

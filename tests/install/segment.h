@@ -3,6 +3,7 @@
 #ifndef INSTALL_SEGMENT_H
 #define INSTALL_SEGMENT_H
 
+#include <coil/coil.h>
 #include <coil/stats_shm.h>
 #include <sys/mman.h>
 
@@ -21,8 +22,13 @@ static int segment_matches(void)
     int ok = s->magic == COIL_STATS_SHM_MAGIC && s->version == COIL_STATS_SHM_VERSION &&
              s->slot_size == sizeof(coil_stats_shm_slot) && s->nslots == COIL_STATS_SHM_SLOTS &&
              s->pid == (uint64_t)getpid() && s->start_time == coil_stats_shm_proc_start_time((long)getpid());
+    /* The running loop's slot names the backend it runs on. */
+    const char *backend = coil_loop_backend(coil_get_running_loop());
+    int named = 0;
+    for (unsigned i = 0; ok && backend && i < COIL_STATS_SHM_SLOTS; i++)
+        named |= s->slots[i].in_use && strncmp(s->slots[i].backend, backend, sizeof s->slots[i].backend) == 0;
     munmap(p, sizeof(coil_stats_shm_segment));
-    return ok;
+    return ok && named;
 }
 
 #endif

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -80,6 +81,8 @@ struct Child {
     pid_t pid = -1;
     int ctl = -1;              // write a byte to make the child finish
     coil_loop_stats stats{};   // its counters after the known work, as it saw them
+    std::string backend;       // its loop's backend, as coil_loop_backend named it
+    int failed = 0;            // the child's exit status when it could not start its loop
 };
 
 struct ChildArgs {
@@ -106,7 +109,7 @@ Child start_child(void (*setup)() = nullptr)
         ro.no_sigint = true;
         if (coil_runner_new(&r, &ro) != 0)
             _exit(2);
-        coil_runner_run(r, [](void *) -> void * {
+        int rc = coil_runner_run(r, [](void *) -> void * {
             // Known work: 7 tasks that finish, one that sleeps until we quit.
             for (int i = 0; i < 7; i++) {
                 coil_task *t = nullptr;
@@ -131,6 +134,9 @@ Child start_child(void (*setup)() = nullptr)
                 coil_sleep(0);
             }
             (void)!write(a.ready, &s, sizeof s);
+            char name[16] = { 0 };
+            strncpy(name, coil_loop_backend(coil_get_running_loop()), sizeof name - 1);
+            (void)!write(a.ready, name, sizeof name);
             char b;
             size_t n;
             coil_read(a.quit, &b, 1, &n);
@@ -140,25 +146,48 @@ Child start_child(void (*setup)() = nullptr)
             return nullptr;
         }, nullptr, nullptr);
         coil_runner_close(r);
-        _exit(0);
+        _exit(rc == 0 ? 0 : 3); // 3: the loop could not be made (or the run failed)
     }
     close(ready[1]);
     close(quit[0]);
     c.pid = pid;
     c.ctl = quit[1];
-    if (read(ready[0], &c.stats, sizeof c.stats) != (ssize_t)sizeof c.stats)
+    char name[16];
+    if (read(ready[0], &c.stats, sizeof c.stats) != (ssize_t)sizeof c.stats ||
+        read(ready[0], name, sizeof name) != (ssize_t)sizeof name) {
+        int st = 0;
+        waitpid(pid, &st, 0);
+        c.failed = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         c.pid = -pid;
+    } else {
+        name[sizeof name - 1] = '\0';
+        c.backend = name;
+    }
     close(ready[0]);
     return c;
 }
 
 int stop_child(Child &c)
 {
+    if (c.pid < 0)
+        return c.failed;
     (void)!write(c.ctl, "q", 1);
     close(c.ctl);
     int st = 0;
     waitpid(c.pid < 0 ? -c.pid : c.pid, &st, 0);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// A JSON string field's value (no escapes: loopstat prints only plain words there), or "(none)".
+std::string json_str(const std::string &line, const std::string &name)
+{
+    std::string key = "\"" + name + "\":\"";
+    size_t p = line.find(key);
+    if (p == std::string::npos)
+        return "(none)";
+    p += key.size();
+    size_t e = line.find('"', p);
+    return e == std::string::npos ? "(none)" : line.substr(p, e - p);
 }
 
 uint64_t json_field(const std::string &line, const std::string &name)
@@ -197,6 +226,8 @@ TEST(Loopstat, JsonSnapshotOfALiveProcessMatchesItsCounters)
     EXPECT_GE(json_field(l, "sqes_submitted"), c.stats.sqes_submitted);
     EXPECT_GE(json_field(l, "timers_armed"), 1u);
     EXPECT_NE(std::string::npos, l.find("\"step_hist_log2_ns\":["));
+    EXPECT_TRUE(c.backend == "io_uring" || c.backend == "epoll") << c.backend;
+    EXPECT_EQ(c.backend, json_str(l, "backend")) << l;
     EXPECT_EQ(0, stop_child(c));
 }
 
@@ -346,6 +377,9 @@ TEST(Loopstat, PrometheusOutputPassesTheExpositionFormatCheck)
     EXPECT_NE(std::string::npos, o.out.find(want)) << o.out;
     EXPECT_NE(std::string::npos, o.out.find("# TYPE coil_tasks_alive gauge\n"));
     EXPECT_NE(std::string::npos, o.out.find("# TYPE coil_step_duration_seconds histogram\n"));
+    std::string info = "coil_loop_info{pid=\"" + std::to_string(c.pid) + "\",shard=\"" + std::to_string(c.stats.shard) +
+                       "\",backend=\"" + c.backend + "\"} 1\n";
+    EXPECT_NE(std::string::npos, o.out.find(info)) << o.out;
     // Debian packages promtool (package prometheus): when it is installed, it must agree.
     if (access("/usr/bin/promtool", X_OK) == 0) {
         char path[] = "/tmp/coil-prom-XXXXXX";
@@ -667,6 +701,27 @@ TEST(Loopstat, AnIdleLoopDoesNotWakeUpOnItsOwn)
     EXPECT_EQ(0, stop_idle_child(c));
 }
 
+// The cell of `column` in the row of a loopstat table whose first field is `shard`, or "(none)".
+std::string table_column(const std::string &table, const std::string &shard, const std::string &column)
+{
+    std::istringstream in(table);
+    int at = -1;
+    for (std::string l; std::getline(in, l);) {
+        std::istringstream f(l);
+        std::vector<std::string> cells;
+        for (std::string c; f >> c;)
+            cells.push_back(c);
+        if (at < 0) {
+            for (size_t i = 0; i < cells.size(); i++)
+                if (cells[i] == column && !cells.empty() && cells[0] == "SHARD")
+                    at = (int)i;
+        } else if (!cells.empty() && cells[0] == shard && (size_t)at < cells.size()) {
+            return cells[(size_t)at];
+        }
+    }
+    return "(none)";
+}
+
 TEST(Loopstat, OnceAndTheProcessListShowALiveProcess)
 {
     Child c = start_child();
@@ -674,6 +729,8 @@ TEST(Loopstat, OnceAndTheProcessListShowALiveProcess)
     Out once = run_loopstat("--once " + std::to_string(c.pid));
     EXPECT_EQ(0, once.status) << once.err;
     EXPECT_NE(std::string::npos, once.out.find("SHARD")) << once.out;
+    EXPECT_NE(std::string::npos, once.out.find("BACKEND")) << once.out;
+    EXPECT_EQ(c.backend, table_column(once.out, std::to_string(c.stats.shard), "BACKEND")) << once.out;
     Out list = run_loopstat("");
     EXPECT_EQ(0, list.status);
     EXPECT_TRUE(has_row(list.out, std::to_string(c.pid), "1", "live")) << list.out;
@@ -890,5 +947,181 @@ TEST(Loopstat, BadArgumentsPrintUsageAndFail)
     EXPECT_EQ(1, run_loopstat("notapid").status);
     EXPECT_EQ(1, run_loopstat("--interval 0 1").status);
 }
+
+// ---- the backend each loop runs on ----
+
+// loopstat shows, for every shard in `want` (shard -> backend) and no other, that backend: in
+// its JSON, its Prometheus info metric and its table.
+void expect_backends_shown(pid_t pid, const std::map<std::string, std::string> &want)
+{
+    Out j = run_loopstat("--json " + std::to_string(pid));
+    EXPECT_EQ(0, j.status) << j.err;
+    std::istringstream in(j.out);
+    size_t n = 0;
+    for (std::string l; std::getline(in, l); n++) {
+        std::string shard = std::to_string(json_field(l, "shard"));
+        ASSERT_TRUE(want.count(shard)) << "a shard nobody opened: " << l;
+        EXPECT_EQ(want.at(shard), json_str(l, "backend")) << l;
+    }
+    EXPECT_EQ(want.size(), n) << j.out;
+    Out p = run_loopstat("--prometheus " + std::to_string(pid));
+    EXPECT_EQ(0, p.status) << p.err;
+    EXPECT_EQ("", prometheus_format_errors(p.out)) << p.out;
+    Out t = run_loopstat("--once " + std::to_string(pid));
+    EXPECT_EQ(0, t.status) << t.err;
+    for (const auto &w : want) {
+        std::string info = "coil_loop_info{pid=\"" + std::to_string(pid) + "\",shard=\"" + w.first + "\",backend=\"" +
+                           w.second + "\"} 1\n";
+        EXPECT_NE(std::string::npos, p.out.find(info)) << info << p.out;
+        EXPECT_EQ(w.second, table_column(t.out, w.first, "BACKEND")) << t.out;
+    }
+}
+
+void expect_forced_backend_shown(const char *backend)
+{
+    static const char *env;
+    env = backend;
+    Child c = start_child([] { setenv("COIL_BACKEND", env, 1); });
+    ASSERT_GT(c.pid, 0) << "the child could not start a loop on " << backend << " (exit status " << c.failed << ")";
+    EXPECT_EQ(backend, c.backend);
+    expect_backends_shown(c.pid, { { std::to_string(c.stats.shard), backend } });
+    EXPECT_EQ(0, stop_child(c));
+}
+
+TEST(Loopstat, ALoopForcedToIoUringShowsIoUring) { expect_forced_backend_shown("io_uring"); }
+
+TEST(Loopstat, ALoopForcedToEpollShowsEpoll) { expect_forced_backend_shown("epoll"); }
+
+// A child that opens loops its own way and keeps them open until told to quit. `body` writes one
+// line "SHARD BACKEND" per loop it opened (or "error WHAT") to its first fd, closes it, waits
+// for a byte on the second, then closes what it opened; it returns the child's exit status.
+struct LoopsChild {
+    pid_t pid = -1;
+    int ctl = -1;
+    std::map<std::string, std::string> opened; // shard -> backend, as the child saw them
+    std::string said;
+};
+
+LoopsChild start_loops_child(const std::function<int(int, int)> &body)
+{
+    LoopsChild c;
+    int ready[2], quit[2];
+    if (pipe(ready) || pipe(quit))
+        return c;
+    fflush(nullptr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(ready[0]);
+        close(quit[1]);
+        unsetenv("COIL_BACKEND"); // each loop here names its backend; the test's environment must not
+        _exit(body(ready[1], quit[0]));
+    }
+    close(ready[1]);
+    close(quit[0]);
+    c.pid = pid;
+    c.ctl = quit[1];
+    uint64_t deadline = coil_test::mono_ns() + (uint64_t)(10e9 * coil_test::time_scale());
+    char buf[256];
+    for (;;) {
+        struct pollfd pf = { ready[0], POLLIN, 0 };
+        uint64_t now = coil_test::mono_ns();
+        if (now >= deadline || poll(&pf, 1, (int)((deadline - now) / 1000000u) + 1) <= 0)
+            break;
+        ssize_t n = read(ready[0], buf, sizeof buf);
+        if (n <= 0)
+            break;
+        c.said.append(buf, (size_t)n);
+    }
+    close(ready[0]);
+    std::istringstream in(c.said);
+    for (std::string shard, backend; in >> shard >> backend;)
+        if (shard != "error")
+            c.opened[shard] = backend;
+    return c;
+}
+
+int stop_loops_child(LoopsChild &c)
+{
+    (void)!write(c.ctl, "q", 1);
+    close(c.ctl);
+    int st = coil_test::wait_child(c.pid, 10, " (the child did not close its loops)");
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void say(int fd, const std::string &line) { (void)!write(fd, line.data(), line.size()); }
+
+TEST(Loopstat, EveryLoopShowsItsOwnBackendInOneProcess)
+{
+    LoopsChild c = start_loops_child([](int ready, int quit) {
+        coil_loop *loops[2] = { nullptr, nullptr };
+        const coil_backend which[2] = { COIL_BACKEND_IO_URING, COIL_BACKEND_EPOLL };
+        for (int i = 0; i < 2; i++) {
+            coil_loop_opts o{};
+            o.backend = which[i];
+            int rc = coil_new_event_loop(&loops[i], &o);
+            if (rc != 0) {
+                say(ready, "error backend " + std::to_string((int)which[i]) + " gave " + std::to_string(rc) + "\n");
+                continue;
+            }
+            coil_loop_stats st{};
+            coil_loop_get_stats(loops[i], &st);
+            say(ready, std::to_string(st.shard) + " " + coil_loop_backend(loops[i]) + "\n");
+        }
+        close(ready);
+        char b;
+        (void)!read(quit, &b, 1);
+        for (coil_loop *l : loops)
+            if (l)
+                coil_loop_close(l);
+        return 0;
+    });
+    ASSERT_GT(c.pid, 0);
+    EXPECT_EQ(2u, c.opened.size()) << c.said;
+    std::set<std::string> backends;
+    for (const auto &o : c.opened)
+        backends.insert(o.second);
+    EXPECT_EQ((std::set<std::string>{ "epoll", "io_uring" }), backends) << c.said;
+    expect_backends_shown(c.pid, c.opened);
+    EXPECT_EQ(0, stop_loops_child(c));
+}
+
+// A runtime's shards all take the loop options it was given, the backend among them.
+void expect_runtime_shards_shown(coil_backend which, const char *name)
+{
+    static coil_backend want;
+    want = which;
+    LoopsChild c = start_loops_child([](int ready, int quit) {
+        coil_loop_opts lo{};
+        lo.backend = want;
+        coil_runtime_opts ro{};
+        ro.shards = 2;
+        ro.no_pin = true;
+        ro.loop = &lo;
+        coil_runtime *rt = nullptr;
+        int rc = coil_runtime_new(&rt, &ro);
+        if (rc != 0) {
+            say(ready, "error coil_runtime_new gave " + std::to_string(rc) + "\n");
+            close(ready);
+            return 1;
+        }
+        for (unsigned i = 0; i < 2; i++)
+            say(ready, std::to_string(i) + " " + coil_loop_backend(coil_runtime_loop(rt, i)) + "\n");
+        close(ready);
+        char b;
+        (void)!read(quit, &b, 1);
+        coil_runtime_free(rt);
+        return 0;
+    });
+    ASSERT_GT(c.pid, 0);
+    ASSERT_EQ(2u, c.opened.size()) << c.said;
+    for (const auto &o : c.opened)
+        EXPECT_EQ(name, o.second) << "shard " << o.first;
+    expect_backends_shown(c.pid, c.opened);
+    EXPECT_EQ(0, stop_loops_child(c));
+}
+
+TEST(Loopstat, ARuntimesShardsOnIoUringShowIoUring) { expect_runtime_shards_shown(COIL_BACKEND_IO_URING, "io_uring"); }
+
+TEST(Loopstat, ARuntimesShardsOnEpollShowEpoll) { expect_runtime_shards_shown(COIL_BACKEND_EPOLL, "epoll"); }
 
 } // namespace

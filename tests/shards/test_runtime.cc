@@ -144,6 +144,121 @@ TEST(Runtime, BadOptionsAreRefused)
 }
 
 namespace {
+
+void *backend_here(void *) { return (void *)coil_loop_backend(coil_get_running_loop()); }
+
+// Every shard of a runtime runs tasks on a loop of the backend `name`: asked from shard 0, each
+// shard (0 too) answers from its own loop.
+void expect_every_shard_on(const char *name, const coil_runtime_opts &opts)
+{
+    int rc = run_runtime(3, [name]() -> void * {
+        void *res[3] = { nullptr, nullptr, nullptr };
+        int errs[3] = { -1, -1, -1 };
+        EXPECT_EQ(coil_submit_to_all(backend_here, nullptr, res, errs), 0);
+        for (int i = 0; i < 3; i++) {
+            EXPECT_EQ(errs[i], 0) << "shard " << i;
+            EXPECT_STREQ(static_cast<const char *>(res[i]), name) << "shard " << i;
+        }
+        return nullptr;
+    }, 10, opts);
+    EXPECT_EQ(rc, 0);
+}
+
+// For a child (a death test) where gtest's failures go unseen: 0 when every shard of a default
+// runtime runs on `name`, else 1 after saying on stderr what it found.
+int shards_not_on(const char *name)
+{
+    coil_runtime *rt = nullptr;
+    coil_runtime_opts ro{};
+    ro.shards = 3;
+    ro.no_pin = true;
+    int rc = coil_runtime_new(&rt, &ro);
+    if (rc != 0) {
+        fprintf(stderr, "coil_runtime_new: %s\n", coil_strerror(rc));
+        return 1;
+    }
+    static void *res[3];
+    static int errs[3];
+    rc = coil_runtime_run(rt, [](void *) -> void * {
+        return (void *)(intptr_t)coil_submit_to_all(backend_here, nullptr, res, errs);
+    }, nullptr, nullptr);
+    coil_runtime_free(rt);
+    int bad = rc != 0;
+    for (int i = 0; i < 3; i++)
+        if (errs[i] != 0 || !res[i] || strcmp(static_cast<const char *>(res[i]), name) != 0) {
+            fprintf(stderr, "shard %d: %s, error %d\n", i, res[i] ? static_cast<const char *>(res[i]) : "(none)",
+                    errs[i]);
+            bad = 1;
+        }
+    return bad;
+}
+
+coil_runtime_opts on_backend(coil_loop_opts *lo, coil_backend which)
+{
+    *lo = coil_loop_opts{};
+    lo->backend = which;
+    coil_runtime_opts ro{};
+    ro.no_pin = true;
+    ro.loop = lo;
+    return ro;
+}
+
+} // namespace
+
+TEST(Runtime, EveryShardRunsOnIoUringWhenItsLoopOptionsNameIt)
+{
+    coil_loop_opts lo;
+    expect_every_shard_on("io_uring", on_backend(&lo, COIL_BACKEND_IO_URING));
+}
+
+TEST(Runtime, EveryShardRunsOnEpollWhenItsLoopOptionsNameIt)
+{
+    coil_loop_opts lo;
+    expect_every_shard_on("epoll", on_backend(&lo, COIL_BACKEND_EPOLL));
+}
+
+// COIL_BACKEND decides for shards whose options say AUTO (in a child of its own, so the variable
+// reaches no other test).
+TEST(RuntimeDeathTest, EveryShardHonoursCoilBackend)
+{
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    for (const char *name : { "io_uring", "epoll" }) {
+        EXPECT_EXIT(
+            {
+                setenv("COIL_BACKEND", name, 1);
+                _exit(shards_not_on(name));
+            },
+            ::testing::ExitedWithCode(0), "")
+            << "COIL_BACKEND=" << name;
+    }
+}
+
+TEST(RuntimeDeathTest, AnUnknownCoilBackendFailsTheRuntimeWithEinvalNamingIt)
+{
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            setenv("COIL_BACKEND", "junk", 1);
+            coil_runtime *rt = nullptr;
+            coil_runtime_opts ro{};
+            ro.shards = 2;
+            ro.no_pin = true;
+            int rc = coil_runtime_new(&rt, &ro);
+            _exit(rc == -EINVAL && rt == nullptr ? 0 : 1);
+        },
+        ::testing::ExitedWithCode(0), "COIL_BACKEND=junk");
+}
+
+TEST(Runtime, AnUnknownBackendInTheLoopOptionsIsRefused)
+{
+    coil_loop_opts lo;
+    coil_runtime_opts ro = on_backend(&lo, static_cast<coil_backend>(7));
+    coil_runtime *rt = nullptr;
+    EXPECT_EQ(coil_runtime_new(&rt, &ro), -EINVAL);
+    EXPECT_EQ(rt, nullptr);
+}
+
+namespace {
 std::atomic<int> cancelled_seen{ 0 };
 std::atomic<int> sleepers_started{ 0 };
 void *sleep_and_note(void *)

@@ -1,13 +1,19 @@
 /* coil-bench: run one workload and print its JSON line, or (`summary`) run every workload in its
  * own process several times and print the medians as a table. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <coil/coil.h>
+#include <coil/stats_shm.h>
 
 #include "bench.h"
 
@@ -55,6 +61,54 @@ void bench_faults_per_op(bench_result *out, uint64_t before, uint64_t after, lon
     bench_extra(out, "faults_per_op", n > 0 ? (double)(after - before) / (double)n : 0.0);
 }
 
+static char used_backend[16]; /* see bench_note_loop; "" = not noted */
+
+static void note_backend(const char *name)
+{
+    if (!name || !*name)
+        return;
+    if (!used_backend[0])
+        snprintf(used_backend, sizeof used_backend, "%s", name);
+    else if (strcmp(used_backend, name) != 0)
+        snprintf(used_backend, sizeof used_backend, "mixed");
+}
+
+void bench_note_loop(void) { note_backend(coil_loop_backend(coil_get_running_loop())); }
+
+int bench_note_server(int pid)
+{
+    char name[64];
+    coil_stats_shm_name(name, sizeof name, pid);
+    int fd = shm_open(name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+    if (fd < 0)
+        return -ENOENT;
+    struct stat st;
+    void *p = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+        (size_t)st.st_size >= sizeof(coil_stats_shm_segment))
+        p = mmap(NULL, sizeof(coil_stats_shm_segment), PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return -ENOENT;
+    const coil_stats_shm_segment *seg = p;
+    int found = 0;
+    if (__atomic_load_n(&seg->magic, __ATOMIC_ACQUIRE) == COIL_STATS_SHM_MAGIC &&
+        seg->version == COIL_STATS_SHM_VERSION && seg->slot_size == sizeof(coil_stats_shm_slot) &&
+        seg->pid == (uint64_t)pid)
+        for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++) {
+            const coil_stats_shm_slot *l = &seg->slots[i];
+            if (!__atomic_load_n(&l->in_use, __ATOMIC_ACQUIRE))
+                continue;
+            char b[sizeof l->backend + 1];
+            memcpy(b, l->backend, sizeof l->backend);
+            b[sizeof l->backend] = '\0';
+            note_backend(b);
+            found = 1;
+        }
+    munmap(p, sizeof(coil_stats_shm_segment));
+    return found ? 0 : -ENOENT;
+}
+
 static bench_workload *find(const char *name)
 {
     for (bench_workload *w = workloads; w; w = w->next)
@@ -66,9 +120,12 @@ static bench_workload *find(const char *name)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: coil-bench WORKLOAD [--n N] [--shards N] [--port N] [--seconds S] [--mode M] [--loaded|--hog]\n"
-               "       coil-bench summary [--runs R] [WORKLOAD...]   (each run in its own process; medians;\n"
-               "                                                      every form, the runs alternating)\n"
+               "                          [--backend io_uring|epoll|auto]\n"
+               "       coil-bench summary [--runs R] [--backend B] [WORKLOAD...]   (each run in its own process;\n"
+               "                                                      medians; every form, the runs alternating)\n"
                "       coil-bench list\n"
+               "--backend: the backend of every loop the run makes, the example servers' too (it sets\n"
+               "           COIL_BACKEND, which they inherit); the JSON line names the one used\n"
                "forms: --loaded  one timer armed and one stream read in flight on the loop meanwhile\n"
                "       --hog     a nice-19 busy thread on every CPU meanwhile\n"
                "workloads:\n");
@@ -94,15 +151,15 @@ static int run_one(bench_workload *w, const bench_args *a)
         err = w->fn(&args, &n, &r);
     bench_hog_stop(hog);
     if (err) {
-        fprintf(stderr, "coil-bench: %s failed: %d (%s)\n", w->name, err, strerror(err < 0 ? -err : err));
+        fprintf(stderr, "coil-bench: %s failed: %d (%s)\n", w->name, err, coil_strerror(err < 0 ? err : -err));
         return 1;
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"workload\": \"%s\", \"form\": \"%s\", \"impl\": \"coil\", \"n\": %ld, \"metric\": \"%s\", "
-           "\"value\": %.4g, \"unit\": \"%s\", \"peak_rss_kb\": %ld%s%s}\n",
-           w->name, a->loaded ? "loaded" : a->hog ? "hog" : "quiet", n, r.metric, r.value, r.unit, ru.ru_maxrss,
-           r.extra[0] ? ", " : "", r.extra);
+    printf("{\"workload\": \"%s\", \"form\": \"%s\", \"impl\": \"coil\", \"backend\": \"%s\", \"n\": %ld, "
+           "\"metric\": \"%s\", \"value\": %.4g, \"unit\": \"%s\", \"peak_rss_kb\": %ld%s%s}\n",
+           w->name, a->loaded ? "loaded" : a->hog ? "hog" : "quiet", used_backend[0] ? used_backend : "unknown", n,
+           r.metric, r.value, r.unit, ru.ru_maxrss, r.extra[0] ? ", " : "", r.extra);
     fflush(stdout);
     return 0;
 }
@@ -151,8 +208,21 @@ static void parse_extras(const char *json, extra_set *x)
     }
 }
 
+/* Copy the JSON string member `key` of json into out (outsz bytes), "" when there is none. */
+static void json_string(const char *json, const char *key, char *out, size_t outsz)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": \"", key);
+    const char *v = strstr(json, pat);
+    size_t i = 0;
+    if (v)
+        for (v += strlen(pat); v[i] && v[i] != '"' && i + 1 < outsz; i++)
+            out[i] = v[i];
+    out[i] = 0;
+}
+
 static int run_child(const char *self, const char *name, const char *flag, double *value, long *rss, char *unit,
-                     size_t unitsz, extra_set *extras)
+                     size_t unitsz, char *backend, size_t backendsz, extra_set *extras)
 {
     int pipefd[2];
     if (pipe(pipefd) != 0)
@@ -185,6 +255,7 @@ static int run_child(const char *self, const char *name, const char *flag, doubl
     *value = strtod(v + 9, NULL);
     *rss = strtol(r + 15, NULL, 10);
     parse_extras(buf, extras);
+    json_string(buf, "backend", backend, backendsz);
     u += 9;
     size_t i = 0;
     while (u[i] && u[i] != '"' && i + 1 < unitsz) {
@@ -202,6 +273,7 @@ typedef struct form_runs {
     int ok;
     long rss;
     char unit[32];
+    char backend[16];  /* the backend the runs named ("mixed" if they differed) */
     double vals[32];
     extra_set extras[32];
 } form_runs;
@@ -231,7 +303,7 @@ static void print_form(const char *name, form_runs *f, double quiet)
                 ev[m++] = f->extras[i].val[k];
         printf("  %s=%.4g", f->extras[0].key[k], median_of(ev, m));
     }
-    printf("\n");
+    printf("  backend=%s\n", f->backend[0] ? f->backend : "unknown");
 }
 
 static int summary(const char *self, int runs, char **names, int nnames)
@@ -262,8 +334,13 @@ static int summary(const char *self, int runs, char **names, int nnames)
             for (int k = 0; k < nf; k++) {
                 form_runs *f = &forms[k];
                 long r = 0;
-                if (run_child(self, w->name, f->flag, &f->vals[f->ok], &r, f->unit, sizeof f->unit,
+                char b[16];
+                if (run_child(self, w->name, f->flag, &f->vals[f->ok], &r, f->unit, sizeof f->unit, b, sizeof b,
                               &f->extras[f->ok]) == 0) {
+                    if (!f->ok)
+                        memcpy(f->backend, b, sizeof b);
+                    else if (strcmp(f->backend, b) != 0)
+                        snprintf(f->backend, sizeof f->backend, "mixed");
                     f->ok++;
                     if (r > f->rss)
                         f->rss = r;
@@ -279,6 +356,17 @@ static int summary(const char *self, int runs, char **names, int nnames)
     return failed ? 1 : 0;
 }
 
+/* --backend: every loop of this process and of the processes it starts (summary's runs, the
+ * example servers) takes it from COIL_BACKEND, set before any loop exists. */
+static int set_backend(const char *v)
+{
+    if (!v || (strcmp(v, "io_uring") != 0 && strcmp(v, "epoll") != 0 && strcmp(v, "auto") != 0)) {
+        fprintf(stderr, "coil-bench: --backend takes io_uring, epoll or auto, not '%s'\n", v ? v : "");
+        return 2;
+    }
+    return setenv("COIL_BACKEND", v, 1) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -291,9 +379,11 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "summary") == 0) {
         int runs = 5, i = 2;
-        if (argc > 3 && strcmp(argv[2], "--runs") == 0) {
-            runs = atoi(argv[3]);
-            i = 4;
+        for (; i + 1 < argc && (strcmp(argv[i], "--runs") == 0 || strcmp(argv[i], "--backend") == 0); i += 2) {
+            if (argv[i][2] == 'r')
+                runs = atoi(argv[i + 1]);
+            else if (set_backend(argv[i + 1]))
+                return 2;
         }
         if (runs < 1 || runs > 32) {
             fprintf(stderr, "coil-bench: --runs must be 1..32\n");
@@ -339,6 +429,10 @@ int main(int argc, char **argv)
             a.seconds = strtod(val, NULL);
         } else if (strcmp(opt, "--mode") == 0) {
             a.mode = val;
+        } else if (strcmp(opt, "--backend") == 0) {
+            if (set_backend(val))
+                return 2;
+            a.backend = val;
         } else {
             fprintf(stderr, "coil-bench: unknown option '%s'\n", opt);
             return 2;

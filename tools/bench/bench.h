@@ -22,6 +22,7 @@ typedef struct bench_args {
     const char *mode;     /* --mode, workload-specific variant */
     bool loaded;          /* --loaded: the workload's loop has a timer armed and a read in flight */
     bool hog;             /* --hog: a nice-19 busy thread on every CPU (run_one starts them) */
+    const char *backend;  /* --backend io_uring|epoll|auto (main puts it in COIL_BACKEND), or NULL */
 } bench_args;
 
 /* The forms a workload has besides the quiet one (WORKLOADS.md, "as servers run it"). */
@@ -50,6 +51,13 @@ void bench_extra_str(bench_result *out, const char *key, const char *value);
  * kernel, and much more in a spell where the host takes free memory back. */
 uint64_t bench_faults(void);
 void bench_faults_per_op(bench_result *out, uint64_t before, uint64_t after, long n);
+
+/* The backend the workload ran on, printed in its JSON line ("backend"), as coil_loop_backend
+ * names it: "unknown" until noted, "mixed" if two loops disagreed. A workload notes it from a
+ * task of its own loop (bench_note_loop), or, for a server it started, from the counters that
+ * process publishes (bench_note_server: 0, or -ENOENT when it publishes none). */
+void bench_note_loop(void);
+int bench_note_server(int pid);
 
 /* --loaded: from a task of the workload's loop, before the measured phase, start one task asleep
  * for 100 s and one waiting in a stream read on a socketpair that never receives; returns once

@@ -43,6 +43,7 @@ static long spawn_round(coil_task **ts, long n)
 static void *spawn_main(void *arg)
 {
     struct spawn_ctx *c = arg;
+    bench_note_loop();
     coil_task **ts = malloc((size_t)c->n * sizeof *ts);
     if (!ts)
         return coil_raise(-ENOMEM, "task array");
@@ -104,6 +105,7 @@ struct switch_ctx {
 static void *switch_main(void *arg)
 {
     struct switch_ctx *c = arg;
+    bench_note_loop();
     coil_task *a, *b;
     bench_load *load = NULL;
     int err = c->loaded ? bench_load_start(&load) : 0;
@@ -194,6 +196,7 @@ static void mem_now_kb(long *rss, long *pte)
 static void *sleepers_main(void *arg)
 {
     struct sleepers_ctx *c = arg;
+    bench_note_loop();
     coil_task **ts = malloc((size_t)c->n * sizeof *ts);
     double *delays = malloc((size_t)c->n * sizeof *delays);
     if (!ts || !delays)

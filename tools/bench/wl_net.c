@@ -68,6 +68,8 @@ static int server_start(const char *name, server *s)
         close(p[0]);
         return -EIO;
     }
+    /* Listening: its loop exists and publishes the backend it runs on. */
+    bench_note_server((int)s->pid);
     return 0;
 }
 

@@ -46,6 +46,7 @@ static void *consumer(void *arg)
 static void *queue_main(void *arg)
 {
     struct queue_ctx *c = arg;
+    bench_note_loop();
     int err = coil_queue_new(&c->q, &(coil_queue_opts){ .maxsize = 256 });
     if (err)
         return coil_raise(err, "queue_new");

@@ -126,6 +126,7 @@ static void place_threads(pthread_t producer)
 static void *ts_main(void *arg)
 {
     struct ts_ctx *c = arg;
+    bench_note_loop();
     c->loop = coil_get_running_loop();
     coil_future_new(&c->done);
     pthread_t th;
@@ -201,6 +202,7 @@ static void *tt_worker(void *arg)
 static void *tt_main(void *arg)
 {
     struct tt_ctx *c = arg;
+    bench_note_loop();
     enum { INFLIGHT = 64 };
     coil_task *ts[INFLIGHT];
     uint64_t t0 = bench_now_ns();
@@ -240,6 +242,7 @@ struct pp_ctx {
 static void *pp_main(void *arg)
 {
     struct pp_ctx *c = arg;
+    bench_note_loop();
     if (coil_shard_count() < 2)
         return coil_raise(-EINVAL, "shard_pingpong needs 2 shards");
     uint64_t t0 = bench_now_ns();
@@ -309,6 +312,7 @@ struct sc_ctx {
 static void *sc_main(void *arg)
 {
     struct sc_ctx *c = arg;
+    bench_note_loop();
     uint64_t t0 = bench_now_ns();
     int err = coil_submit_to_all(spawn_on_shard, (void *)(intptr_t)c->n, NULL, NULL);
     c->ns = bench_now_ns() - t0;

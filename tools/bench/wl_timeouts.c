@@ -66,6 +66,7 @@ static int timeouts_finish(int err, coil_task **ts, const coil_gather_result *re
 static void *timeouts_main(void *arg)
 {
     struct timeouts_ctx *c = arg;
+    bench_note_loop();
     coil_event *ev;
     if (coil_event_new(&ev) != 0)
         return coil_raise(-ENOMEM, "event");

@@ -3,10 +3,12 @@
  * the only coil header this tool includes: it links no part of the runtime).
  *
  *   loopstat                       list the processes that publish counters (live or stale)
- *   loopstat PID                   a live table, one row per shard, refreshed every second
+ *   loopstat PID                   a live table, one row per shard (with the backend it runs on:
+ *                                  io_uring or epoll), refreshed every second
  *   loopstat --once PID            one table of totals, then exit
  *   loopstat --json PID            one JSON object per shard, one object per line (JSON Lines)
- *   loopstat --prometheus PID      the Prometheus text exposition format (labels pid, shard)
+ *   loopstat --prometheus PID      the Prometheus text exposition format (labels pid, shard;
+ *                                  coil_loop_info names each loop's backend in a label)
  *   loopstat --tasks PID           ask every loop for its tasks and call graph, print the trees
  *   loopstat --clean               remove this user's stale segments (left by crashed processes)
  *   --interval SECONDS             the live refresh period (default 1)
@@ -82,6 +84,24 @@ static uint64_t get(const coil_stats_shm_slot *s, size_t off)
     return __atomic_load_n((const uint64_t *)(const void *)((const char *)s + off), __ATOMIC_RELAXED);
 }
 #define GET(s, f) __atomic_load_n(&(s)->f, __ATOMIC_RELAXED)
+
+_Static_assert(offsetof(coil_stats_shm_slot, backend) % 8 == 0 && sizeof(((coil_stats_shm_slot *)0)->backend) == 16,
+               "backend is read as two 64-bit words");
+
+/* The slot's backend name in out (16 bytes), loaded as the words the rest of the slot is; "?"
+ * unless it is a plain word, since it is printed inside JSON strings and Prometheus labels. */
+static const char *backend_of(const coil_stats_shm_slot *s, char *out)
+{
+    uint64_t w[2];
+    for (int i = 0; i < 2; i++)
+        w[i] = __atomic_load_n((const uint64_t *)(const void *)s->backend + i, __ATOMIC_RELAXED);
+    memcpy(out, w, 16);
+    out[15] = '\0';
+    for (const char *p = out; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return "?";
+    return *out ? out : "?";
+}
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig)
@@ -277,8 +297,9 @@ static void print_json(const coil_stats_shm_segment *s, long pid)
         const coil_stats_shm_slot *l = &s->slots[i];
         if (!slot_live(l))
             continue;
-        printf("{\"pid\":%ld,\"shard\":%llu,\"tid\":%llu", pid, (unsigned long long)GET(l, shard),
-               (unsigned long long)GET(l, tid));
+        char b[16];
+        printf("{\"pid\":%ld,\"shard\":%llu,\"tid\":%llu,\"backend\":\"%s\"", pid, (unsigned long long)GET(l, shard),
+               (unsigned long long)GET(l, tid), backend_of(l, b));
         for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++)
             printf(",\"%s\":%llu", metrics[m].name, (unsigned long long)get(l, metrics[m].off));
         printf(",\"steps_ns\":%llu,\"step_hist_log2_ns\":[", (unsigned long long)GET(l, steps_ns));
@@ -290,6 +311,15 @@ static void print_json(const coil_stats_shm_segment *s, long pid)
 
 static void print_prometheus(const coil_stats_shm_segment *s, long pid)
 {
+    printf("# HELP coil_loop_info The loop's backend, in the backend label (the value is always 1).\n"
+           "# TYPE coil_loop_info gauge\n");
+    for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++) {
+        const coil_stats_shm_slot *l = &s->slots[i];
+        char b[16];
+        if (slot_live(l))
+            printf("coil_loop_info{pid=\"%ld\",shard=\"%llu\",backend=\"%s\"} 1\n", pid,
+                   (unsigned long long)GET(l, shard), backend_of(l, b));
+    }
     for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++) {
         const metric *mt = &metrics[m];
         const char *name = mt->prom ? mt->prom : mt->name, *suffix = mt->counter ? "_total" : "";
@@ -370,9 +400,9 @@ static void print_table(const snap *cur, const snap *prev, long pid)
 {
     double dt = prev ? (double)(cur->at_ns - prev->at_ns) / 1e9 : 0;
     printf("coil pid %ld  %s\n", pid, prev ? "(rates per second over the last interval)" : "(totals)");
-    printf("%5s %8s %6s %6s %11s %10s %10s %10s %10s %6s %6s %10s %9s\n", "SHARD", "TID", "TASKS", "READY",
+    printf("%5s %8s %6s %6s %11s %10s %10s %10s %10s %6s %6s %10s %9s %s\n", "SHARD", "TID", "TASKS", "READY",
            prev ? "ITER/s" : "ITER", prev ? "TASKS/s" : "TASKS", prev ? "OPS/s" : "OPS", prev ? "MSGS/s" : "MSGS",
-           "INFLIGHT", "TIMERS", "BUSY%", "STACKS", "MAXSTEP");
+           "INFLIGHT", "TIMERS", "BUSY%", "STACKS", "MAXSTEP", "BACKEND");
     for (unsigned i = 0; i < COIL_STATS_SHM_SLOTS; i++) {
         if (!cur->live[i])
             continue;
@@ -394,16 +424,16 @@ static void print_table(const snap *cur, const snap *prev, long pid)
         }
         if (busy < 0)
             busy = 0;
-        char stacks[16], maxstep[16];
+        char stacks[16], maxstep[16], backend[16];
         human_bytes(stacks, sizeof stacks, c->stack_bytes);
         if (c->flags & COIL_STATS_SHM_SLOT_TIMING)
             snprintf(maxstep, sizeof maxstep, "%.2fms", (double)c->longest_step_ns / 1e6);
         else
             snprintf(maxstep, sizeof maxstep, "-");
-        printf("%5llu %8llu %6llu %6llu %11.0f %10.0f %10.0f %10.0f %10llu %6llu %6.1f %10s %9s\n",
+        printf("%5llu %8llu %6llu %6llu %11.0f %10.0f %10.0f %10.0f %10llu %6llu %6.1f %10s %9s %s\n",
                (unsigned long long)c->shard, (unsigned long long)c->tid, (unsigned long long)c->tasks_alive,
                (unsigned long long)c->ready_depth, it, tk, ops, msgs, (unsigned long long)c->ops_inflight,
-               (unsigned long long)c->timers_armed, busy, stacks, maxstep);
+               (unsigned long long)c->timers_armed, busy, stacks, maxstep, backend_of(c, backend));
     }
 }
 
