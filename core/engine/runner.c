@@ -14,6 +14,7 @@ struct coil_runner {
     bool closed;
     coil_task *main;
     int interrupts;
+    int loop_err;               /* why the loop could not be made (coil_new_event_loop) */
 };
 
 int coil_runner_new(coil_runner **out, const coil_runner_opts *opts)
@@ -43,7 +44,7 @@ coil_loop *coil_runner_get_loop(coil_runner *r)
         coil_loop_opts o = r->have_loop_opts ? r->loop_opts : (coil_loop_opts){ 0 };
         if (r->debug)
             o.debug = r->debug;
-        if (coil_new_event_loop(&r->loop, &o) != 0)
+        if ((r->loop_err = coil_new_event_loop(&r->loop, &o)) != 0)
             return NULL;
         r->loop->runner = r;
     }
@@ -73,7 +74,7 @@ int coil_runner_run(coil_runner *r, coil_task_fn fn, void *arg, void **result)
         return COIL_ERUNNING;
     coil_loop *loop = coil_runner_get_loop(r);
     if (!loop)
-        return COIL_ENOURING;
+        return r->loop_err ? r->loop_err : COIL_ENOURING;
     coil_loop *prev_set = coil__tls_loop;
     coil__tls_loop = loop;
     int err = coil_loop_create_task(loop, &r->main, fn, arg, &(coil_task_opts){ .name = "main" });

@@ -29,8 +29,10 @@ COIL_API int coil_runner_new(coil_runner **out, const coil_runner_opts *opts);
  * COIL_ESTOPPED if coil_loop_stop() ended the run before the main task finished (asyncio's
  * RuntimeError('Event loop stopped before Future completed.')), COIL_ENOTHING if nothing is left
  * that could wake the main task (the main task is then cancelled in either case, with a message
- * saying which), COIL_ERUNNING if called from a running loop, COIL_ECLOSED after close, or the
- * negative errno of a ring failure (see coil_loop_run_forever), the main task then left pending. */
+ * saying which), COIL_ERUNNING if called from a running loop, COIL_ECLOSED after close, what
+ * coil_new_event_loop returned if the runner's loop could not be made (COIL_ENOURING, -EINVAL,
+ * -ENOMEM), or the negative errno of a ring failure (see coil_loop_run_forever), the main task
+ * then left pending. */
 COIL_API int coil_runner_run(coil_runner *r, coil_task_fn fn, void *arg, void **result);
 /* The runner's loop, created if need be (NULL if it could not be). */
 COIL_API coil_loop *coil_runner_get_loop(coil_runner *r);
