@@ -67,10 +67,12 @@ static void note_backend(const char *name)
 {
     if (!name || !*name)
         return;
-    if (!used_backend[0])
-        snprintf(used_backend, sizeof used_backend, "%s", name);
-    else if (strcmp(used_backend, name) != 0)
-        snprintf(used_backend, sizeof used_backend, "mixed");
+    if (!used_backend[0]) {
+        strncpy(used_backend, name, sizeof used_backend - 1);
+        used_backend[sizeof used_backend - 1] = '\0';
+    } else if (strcmp(used_backend, name) != 0) {
+        strcpy(used_backend, "mixed");
+    }
 }
 
 void bench_note_loop(void) { note_backend(coil_loop_backend(coil_get_running_loop())); }
