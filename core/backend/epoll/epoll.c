@@ -109,6 +109,7 @@ struct coil__driver {
     wakebox *box;
     coil__pool_done pool_done;  /* finished pool jobs; its efd is the box's */
     unsigned pool_inflight;
+    bool pool_used;             /* a job was submitted once: exit must wait for the workers */
     unsigned nwaiting;          /* operations waiting for readiness */
     unsigned pass;              /* readiness events handled, to mark what one of them ran */
     fdstate *fds;
@@ -468,6 +469,7 @@ static void to_pool(coil_loop *loop, eop *e)
     }
     e->where = W_POOL;
     d->pool_inflight++;
+    d->pool_used = true;
     if (f)
         f->pooled++;
 }
@@ -1094,8 +1096,8 @@ static void ep_exit(coil_loop *loop)
         return;
     /* A blocking call on the pool cannot be taken back, and it writes into its record: take back
      * what has not started (the loop's close asked already, unless it gave up waiting) and wait
-     * for the rest. */
-    if (d->pool_inflight) {
+     * for the rest, and for every worker still touching the done list after handing a job over. */
+    if (d->pool_used) {
         for (unsigned i = 0; i <= d->hmask; i++)
             for (eop *e = d->hash[i]; e; e = e->hnext)
                 if (e->where == W_POOL)
