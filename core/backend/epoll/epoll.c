@@ -961,7 +961,18 @@ static bool look_due(coil_loop *loop, int cost)
     return d->look_now;
 }
 
-static bool ep_pending(coil_loop *loop) { return queued(loop->io.drv) || look_due(loop, 1); }
+/* Between looks only the loop's own queue is checked: another thread's wake-up sends a loop with
+ * a way in from outside to the scheduler anyway (whose poll checks everything), and a finished
+ * pool job waits for the next look. */
+static bool ep_pending(coil_loop *loop)
+{
+    coil__driver *d = loop->io.drv;
+    if (COIL_LIKELY(d->look_left > 1)) {
+        d->look_left--;
+        return d->done_head || d->look_now;
+    }
+    return queued(d) || look_due(loop, 1);
+}
 
 static void ep_alarm(coil_loop *loop, uint64_t deadline_ns) { loop->io.alarm_at = deadline_ns; }
 
