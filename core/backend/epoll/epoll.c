@@ -120,7 +120,7 @@ struct coil__driver {
     eop *timers;                /* TIMEOUT operations, earliest first */
     eop *free_ops;
     int look_left;              /* until the next look at the clock (LOOK_EVERY) */
-    uint64_t looked_at;         /* when epoll was last asked */
+    uint64_t looked_at;         /* when a busy loop last asked epoll */
     bool look_now;              /* pending() said a look is due: the next poll takes it */
     unsigned nevents;
     struct epoll_event *events;
@@ -956,8 +956,10 @@ static bool look_due(coil_loop *loop, int cost)
     }
     if (d->timers && d->timers->deadline <= now)
         d->look_now = true;
-    if (d->nwaiting && now - d->looked_at >= LOOK_NS)
+    if (d->nwaiting && now - d->looked_at >= LOOK_NS) {
         d->look_now = true;
+        d->looked_at = now; /* a blocking wait leaves it be: the next busy spell then looks first thing */
+    }
     return d->look_now;
 }
 
@@ -1013,9 +1015,14 @@ static unsigned ep_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
     bool look = wait || look_due(loop, LOOK_POLL);
     if (!look && !queued(d))
         return 0;
-    d->look_now = false;
     unsigned before = d->pass;
     bool delivered = deliver_queued(loop);
+    /* Results handed over make work ready, so the loop will not sleep now: ask epoll only when a
+     * look is due, as a busy loop does, rather than spend a system call on a zero-timeout peek
+     * for every batch of results. */
+    if (wait && delivered)
+        look = look_due(loop, LOOK_POLL);
+    d->look_now = false;
     if (look) {
         uint64_t timeout = wait && !delivered ? timeout_ns : 0;
         if (timeout && queued(d))
@@ -1028,7 +1035,6 @@ static unsigned ep_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
                 timeout = left;
         }
         int n = wait_events(d, timeout);
-        d->looked_at = now_ns();
         if (n < 0 && errno != EINTR)
             wait_failed(loop, -errno);
         for (int i = 0; i < n; i++) {
