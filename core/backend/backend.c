@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/epoll/driver.h"
+#include "engine/internal.h"
 #include "backend/uring/driver.h"
 #include "coil/loop.h"
 
@@ -62,4 +63,14 @@ int coil__backend_init(coil_loop *loop, unsigned entries, int which)
         coil__uring_explain(err, ". Using the epoll backend instead (COIL_BACKEND=epoll chooses it without trying "
                                  "io_uring first)");
     return coil__epoll_init(loop, entries);
+}
+
+void coil__backend_broken(coil_loop *loop, int err, const char *why)
+{
+    if (!loop->io.err)
+        loop->io.err = err;
+    if (loop->io.broken)
+        return;
+    loop->io.broken = true;
+    coil__loop_report(loop, why, err, NULL, NULL, NULL);
 }

@@ -123,6 +123,11 @@ typedef struct coil__backend {
 /* Which backend a loop asks for: the public coil_backend values (coil/loop.h). */
 enum { COIL__BACKEND_AUTO = 0, COIL__BACKEND_IO_URING = 1, COIL__BACKEND_EPOLL = 2 };
 
+/* The driver cannot wait any more (its wait or submit system call failed for good): remember err
+ * for the run to return (loop.c ends it), mark the driver broken, and tell the loop's exception
+ * handler `why`, once per loop. For the drivers; loop thread only. */
+void coil__backend_broken(coil_loop *loop, int err, const char *why);
+
 /* Set up loop->io with the backend `which` asks for; AUTO (and the environment's COIL_BACKEND,
  * which AUTO defers to) takes io_uring where the kernel sets it up and epoll where it is refused,
  * saying so once per process on stderr with the reason. 0; COIL_ENOURING after saying on stderr

@@ -129,17 +129,6 @@ static int wait_events(coil__driver *d, uint64_t timeout_ns)
     return epoll_wait(d->epfd, d->events, n, ms);
 }
 
-static void wait_failed(coil_loop *loop, int err)
-{
-    if (!loop->io.err)
-        loop->io.err = err;
-    if (loop->io.broken)
-        return;
-    loop->io.broken = true;
-    coil__loop_report(loop, "epoll_wait failed; the loop cannot wait for I/O or timers and its run ends with this error",
-                      err, NULL, NULL, NULL);
-}
-
 static unsigned ep_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
 {
     coil__driver *d = loop->io.drv;
@@ -167,7 +156,9 @@ static unsigned ep_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
         }
         int n = wait_events(d, timeout);
         if (n < 0 && errno != EINTR)
-            wait_failed(loop, -errno);
+            coil__backend_broken(loop, -errno,
+                                 "epoll_wait failed; the loop cannot wait for I/O or timers and its run ends with "
+                                 "this error");
         for (int i = 0; i < n; i++) {
             uint64_t key = d->events[i].data.u64;
             if (key == UINT64_MAX) {

@@ -204,18 +204,12 @@ static void uring_file_remove(coil_loop *loop, int slot)
  * the loop's exception handler hears of it, once per loop. */
 static void enter_failed(coil_loop *loop, int err)
 {
-    if (!loop->io.err)
-        loop->io.err = err;
-    if (loop->io.broken)
-        return;
-    loop->io.broken = true;
-    coil__loop_report(loop,
-                      err == -EPERM ? "io_uring_enter was refused (a seccomp or LSM policy that allows io_uring_setup "
-                                      "but not io_uring_enter?); the loop cannot wait for I/O or timers and its run "
-                                      "ends with this error"
-                                    : "io_uring_enter failed; the loop cannot wait for I/O or timers and its run ends "
-                                      "with this error",
-                      err, NULL, NULL, NULL);
+    coil__backend_broken(loop, err,
+                         err == -EPERM ? "io_uring_enter was refused (a seccomp or LSM policy that allows io_uring_setup "
+                                         "but not io_uring_enter?); the loop cannot wait for I/O or timers and its run "
+                                         "ends with this error"
+                                       : "io_uring_enter failed; the loop cannot wait for I/O or timers and its run ends "
+                                         "with this error");
 }
 
 static inline bool enter_transient(int ret)
