@@ -21,6 +21,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "backend/epoll/state.h"
@@ -34,6 +35,10 @@
  * of I/O within about LOOK_NS, or LOOK_EVERY looks when its steps are long. */
 enum { LOOK_EVERY = 128, LOOK_POLL = 16 };
 #define LOOK_NS 32000u
+
+/* epoll keys of the driver's own fds (an fd's key is its number). */
+#define KEY_WAKE UINT64_MAX
+#define KEY_TIMER (UINT64_MAX - 1)
 
 /* ---- polling ---- */
 
@@ -129,6 +134,25 @@ static int wait_events(coil__driver *d, uint64_t timeout_ns)
     return epoll_wait(d->epfd, d->events, n, ms);
 }
 
+/* A blocking wait with a deadline. Handing epoll the timeout would arm and cancel a kernel timer
+ * on every wait (most of a server's waits end with I/O long before a request's deadline); the
+ * timerfd is instead armed only when the deadline is earlier than the one it holds. A later one
+ * leaves it be: it fires early, the loop finds nothing due and waits again, re-arming then. Returns
+ * the timeout to hand epoll: none, or the original where the timerfd cannot be used. */
+static uint64_t arm_deadline(coil__driver *d, uint64_t timeout_ns)
+{
+    if (d->tfd < 0 || timeout_ns == 0 || timeout_ns == UINT64_MAX || timeout_ns > (UINT64_MAX >> 2))
+        return timeout_ns;
+    uint64_t at = coil__ep_now_ns() + timeout_ns;
+    if (d->tfd_at && d->tfd_at <= at)
+        return UINT64_MAX;
+    struct itimerspec its = { { 0, 0 }, { (time_t)(at / 1000000000u), (long)(at % 1000000000u) } };
+    if (timerfd_settime(d->tfd, TFD_TIMER_ABSTIME, &its, NULL) != 0)
+        return timeout_ns;
+    d->tfd_at = at;
+    return UINT64_MAX;
+}
+
 static unsigned ep_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
 {
     coil__driver *d = loop->io.drv;
@@ -154,16 +178,18 @@ static unsigned ep_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
             if (left < timeout)
                 timeout = left;
         }
-        int n = wait_events(d, timeout);
+        int n = wait_events(d, arm_deadline(d, timeout));
         if (n < 0 && errno != EINTR)
             coil__backend_broken(loop, -errno,
                                  "epoll_wait failed; the loop cannot wait for I/O or timers and its run ends with "
                                  "this error");
         for (int i = 0; i < n; i++) {
             uint64_t key = d->events[i].data.u64;
-            if (key == UINT64_MAX) {
+            if (key == KEY_WAKE) {
                 uint64_t v;
                 (void)!read(d->box->efd, &v, sizeof v);
+            } else if (key == KEY_TIMER) {
+                d->tfd_at = 0; /* fired (edge-triggered: arming it again resets it) */
             } else {
                 coil__ep_fd_ready(loop, (int)key, d->events[i].events);
             }
@@ -237,6 +263,8 @@ static void ep_exit(coil_loop *loop)
     if (d->bufring)
         d->bufring->owner = NULL;
     close(d->epfd);
+    if (d->tfd >= 0)
+        close(d->tfd);
     coil__ep_wakebox_unref(d->box);
     free(d->fds);
     free(d->hash);
@@ -273,6 +301,7 @@ int coil__epoll_init(coil_loop *loop, unsigned entries)
     if (!d || !b)
         goto fail;
     d->epfd = -1;
+    d->tfd = -1;
     b->efd = -1;
     d->nevents = entries < 64 ? 64 : entries > 1024 ? 1024 : entries;
     d->events = malloc(d->nevents * sizeof *d->events);
@@ -284,10 +313,17 @@ int coil__epoll_init(coil_loop *loop, unsigned entries)
         err = -errno;
         goto fail;
     }
-    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = KEY_WAKE };
     if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, b->efd, &ev) < 0) {
         err = -errno;
         goto fail;
+    }
+    /* Without a timerfd, waits take their timeout the plain way. */
+    d->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct epoll_event tev = { .events = EPOLLIN | EPOLLET, .data.u64 = KEY_TIMER };
+    if (d->tfd >= 0 && epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->tfd, &tev) < 0) {
+        close(d->tfd);
+        d->tfd = -1;
     }
     atomic_init(&b->refs, 1);
     d->box = b;
@@ -303,6 +339,8 @@ fail:
     if (d) {
         if (d->epfd >= 0)
             close(d->epfd);
+        if (d->tfd >= 0)
+            close(d->tfd);
         free(d->events);
         free(d->hash);
     }

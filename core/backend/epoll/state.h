@@ -100,6 +100,8 @@ struct coil__driver {
     struct epoll_event *events;
     epoll_bufring *bufring;
     bool have_pwait2;
+    int tfd;                    /* the timerfd a blocking wait's deadline is armed on, -1 = none */
+    uint64_t tfd_at;            /* its armed deadline (CLOCK_MONOTONIC ns), 0 = not armed */
 };
 typedef struct coil__driver coil__driver;
 
