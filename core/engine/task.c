@@ -107,13 +107,13 @@ static inline __attribute__((always_inline)) int create_task(coil_loop *loop, co
     return 0;
 }
 
-int coil__loop_create_task_at(coil_loop *loop, coil_task **out, coil_task_fn fn, void *arg,
+int coil_loop_create_task_at(coil_loop *loop, coil_task **out, coil_task_fn fn, void *arg,
                               const coil_task_opts *opts, const char *file, int line)
 {
     return create_task(loop, out, fn, arg, opts, file, line);
 }
 
-int coil__create_task_at(coil_task **out, coil_task_fn fn, void *arg, const coil_task_opts *opts,
+int coil_create_task_at(coil_task **out, coil_task_fn fn, void *arg, const coil_task_opts *opts,
                          const char *file, int line)
 {
     coil_loop *loop = coil__tls_running ? coil__tls_running : coil__tls_loop;

@@ -156,7 +156,7 @@ static void on_task_done(coil_future *f, void *arg)
     }
 }
 
-int coil__taskgroup_create_task_at(coil_taskgroup *g, coil_task **out, coil_task_fn fn, void *arg,
+int coil_taskgroup_create_task_at(coil_taskgroup *g, coil_task **out, coil_task_fn fn, void *arg,
                                    const coil_task_opts *opts, const char *file, int line)
 {
     if (!g || !fn)
@@ -169,7 +169,7 @@ int coil__taskgroup_create_task_at(coil_taskgroup *g, coil_task **out, coil_task
     if (!c)
         return -ENOMEM;
     coil_task *t;
-    int err = coil__loop_create_task_at(g->loop, &t, fn, arg, opts, file, line);
+    int err = coil_loop_create_task_at(g->loop, &t, fn, arg, opts, file, line);
     if (err) {
         free(c);
         return err;

@@ -48,16 +48,18 @@ typedef struct coil_task_opts {
  * max_stacks, or the process's mappings; the task then fails with COIL_ENOSTACK and a message if
  * the stacks run out between its creation and its first run), -EINVAL (no fn, no loop, an
  * unknown stack_mode), COIL_ECLOSED. Does not suspend the caller (eager start runs the new
- * task in between, as asyncio does). Create through the macro so debug mode knows where. */
-COIL_API int coil__create_task_at(coil_task **out, coil_task_fn fn, void *arg, const coil_task_opts *opts,
+ * task in between, as asyncio does). The macro passes the caller's file and line, which debug
+ * mode and the call graph show; a wrapper that creates tasks for its callers may pass its
+ * caller's with coil_create_task_at. */
+COIL_API int coil_create_task_at(coil_task **out, coil_task_fn fn, void *arg, const coil_task_opts *opts,
                                   const char *file, int line);
 #define coil_create_task(out, fn, arg, opts) \
-    coil__create_task_at((out), (fn), (arg), (opts), __FILE__, __LINE__)
+    coil_create_task_at((out), (fn), (arg), (opts), __FILE__, __LINE__)
 /* The same on a given loop (which must be this thread's). */
-COIL_API int coil__loop_create_task_at(coil_loop *loop, coil_task **out, coil_task_fn fn, void *arg,
+COIL_API int coil_loop_create_task_at(coil_loop *loop, coil_task **out, coil_task_fn fn, void *arg,
                                        const coil_task_opts *opts, const char *file, int line);
 #define coil_loop_create_task(loop, out, fn, arg, opts) \
-    coil__loop_create_task_at((loop), (out), (fn), (arg), (opts), __FILE__, __LINE__)
+    coil_loop_create_task_at((loop), (out), (fn), (arg), (opts), __FILE__, __LINE__)
 
 /* Wait for `t` to finish. Suspends. Returns 0 with *result (may be NULL) set to the value fn
  * returned, or the task's error code, or -ECANCELED if it ended cancelled or the caller was

@@ -51,10 +51,10 @@ COIL_API int coil_taskgroup_enter(coil_taskgroup *g);
  * coil_create_task, COIL_EINVALSTATE (not entered), COIL_ECLOSED (the group is shutting down
  * after a failure or cancellation, or has finished). While exit waits, a child may still add
  * siblings, as in asyncio. Does not suspend (an eager task runs up to its first await). */
-COIL_API int coil__taskgroup_create_task_at(coil_taskgroup *g, coil_task **out, coil_task_fn fn, void *arg,
+COIL_API int coil_taskgroup_create_task_at(coil_taskgroup *g, coil_task **out, coil_task_fn fn, void *arg,
                                             const coil_task_opts *opts, const char *file, int line);
 #define coil_taskgroup_create_task(g, out, fn, arg, opts) \
-    coil__taskgroup_create_task_at((g), (out), (fn), (arg), (opts), __FILE__, __LINE__)
+    coil_taskgroup_create_task_at((g), (out), (fn), (arg), (opts), __FILE__, __LINE__)
 
 /* Leave the group: `body_err` is what the body produced (0, -ECANCELED, or another code, which
  * counts as a failure and cancels the children). Waits until every child is done, cancelling
