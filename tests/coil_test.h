@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <functional>
+#include <string>
 
 #include <coil/coil.h>
 
@@ -27,6 +28,17 @@ inline uint64_t mono_ns()
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+// The directory of the running test binary, where the build puts the examples and tools too.
+inline std::string exe_dir()
+{
+    char buf[4096];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0)
+        return ".";
+    std::string p(buf, (size_t)n);
+    return p.substr(0, p.rfind('/'));
 }
 
 inline void *trampoline(void *arg) { return (*static_cast<Body *>(arg))(); }

@@ -320,16 +320,7 @@ TEST(Refused, AnUnknownBackendInTheOptionsIsEinval)
 
 // ---- the echo example, exec'd under the filter ----
 
-std::string exe_dir()
-{
-    char buf[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n <= 0)
-        return ".";
-    buf[n] = '\0';
-    std::string s(buf);
-    return s.substr(0, s.rfind('/'));
-}
+using coil_test::exe_dir;
 
 // Connect to 127.0.0.1:port, send `msg`, read as many bytes back; what came back.
 std::string echo_roundtrip(int port, const std::string &msg)

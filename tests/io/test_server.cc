@@ -519,15 +519,7 @@ TEST(Server, AClientResetReachesTheHandlersReadAsEconnreset)
 
 namespace {
 
-std::string exe_dir()
-{
-    char buf[4096];
-    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n <= 0)
-        return ".";
-    std::string p(buf, (size_t)n);
-    return p.substr(0, p.rfind('/'));
-}
+using coil_test::exe_dir;
 
 // Start a program with stdout on a pipe; returns its pid, *out_fd the pipe's read end.
 pid_t start(const std::vector<std::string> &argv, int *out_fd)

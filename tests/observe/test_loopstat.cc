@@ -33,16 +33,7 @@ extern "C" {
 
 namespace {
 
-std::string loopstat_path()
-{
-    char buf[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n <= 0)
-        return "loopstat";
-    buf[n] = '\0';
-    std::string s(buf);
-    return s.substr(0, s.rfind('/')) + "/loopstat";
-}
+std::string loopstat_path() { return coil_test::exe_dir() + "/loopstat"; }
 
 struct Out {
     int status;
