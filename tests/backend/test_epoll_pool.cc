@@ -197,6 +197,18 @@ void make(Job &t, Done &d, int (*run)(coil__pool_job *), int value = 0)
     t.value = value;
 }
 
+// Make each of jobs compute triple(its index) for d and submit it, in order. The index of the first
+// one the pool refused, or -1.
+int submit_triples(std::vector<Job> &jobs, Done &d)
+{
+    for (size_t i = 0; i < jobs.size(); i++) {
+        make(jobs[i], d, triple, (int)i);
+        if (coil__pool_submit(&jobs[i].job) != 0)
+            return (int)i;
+    }
+    return -1;
+}
+
 // Submit as many blockers as the pool has workers, so every worker is (or will be) held and a job
 // submitted after them waits in the queue until the gate opens.
 std::vector<std::unique_ptr<Job>> occupy_every_worker(Done &d, Gate &g, Counter *started = nullptr)
@@ -217,10 +229,7 @@ TEST(EpollPool, EveryJobComesBackExactlyOnceWithItsResult)
     Done d;
     const int n = 2000;
     std::vector<Job> jobs(n);
-    for (int i = 0; i < n; i++) {
-        make(jobs[i], d, triple, i);
-        ASSERT_EQ(coil__pool_submit(&jobs[i].job), 0);
-    }
+    ASSERT_EQ(submit_triples(jobs, d), -1) << "the pool refused a job";
     std::vector<Job *> back = d.collect(n);
     ASSERT_EQ(back.size(), (size_t)n) << "jobs missing";
     std::set<Job *> seen(back.begin(), back.end());
@@ -244,10 +253,7 @@ TEST(EpollPool, ATakeReturnsJobsOldestFirst)
     // Cancelled in order, so pushed in order by this thread: one take must give them in order.
     const int n = 64;
     std::vector<Job> jobs(n);
-    for (int i = 0; i < n; i++) {
-        make(jobs[i], d, triple, i);
-        ASSERT_EQ(coil__pool_submit(&jobs[i].job), 0);
-    }
+    ASSERT_EQ(submit_triples(jobs, d), -1) << "the pool refused a job";
     for (int i = 0; i < n; i++)
         ASSERT_TRUE(coil__pool_cancel(&jobs[i].job)) << i;
     std::vector<Job *> batch = d.take(10);
@@ -298,10 +304,7 @@ TEST(EpollPool, ABlockedJobDoesNotHoldUpOthers)
     ASSERT_TRUE(started.wait_for(1, 10));
     const int n = 50;
     std::vector<Job> jobs(n);
-    for (int i = 0; i < n; i++) {
-        make(jobs[i], d, triple, i);
-        ASSERT_EQ(coil__pool_submit(&jobs[i].job), 0);
-    }
+    ASSERT_EQ(submit_triples(jobs, d), -1) << "the pool refused a job";
     std::vector<Job *> back = d.collect(n);
     EXPECT_EQ(back.size(), (size_t)n) << "the other jobs waited for the blocked one";
     EXPECT_EQ(blocker.job.state.load(), COIL__POOL_RUNNING);
@@ -419,10 +422,7 @@ TEST(EpollPool, CancelRacingTheWorkersStillGivesEachJobOneCompletion)
     auto blockers = occupy_every_worker(d, g);
     const int n = 3000;
     std::vector<Job> jobs(n);
-    for (int i = 0; i < n; i++) {
-        make(jobs[i], d, triple, i);
-        ASSERT_EQ(coil__pool_submit(&jobs[i].job), 0);
-    }
+    ASSERT_EQ(submit_triples(jobs, d), -1) << "the pool refused a job";
     // The workers are let go and take from the oldest on while this thread cancels from the
     // newest back: they meet somewhere in the queue.
     std::vector<char> cancelled(n, 0);
