@@ -159,7 +159,7 @@ static unsigned ep_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
     bool look = wait || look_due(loop, LOOK_POLL);
     if (!look && !queued(d))
         return 0;
-    unsigned before = d->pass;
+    unsigned before = d->handed;
     bool delivered = deliver_queued(loop);
     /* Results handed over make work ready, so the loop will not sleep now: ask epoll only when a
      * look is due, as a busy loop does, rather than spend a system call on a zero-timeout peek
@@ -201,7 +201,7 @@ static unsigned ep_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
     if (atomic_load_explicit(&d->pool_done.head, memory_order_acquire))
         coil__ep_pool_reap(loop);
     deliver_queued(loop);
-    return d->pass - before + delivered;
+    return d->handed - before;
 }
 
 /* ---- provided buffers ---- */

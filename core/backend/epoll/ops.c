@@ -16,6 +16,13 @@
 
 static void deliver(coil_loop *loop, eop *e, int res, bool more, const void *buf);
 
+/* A result handed to its target: counted for the poll's return and the loop's stats. */
+static inline void reaped(coil_loop *loop)
+{
+    loop->io.drv->handed++;
+    COIL__STAT_ADD(loop, cqes_reaped, 1);
+}
+
 static fdstate *fd_state(coil__driver *d, int fd)
 {
     if (fd < 0)
@@ -206,7 +213,7 @@ void coil__ep_finish(coil_loop *loop, eop *e, int res)
     void *target = e->target;
     int kind = e->kind;
     eop_free(d, e);
-    COIL__STAT_ADD(loop, cqes_reaped, 1);
+    reaped(loop);
     if (kind == T_TASK) {
         coil__task_wake(target, res);
     } else {
@@ -232,7 +239,7 @@ static void deliver(coil_loop *loop, eop *e, int res, bool more, const void *buf
 {
     (void)loop;
     coil__io_done dn = { res, more, buf };
-    COIL__STAT_ADD(loop, cqes_reaped, 1);
+    reaped(loop);
     ((coil__io_cb *)e->target)->complete(e->target, &dn);
 }
 
@@ -562,7 +569,7 @@ static void finish_buf(coil_loop *loop, eop *e, int res, const void *buf)
     coil__io_cb *cb = e->target;
     eop_free(d, e);
     coil__io_done dn = { res, false, res > 0 ? buf : NULL };
-    COIL__STAT_ADD(loop, cqes_reaped, 1);
+    reaped(loop);
     cb->complete(cb, &dn);
 }
 

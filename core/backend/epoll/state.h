@@ -86,6 +86,7 @@ struct coil__driver {
     bool pool_used;             /* a job was submitted once: exit must wait for the workers */
     unsigned nwaiting;          /* operations waiting for readiness */
     unsigned pass;              /* readiness events handled, to mark what one of them ran */
+    unsigned handed;            /* results handed to their targets (a poll returns its share) */
     fdstate *fds;
     unsigned nfds;
     eop **hash;                 /* in-flight operations by target */

@@ -20,7 +20,9 @@ void coil__ep_wakebox_unref(wakebox *b)
 void coil__ep_wake_reap(coil_loop *loop)
 {
     wakebox *b = loop->io.drv->box;
-    if (!atomic_exchange_explicit(&b->any, false, memory_order_acq_rel))
+    /* Looked at on every poll: a plain load first, the locked exchange only when there is news. */
+    if (!atomic_load_explicit(&b->any, memory_order_relaxed) ||
+        !atomic_exchange_explicit(&b->any, false, memory_order_acq_rel))
         return;
     for (int i = 0; i < WAKE_SLOTS; i++) {
         int how = atomic_exchange_explicit(&b->slot[i].how, 0, memory_order_acq_rel);
