@@ -1,6 +1,11 @@
 /* coil core: timeout scopes, after CPython's timeouts.py. A scope is a pooled heap object with
  * its own timer node in the loop's heap; on expiry it cancels its task, and exit decides with the
- * task's cancellation count whether the -ECANCELED it sees is its own. */
+ * task's cancellation count whether the -ECANCELED it sees is its own.
+ *
+ * A deadline that moves later leaves the timer where it is, armed for the earlier time; when that
+ * fires it re-arms for the deadline then in force. Servers move each connection's deadline on
+ * every request, nearly always later, so those moves cost a store instead of a remove and an add
+ * in the timer queue. */
 #include <errno.h>
 #include <math.h>
 
@@ -17,6 +22,7 @@ struct coil_timeout_scope {
     coil_loop *loop;
     coil_task *task;         /* referenced from enter to exit */
     double when;             /* as asyncio's when(): INFINITY for none */
+    uint64_t armed_ns;       /* the timer's deadline while armed: never later than when's */
     int cancelling;          /* the task's count at enter */
     uint8_t state;
 };
@@ -28,6 +34,21 @@ static uint64_t to_ns(double when)
     if (when >= 1e10)
         return UINT64_MAX;
     return (uint64_t)ceil(when * 1e9);
+}
+
+static int arm(coil_timeout_scope *s);
+
+static void on_timeout(coil__timer *tm)
+{
+    coil_timeout_scope *s = coil__container_of(tm, coil_timeout_scope, timer);
+    if (s->state != ENTERED)
+        return;
+    /* Moved later since armed: wait for the new deadline. If it has passed as well, the loop
+     * pops the timer again at once. Without memory to re-arm, expiring early beats never. */
+    if (to_ns(s->when) > s->armed_ns && arm(s) == 0)
+        return;
+    coil_task_cancel(s->task, NULL);
+    s->state = EXPIRING;
 }
 
 static coil_loop *this_loop(void) { return coil__tls_running ? coil__tls_running : coil__tls_loop; }
@@ -46,6 +67,7 @@ static int make(coil_timeout_scope **out, double when)
         return -ENOMEM;
     s->h = (coil__rq){ .kind = SCOPE_KIND };
     s->timer.idx = 0;
+    s->timer.fire = on_timeout;
     s->loop = loop;
     s->task = NULL;
     s->when = when;
@@ -66,22 +88,19 @@ int coil_timeout(coil_timeout_scope **out, double delay)
 
 int coil_timeout_at(coil_timeout_scope **out, double when) { return make(out, when); }
 
-static void on_timeout(coil__timer *tm)
-{
-    coil_timeout_scope *s = coil__container_of(tm, coil_timeout_scope, timer);
-    if (s->state != ENTERED)
-        return;
-    coil_task_cancel(s->task, NULL);
-    s->state = EXPIRING;
-}
-
 static int arm(coil_timeout_scope *s)
 {
-    coil__timers_remove(&s->loop->timers, &s->timer);
-    if (s->when >= COIL_NO_TIMEOUT)
+    coil__timerheap *timers = &s->loop->timers;
+    if (s->when >= COIL_NO_TIMEOUT) {
+        coil__timers_remove(timers, &s->timer);
         return 0;
-    s->timer.fire = on_timeout;
-    return coil__timers_add(&s->loop->timers, &s->timer, to_ns(s->when));
+    }
+    uint64_t ns = to_ns(s->when);
+    if (coil__timer_armed(&s->timer) && s->armed_ns <= ns)
+        return 0; /* fires first and re-arms then */
+    coil__timers_remove(timers, &s->timer);
+    s->armed_ns = ns;
+    return coil__timers_add(timers, &s->timer, ns);
 }
 
 int coil_timeout_enter(coil_timeout_scope *s)

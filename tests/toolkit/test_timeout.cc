@@ -136,6 +136,48 @@ TEST(Timeout, RescheduleMovesTheDeadline)
     });
 }
 
+// A deadline moved later must hold past the old one and still end the scope at the new one.
+TEST(Timeout, ADeadlineMovedLaterHoldsUntilTheNewOne)
+{
+    coil_test::run([]() -> void * {
+        coil_loop *loop = coil_get_running_loop();
+        coil_timeout_scope *s = nullptr;
+        EXPECT_EQ(coil_timeout(&s, 0.005), 0);
+        EXPECT_EQ(coil_timeout_enter(s), 0);
+        double when = coil_loop_time(loop) + 0.06;
+        for (int i = 0; i < 3; i++) // moved later step by step, as a server moves it per request
+            EXPECT_EQ(coil_timeout_reschedule(s, when - 0.02 + 0.01 * i), 0);
+        EXPECT_EQ(coil_sleep(0.025), 0); // past the first deadline
+        EXPECT_FALSE(coil_timeout_expired(s));
+        int r = coil_sleep(10);
+        EXPECT_GE(coil_loop_time(loop), when);
+        EXPECT_LT(coil_loop_time(loop), when + 5);
+        EXPECT_EQ(coil_timeout_exit(s, r), -ETIMEDOUT);
+        coil_timeout_free(s);
+        return nullptr;
+    });
+}
+
+// After a move later, a move earlier than the timer's first deadline takes effect at once.
+TEST(Timeout, ADeadlineMovedLaterThenEarlierEndsAtTheEarlierOne)
+{
+    coil_test::run([]() -> void * {
+        coil_loop *loop = coil_get_running_loop();
+        coil_timeout_scope *s = nullptr;
+        EXPECT_EQ(coil_timeout(&s, 30), 0);
+        EXPECT_EQ(coil_timeout_enter(s), 0);
+        EXPECT_EQ(coil_timeout_reschedule(s, coil_loop_time(loop) + 60), 0);
+        double when = coil_loop_time(loop) + 0.005;
+        EXPECT_EQ(coil_timeout_reschedule(s, when), 0);
+        int r = coil_sleep(20);
+        EXPECT_GE(coil_loop_time(loop), when);
+        EXPECT_LT(coil_loop_time(loop), when + 5);
+        EXPECT_EQ(coil_timeout_exit(s, r), -ETIMEDOUT);
+        coil_timeout_free(s);
+        return nullptr;
+    });
+}
+
 TEST(Timeout, AScopeWorksInCleanupCodeAfterACancellation)
 {
     coil_test::run([]() -> void * {
