@@ -456,6 +456,29 @@ int coil_stream_readexactly(coil_stream *s, void *buf, size_t n, size_t *got)
     return 0;
 }
 
+/* glibc's memmem builds a shift table on every call, which costs more than the search itself for
+ * the short separators and short buffers of a protocol's framing. For those, memchr finds each
+ * place the separator could start and memcmp checks it; the length bound keeps the worst case at
+ * that many compares per byte. */
+enum { SHORT_SEP = 16 };
+
+static const char *search(const char *h, size_t n, const char *sep, size_t seplen)
+{
+    if (seplen > SHORT_SEP)
+        return memmem(h, n, sep, seplen);
+    if (n < seplen)
+        return NULL;
+    const char *last = h + (n - seplen); /* the last place sep could start */
+    for (const char *p = h; p <= last; p++) {
+        p = memchr(p, sep[0], (size_t)(last - p) + 1);
+        if (!p)
+            return NULL;
+        if (memcmp(p + 1, sep + 1, seplen - 1) == 0)
+            return p;
+    }
+    return NULL;
+}
+
 /* Where does sep end in the buffer (offset past it, from rpos), searching from `from`? 0 if absent. */
 static size_t find_sep(const coil_stream *s, const void *sep, size_t seplen, size_t from)
 {
@@ -463,7 +486,7 @@ static size_t find_sep(const coil_stream *s, const void *sep, size_t seplen, siz
     size_t n = avail(s);
     if (n < seplen)
         return 0;
-    const char *p = memmem(base + from, n - from, sep, seplen);
+    const char *p = search(base + from, n - from, (const char *)sep, seplen);
     return p ? (size_t)(p - base) + seplen : 0;
 }
 

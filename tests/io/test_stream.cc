@@ -174,6 +174,35 @@ TEST(Stream, ReaduntilReturnsThroughTheSeparatorAcrossReads)
     });
 }
 
+// Near misses before the match: a separator whose start repeats, one cut short, one longer
+// than the short-separator search handles, and one ending the buffered data exactly.
+TEST(Stream, ReaduntilFindsTheSeparatorPastNearMisses)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        coil_stream_from_fd(a, nullptr, &s);
+        const std::string longsep = "<-- a separator of twenty-nine -->";
+        const std::string data = "x\r\n\r\r\n\r\n" "aaab" "q<-- a separator<-- a separator of twenty-nine -->" "end!";
+        send_str(b, data.c_str());
+        char buf[128];
+        size_t n;
+        EXPECT_EQ(coil_stream_readuntil(s, "\r\n\r\n", 4, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "x\r\n\r\r\n\r\n");
+        EXPECT_EQ(coil_stream_readuntil(s, "aab", 3, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "aaab");
+        EXPECT_EQ(coil_stream_readuntil(s, longsep.data(), longsep.size(), buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "q<-- a separator" + longsep);
+        EXPECT_TRUE(wait_buffered(s, 4));
+        close(b);
+        EXPECT_EQ(coil_stream_readuntil(s, "end!", 4, buf, sizeof buf, &n), 0);
+        EXPECT_EQ(std::string(buf, n), "end!");
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
 TEST(Stream, ReaduntilPastTheLimitFailsAndLeavesTheBufferIntact)
 {
     coil_test::run([]() -> void * {
