@@ -18,6 +18,7 @@
 #ifndef COIL_CORE_BACKEND_H
 #define COIL_CORE_BACKEND_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -174,6 +175,7 @@ typedef struct coil__backend_ops {
     void (*alarm)(coil_loop *loop, uint64_t deadline_ns);
     int (*submit_task)(coil_loop *loop, const coil__op *op, coil_task *t);
     int (*submit_cb)(coil_loop *loop, const coil__op *op, coil__io_cb *cb);
+    int (*try_now)(coil_loop *loop, const coil__op *op); /* NULL: never cheaper than a submit */
     bool (*cancel_task)(coil_loop *loop, coil_task *t);
     bool (*cancel_cb)(coil_loop *loop, coil__io_cb *cb);
     void (*cancel_all)(coil_loop *loop);
@@ -234,6 +236,17 @@ static inline int coil__backend_submit_task(coil_loop *loop, const coil__op *op,
 static inline int coil__backend_submit_cb(coil_loop *loop, const coil__op *op, coil__io_cb *cb)
 {
     return COIL__BACKEND_CALL(loop, submit_cb, op, cb);
+}
+/* Run op to its end now, on the calling thread, if it can end without waiting: a SEND, SENDMSG,
+ * RECV (not into provided buffers) or RECVMSG on a socket that has room or data. Returns its
+ * result (what its completion would have said), or -EAGAIN when it must be submitted instead:
+ * it would wait, operations already waiting on the fd in that direction go first, or the
+ * backend gains nothing by it (io_uring carries the operation in the enter it makes anyway).
+ * Nothing is counted and no completion follows. Loop thread only. */
+static inline int coil__backend_try(coil_loop *loop, const coil__op *op)
+{
+    const coil__backend_ops *ops = coil__backend_of(loop)->ops;
+    return ops->try_now ? ops->try_now(loop, op) : -EAGAIN;
 }
 /* Ask that the operation started for t / for cb end early: its completion still comes
  * (-ECANCELED, or its result if it won the race). False when the request could not be queued

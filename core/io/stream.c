@@ -686,22 +686,39 @@ static void send_done(coil__io_cb *cb, const coil__io_done *done)
     unref(s);
 }
 
+/* Send what is buffered. Where the backend can send at once (epoll), what the socket takes goes
+ * out here, with no completion to wait for; the rest becomes a send operation. */
 static void start_send(coil_stream *s)
 {
-    if (s->soff == s->slen) {
-        /* Swap: the queue becomes the in-flight buffer, the old one collects new writes. */
-        char *b = s->sbuf;
-        size_t c = s->scap;
-        s->sbuf = s->wbuf;
-        s->scap = s->wcap;
-        s->slen = s->wlen;
-        s->soff = 0;
-        s->wbuf = b;
-        s->wcap = c;
-        s->wlen = 0;
+    coil__op op;
+    for (;;) {
+        if (s->soff == s->slen) {
+            /* Swap: the queue becomes the in-flight buffer, the old one collects new writes. */
+            char *b = s->sbuf;
+            size_t c = s->scap;
+            s->sbuf = s->wbuf;
+            s->scap = s->wcap;
+            s->slen = s->wlen;
+            s->soff = 0;
+            s->wbuf = b;
+            s->wcap = c;
+            s->wlen = 0;
+        }
+        op = (coil__op){ .code = COIL__OP_SEND, .buf = s->sbuf + s->soff, .len = s->slen - s->soff, .arg = MSG_NOSIGNAL };
+        use_file(s, &op);
+        int res = coil__backend_try(s->loop, &op);
+        if (res == 0 || res == -EAGAIN)
+            break;
+        if (res < 0) {
+            fail_write(s, res);
+            return;
+        }
+        s->soff += (size_t)res;
+        if (s->soff == s->slen)
+            s->soff = s->slen = 0;
+        if (s->soff == s->slen && !s->wlen)
+            return;
     }
-    coil__op op = { .code = COIL__OP_SEND, .buf = s->sbuf + s->soff, .len = s->slen - s->soff, .arg = MSG_NOSIGNAL };
-    use_file(s, &op);
     s->send_cb.complete = send_done;
     if (coil__backend_submit_cb(s->loop, &op, &s->send_cb) != 0) {
         fail_write(s, -EBUSY);

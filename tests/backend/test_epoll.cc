@@ -161,3 +161,50 @@ TEST(Epoll, RegularFilesGoThroughThePoolWithTheirOffsets)
               0);
     close(fd);
 }
+
+// A stream's write goes out at once when the socket has room, but never ahead of a send already
+// waiting on the same fd: the bytes reach the peer in the order the sends were made.
+TEST(Epoll, AStreamWriteGoesOutBehindASendAlreadyWaitingOnItsSocket)
+{
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    static char sink[1 << 20];
+    size_t filled = 0; // fill the socket so the next send has to wait
+    for (ssize_t k; (k = send(sv[0], sink, sizeof sink, MSG_DONTWAIT)) > 0;)
+        filled += (size_t)k;
+    coil_loop_opts o = epoll_opts();
+    ASSERT_EQ(coil_test::run(
+                  [&]() -> void * {
+                      coil_task *sender = nullptr;
+                      coil_test::spawn(&sender, [&]() -> void * {
+                          size_t n = 0;
+                          EXPECT_EQ(coil_sock_send(sv[0], "A", 1, MSG_NOSIGNAL, &n), 0);
+                          EXPECT_EQ(n, 1u);
+                          return nullptr;
+                      });
+                      coil_sleep(0); // the sender's send waits for room
+                      // Make room without letting the loop poll: the waiting send has not heard yet.
+                      std::string got;
+                      ssize_t k = recv(sv[1], sink, sizeof sink, MSG_DONTWAIT);
+                      EXPECT_GT(k, 0);
+                      got.append(sink, k > 0 ? (size_t)k : 0);
+                      coil_stream *s = nullptr;
+                      EXPECT_EQ(coil_stream_from_fd(sv[0], nullptr, &s), 0);
+                      EXPECT_EQ(coil_stream_write(s, "B", 1), 0);
+                      while (got.size() < filled + 2) {
+                          size_t n = 0;
+                          if (coil_sock_recv(sv[1], sink, sizeof sink, 0, &n) != 0 || n == 0)
+                              break;
+                          got.append(sink, n);
+                      }
+                      EXPECT_EQ(got.size(), filled + 2);
+                      EXPECT_EQ(got.substr(filled), "AB") << "the stream's byte overtook the waiting send";
+                      EXPECT_EQ(coil_task_await(sender, nullptr), 0);
+                      coil_task_free(sender);
+                      coil_stream_free(s);
+                      close(sv[1]);
+                      return nullptr;
+                  },
+                  30.0, nullptr, &o),
+              0);
+}

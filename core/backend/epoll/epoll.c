@@ -281,6 +281,7 @@ const coil__backend_ops coil__epoll_ops = {
     .alarm = ep_alarm,
     .submit_task = coil__ep_submit_task,
     .submit_cb = coil__ep_submit_cb,
+    .try_now = coil__ep_try,
     .cancel_task = coil__ep_cancel_task,
     .cancel_cb = coil__ep_cancel_cb,
     .cancel_all = coil__ep_cancel_all,

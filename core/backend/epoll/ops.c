@@ -257,9 +257,8 @@ static int connect_result(int fd)
 }
 
 /* One attempt at a readiness operation: its result, or -EAGAIN to wait on. */
-static int attempt(eop *e, void *buf, size_t len)
+static int attempt(const coil__op *op, void *buf, size_t len)
 {
-    const coil__op *op = &e->op;
     switch (op->code) {
     case COIL__OP_READ:
         return sys_res(read(op->fd, op->buf, op->len));
@@ -286,6 +285,46 @@ static int attempt(eop *e, void *buf, size_t len)
 }
 
 static bool would_block(int res) { return res == -EAGAIN || res == -EWOULDBLOCK; }
+
+/* Do operations that move data wait on fd in direction dir? A new one then queues behind them
+ * rather than try first and overtake them (io_uring keeps that order too). A POLL moves nothing,
+ * so nothing queues behind it. */
+static bool waited_on(const coil__driver *d, int fd, unsigned dir)
+{
+    if (fd < 0 || (unsigned)fd >= d->nfds)
+        return false;
+    for (const eop *e = d->fds[fd].head; e; e = e->next)
+        if ((e->dir & dir) && e->op.code != COIL__OP_POLL)
+            return true;
+    return false;
+}
+
+/* A socket call that can finish now, made on the caller's thread instead of becoming an operation
+ * whose result waits for the next poll: a server's answer then costs its system call and nothing
+ * else. Operations already waiting in the same direction keep their turn. */
+int coil__ep_try(coil_loop *loop, const coil__op *op)
+{
+    coil__driver *d = loop->io.drv;
+    unsigned dir;
+    switch (op->code) {
+    case COIL__OP_SEND:
+    case COIL__OP_SENDMSG:
+        dir = D_OUT;
+        break;
+    case COIL__OP_RECV:
+    case COIL__OP_RECVMSG:
+        if (op->bufs)
+            return -EAGAIN; /* the provided buffer is filled only where it is handed over */
+        dir = D_IN;
+        break;
+    default:
+        return -EAGAIN;
+    }
+    if ((op->flags & COIL__OPF_FIXED) || waited_on(d, op->fd, dir))
+        return -EAGAIN;
+    int res = attempt(op, op->buf, op->len);
+    return res == -EWOULDBLOCK || res == -EINTR ? -EAGAIN : res;
+}
 
 /* ---- the thread pool's side ---- */
 
@@ -515,20 +554,25 @@ static void start(coil_loop *loop, eop *e)
         e->budget = op->code == COIL__OP_RECV_MULTISHOT ? op->len : 0;
         wait_or_fail(d, e, true);
         return;
-    case COIL__OP_RECV:
-        if (op->bufs) {
-            wait_or_fail(d, e, true); /* the one buffer is filled only where it is handed over */
-            return;
-        }
-        res = attempt(e, op->buf, op->len);
-        break;
     case COIL__OP_CONNECT:
         res = connect(op->fd, op->buf, (socklen_t)op->len) == 0 ? 0 : -errno;
         if (res == -EINPROGRESS)
             res = -EAGAIN;
         break;
+    case COIL__OP_RECV:
+        if (op->bufs) {
+            wait_or_fail(d, e, true); /* the one buffer is filled only where it is handed over */
+            return;
+        }
+        /* fall through */
     default:
-        res = attempt(e, op->buf, op->len);
+        if (waited_on(d, op->fd, e->dir)) {
+            /* Behind them: epoll reports the fd's readiness again, so an edge the ones ahead
+             * already took cannot leave this one waiting. */
+            wait_or_fail(d, e, true);
+            return;
+        }
+        res = attempt(&e->op, op->buf, op->len);
         break;
     }
     if (would_block(res))
@@ -589,7 +633,7 @@ static int run_multishot(coil_loop *loop, eop *e, uint32_t ev)
      * an error came with this event: then read on to see it. */
     bool hup = ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
     for (;;) {
-        int res = recv_ && !buf ? -ENOBUFS : attempt(e, buf, BUF_SIZE);
+        int res = recv_ && !buf ? -ENOBUFS : attempt(&e->op, buf, BUF_SIZE);
         if (would_block(res))
             return R_WAIT;
         if (res <= 0 || (recv_ && e->budget && (uint64_t)res >= e->budget)) {
@@ -633,17 +677,17 @@ static int run_ready(coil_loop *loop, eop *e, uint32_t ev)
     case COIL__OP_RECV:
         if (e->op.bufs) {
             epoll_bufring *b = (epoll_bufring *)e->op.bufs;
-            res = attempt(e, b->mem, BUF_SIZE);
+            res = attempt(&e->op, b->mem, BUF_SIZE);
             if (would_block(res))
                 return R_WAIT;
             unwait(d, e);
             finish_buf(loop, e, res, b->mem);
             return R_DONE;
         }
-        res = attempt(e, e->op.buf, e->op.len);
+        res = attempt(&e->op, e->op.buf, e->op.len);
         break;
     default:
-        res = attempt(e, e->op.buf, e->op.len);
+        res = attempt(&e->op, e->op.buf, e->op.len);
         break;
     }
     if (would_block(res))

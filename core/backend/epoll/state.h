@@ -117,6 +117,8 @@ static inline uint64_t coil__ep_now_ns(void)
 int coil__ep_hash_grow(coil__driver *d);
 int coil__ep_submit_task(coil_loop *loop, const coil__op *op, coil_task *t);
 int coil__ep_submit_cb(coil_loop *loop, const coil__op *op, coil__io_cb *cb);
+/* Run a socket send or receive now if it needs no waiting: its result, or -EAGAIN. */
+int coil__ep_try(coil_loop *loop, const coil__op *op);
 bool coil__ep_cancel_task(coil_loop *loop, coil_task *t);
 bool coil__ep_cancel_cb(coil_loop *loop, coil__io_cb *cb);
 void coil__ep_cancel_all(coil_loop *loop);

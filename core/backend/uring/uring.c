@@ -594,6 +594,7 @@ const coil__backend_ops coil__uring_ops = {
     .alarm = uring_alarm,
     .submit_task = uring_submit_task,
     .submit_cb = uring_submit_cb,
+    .try_now = NULL, /* a send rides in the next enter with the wait: trying it first adds a call */
     .cancel_task = uring_cancel_task,
     .cancel_cb = uring_cancel_cb,
     .cancel_all = uring_cancel_all,
