@@ -22,7 +22,7 @@ struct coil_timeout_scope {
     coil_loop *loop;
     coil_task *task;         /* referenced from enter to exit */
     double when;             /* as asyncio's when(): INFINITY for none */
-    uint64_t armed_ns;       /* the timer's deadline while armed: never later than when's */
+    double armed_when;       /* `when` as the timer was armed for it: never later than when */
     int cancelling;          /* the task's count at enter */
     uint8_t state;
 };
@@ -45,7 +45,7 @@ static void on_timeout(coil__timer *tm)
         return;
     /* Moved later since armed: wait for the new deadline. If it has passed as well, the loop
      * pops the timer again at once. Without memory to re-arm, expiring early beats never. */
-    if (to_ns(s->when) > s->armed_ns && arm(s) == 0)
+    if (s->when > s->armed_when && arm(s) == 0)
         return;
     coil_task_cancel(s->task, NULL);
     s->state = EXPIRING;
@@ -95,12 +95,11 @@ static int arm(coil_timeout_scope *s)
         coil__timers_remove(timers, &s->timer);
         return 0;
     }
-    uint64_t ns = to_ns(s->when);
-    if (coil__timer_armed(&s->timer) && s->armed_ns <= ns)
+    if (coil__timer_armed(&s->timer) && s->armed_when <= s->when)
         return 0; /* fires first and re-arms then */
     coil__timers_remove(timers, &s->timer);
-    s->armed_ns = ns;
-    return coil__timers_add(timers, &s->timer, ns);
+    s->armed_when = s->when;
+    return coil__timers_add(timers, &s->timer, to_ns(s->when));
 }
 
 int coil_timeout_enter(coil_timeout_scope *s)
