@@ -182,8 +182,8 @@ static void serve(coil_stream *s, coil_timeout_scope *deadline)
 {
     char head[MAX_HEAD];
     for (;;) {
-        /* Waiting for a request: idle. Its first byte starts the clock for the whole of it. */
-        deadline_in(deadline, idle_timeout);
+        /* Waiting for a request: idle, since the scope began or the last answer was written. Its
+         * first byte starts the clock for the whole of it. */
         size_t n;
         if (coil_stream_read(s, head, 1, &n) != 0 || n == 0)
             return; /* the client went away (EOF between requests is the normal end) */
@@ -226,7 +226,7 @@ static void serve(coil_stream *s, coil_timeout_scope *deadline)
             err = coil_stream_write(s, OK_HEAD, sizeof OK_HEAD - 1);
         else
             err = coil_stream_write(s, NOT_ALLOWED, sizeof NOT_ALLOWED - 1);
-        deadline_in(deadline, idle_timeout); /* a client that does not take its answers */
+        deadline_in(deadline, idle_timeout); /* idle: a client that does not take its answer or send the next request */
         if (err || coil_stream_drain(s) != 0 || !keep)
             return;
     }
