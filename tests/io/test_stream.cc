@@ -183,8 +183,8 @@ TEST(Stream, ReaduntilFindsTheSeparatorPastNearMisses)
         tcp_pair(&a, &b);
         coil_stream *s = nullptr;
         coil_stream_from_fd(a, nullptr, &s);
-        const std::string longsep = "<-- a separator of twenty-nine -->";
-        const std::string data = "x\r\n\r\r\n\r\n" "aaab" "q<-- a separator<-- a separator of twenty-nine -->" "end!";
+        const std::string longsep = "<-- a separator longer than sixteen bytes -->";
+        const std::string data = "x\r\n\r\r\n\r\n" "aaab" "q<-- a separator<-- a separator longer than sixteen bytes -->" "end!";
         send_str(b, data.c_str());
         char buf[128];
         size_t n;
