@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -76,6 +77,37 @@ TEST(Stats, EachFdOperationIsOneSqeSubmittedAndOneCqeReaped)
         EXPECT_EQ(before.cqes_reaped + 10, after.cqes_reaped);
         close(p[0]);
         close(p[1]);
+        return nullptr;
+    });
+}
+
+// A stream's send counts as one operation started and finished, also where the backend sends it
+// on the writer's call (epoll) rather than through a completion.
+TEST(Stats, AStreamSendIsOneOperation)
+{
+    coil_test::run([]() -> void * {
+        int sv[2];
+        EXPECT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+        coil_stream *s = nullptr;
+        EXPECT_EQ(0, coil_stream_from_fd(sv[0], nullptr, &s));
+        coil_sleep(0); // settle what making the stream queued
+        coil_loop_stats before = snapshot();
+        EXPECT_EQ(0, coil_stream_write(s, "ping", 4));
+        char buf[4];
+        ssize_t got = -1; // the peer has it: the send is done (io_uring sends it at the next poll)
+        for (int i = 0; i < 10000 && got != 4; i++)
+            if ((got = recv(sv[1], buf, sizeof buf, MSG_DONTWAIT)) != 4)
+                coil_sleep(0);
+        EXPECT_EQ(4, got);
+        coil_loop_stats after = snapshot();
+        for (int i = 0; i < 1000 && after.cqes_reaped == before.cqes_reaped; i++) {
+            coil_sleep(0); // a completion, where there is one, is reaped by a poll
+            after = snapshot();
+        }
+        EXPECT_EQ(before.sqes_submitted + 1, after.sqes_submitted);
+        EXPECT_EQ(before.cqes_reaped + 1, after.cqes_reaped);
+        coil_stream_free(s);
+        close(sv[1]);
         return nullptr;
     });
 }
