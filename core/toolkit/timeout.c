@@ -36,7 +36,19 @@ static uint64_t to_ns(double when)
     return (uint64_t)ceil(when * 1e9);
 }
 
-static int arm(coil_timeout_scope *s);
+static int arm(coil_timeout_scope *s)
+{
+    coil__timerheap *timers = &s->loop->timers;
+    if (s->when >= COIL_NO_TIMEOUT) {
+        coil__timers_remove(timers, &s->timer);
+        return 0;
+    }
+    if (coil__timer_armed(&s->timer) && s->armed_when <= s->when)
+        return 0; /* fires first and re-arms then */
+    coil__timers_remove(timers, &s->timer);
+    s->armed_when = s->when;
+    return coil__timers_add(timers, &s->timer, to_ns(s->when));
+}
 
 static void on_timeout(coil__timer *tm)
 {
@@ -87,20 +99,6 @@ int coil_timeout(coil_timeout_scope **out, double delay)
 }
 
 int coil_timeout_at(coil_timeout_scope **out, double when) { return make(out, when); }
-
-static int arm(coil_timeout_scope *s)
-{
-    coil__timerheap *timers = &s->loop->timers;
-    if (s->when >= COIL_NO_TIMEOUT) {
-        coil__timers_remove(timers, &s->timer);
-        return 0;
-    }
-    if (coil__timer_armed(&s->timer) && s->armed_when <= s->when)
-        return 0; /* fires first and re-arms then */
-    coil__timers_remove(timers, &s->timer);
-    s->armed_when = s->when;
-    return coil__timers_add(timers, &s->timer, to_ns(s->when));
-}
 
 int coil_timeout_enter(coil_timeout_scope *s)
 {
