@@ -664,6 +664,15 @@ static void flushed(coil_stream *s)
         finish_close(s);
 }
 
+/* n more bytes of the in-flight buffer went out. Is anything left to send? */
+static bool sent(coil_stream *s, size_t n)
+{
+    s->soff += n;
+    if (s->soff == s->slen)
+        s->soff = s->slen = 0;
+    return s->soff < s->slen || s->wlen;
+}
+
 static void send_done(coil__io_cb *cb, const coil__io_done *done)
 {
     coil_stream *s = (coil_stream *)cb;
@@ -672,11 +681,7 @@ static void send_done(coil__io_cb *cb, const coil__io_done *done)
     if (res < 0 && res != -EAGAIN && res != -EINTR) {
         fail_write(s, res);
     } else {
-        if (res > 0)
-            s->soff += (size_t)res;
-        if (s->soff == s->slen)
-            s->soff = s->slen = 0;
-        if (s->soff < s->slen || s->wlen)
+        if (sent(s, res > 0 ? (size_t)res : 0))
             start_send(s);
         if (buffered(s) <= s->low)
             coil__wlist_wake_all(&s->drainers, 0);
@@ -713,10 +718,7 @@ static void start_send(coil_stream *s)
             fail_write(s, res);
             return;
         }
-        s->soff += (size_t)res;
-        if (s->soff == s->slen)
-            s->soff = s->slen = 0;
-        if (s->soff == s->slen && !s->wlen)
+        if (!sent(s, (size_t)res))
             return;
     }
     s->send_cb.complete = send_done;

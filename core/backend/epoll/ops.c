@@ -323,7 +323,7 @@ int coil__ep_try(coil_loop *loop, const coil__op *op)
     if ((op->flags & COIL__OPF_FIXED) || waited_on(d, op->fd, dir))
         return -EAGAIN;
     int res = attempt(op, op->buf, op->len);
-    if (res == -EWOULDBLOCK || res == -EINTR)
+    if (would_block(res) || res == -EINTR)
         return -EAGAIN;
     /* Still one operation in the loop's stats: started and finished. */
     COIL__STAT_ADD(loop, sqes_submitted, 1);
