@@ -22,6 +22,13 @@ coil_loop_opts epoll_opts()
     return o;
 }
 
+// Run body as the main task of a loop that asked for epoll by name.
+template <typename Body> int run_on_epoll(Body body, double timeout_s)
+{
+    coil_loop_opts o = epoll_opts();
+    return coil_test::run(body, timeout_s, nullptr, &o);
+}
+
 bool nonblocking(int fd) { return (fcntl(fd, F_GETFL) & O_NONBLOCK) != 0; }
 
 } // namespace
@@ -42,8 +49,7 @@ TEST(Epoll, ABlockingFdIsHandedBackBlocking)
     int p[2];
     ASSERT_EQ(pipe(p), 0);
     ASSERT_FALSE(nonblocking(p[0]));
-    coil_loop_opts o = epoll_opts();
-    ASSERT_EQ(coil_test::run(
+    ASSERT_EQ(run_on_epoll(
                   [&]() -> void * {
                       coil_task *reader = nullptr;
                       std::string got;
@@ -61,7 +67,7 @@ TEST(Epoll, ABlockingFdIsHandedBackBlocking)
                       EXPECT_EQ(got, "ping");
                       return nullptr;
                   },
-                  10.0, nullptr, &o),
+                  10.0),
               0);
     EXPECT_FALSE(nonblocking(p[0]));
     EXPECT_FALSE(nonblocking(p[1]));
@@ -74,8 +80,7 @@ TEST(Epoll, ABlockingFdIsHandedBackBlocking)
 // file: a registration left from the old one must not stand in for it.
 TEST(Epoll, AnFdNumberReusedBehindTheDriversBackIsWaitedOnAnew)
 {
-    coil_loop_opts o = epoll_opts();
-    ASSERT_EQ(coil_test::run(
+    ASSERT_EQ(run_on_epoll(
                   [&]() -> void * {
                       for (int round = 0; round < 3; round++) {
                           int sv[2];
@@ -98,7 +103,7 @@ TEST(Epoll, AnFdNumberReusedBehindTheDriversBackIsWaitedOnAnew)
                       }
                       return nullptr;
                   },
-                  10.0, nullptr, &o),
+                  10.0),
               0);
 }
 
@@ -106,8 +111,7 @@ TEST(Epoll, AnFdNumberReusedBehindTheDriversBackIsWaitedOnAnew)
 // (the "a busy loop hears of I/O"), or a reader starves until the spinning stops.
 TEST(Epoll, ALoopThatNeverBlocksStillHearsOfIo)
 {
-    coil_loop_opts o = epoll_opts();
-    ASSERT_EQ(coil_test::run(
+    ASSERT_EQ(run_on_epoll(
                   [&]() -> void * {
                       int sv[2];
                       EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -134,7 +138,7 @@ TEST(Epoll, ALoopThatNeverBlocksStillHearsOfIo)
                       close(sv[1]);
                       return nullptr;
                   },
-                  30.0, nullptr, &o),
+                  30.0),
               0);
 }
 
@@ -146,8 +150,7 @@ TEST(Epoll, RegularFilesGoThroughThePoolWithTheirOffsets)
     int fd = mkstemp(path);
     ASSERT_GE(fd, 0);
     unlink(path);
-    coil_loop_opts o = epoll_opts();
-    ASSERT_EQ(coil_test::run(
+    ASSERT_EQ(run_on_epoll(
                   [&]() -> void * {
                       size_t n = 0;
                       EXPECT_EQ(coil_pwrite(fd, "hello world", 11, 0, &n), 0);
@@ -157,7 +160,7 @@ TEST(Epoll, RegularFilesGoThroughThePoolWithTheirOffsets)
                       EXPECT_EQ(std::string(buf, n), "world");
                       return nullptr;
                   },
-                  10.0, nullptr, &o),
+                  10.0),
               0);
     close(fd);
 }
@@ -172,8 +175,7 @@ TEST(Epoll, AStreamWriteGoesOutBehindASendAlreadyWaitingOnItsSocket)
     size_t filled = 0; // fill the socket so the next send has to wait
     for (ssize_t k; (k = send(sv[0], sink, sizeof sink, MSG_DONTWAIT)) > 0;)
         filled += (size_t)k;
-    coil_loop_opts o = epoll_opts();
-    ASSERT_EQ(coil_test::run(
+    ASSERT_EQ(run_on_epoll(
                   [&]() -> void * {
                       coil_task *sender = nullptr;
                       coil_test::spawn(&sender, [&]() -> void * {
@@ -205,6 +207,6 @@ TEST(Epoll, AStreamWriteGoesOutBehindASendAlreadyWaitingOnItsSocket)
                       close(sv[1]);
                       return nullptr;
                   },
-                  30.0, nullptr, &o),
+                  30.0),
               0);
 }
