@@ -384,6 +384,10 @@ void coil_server_close(coil_server *srv)
         coil__timers_remove(&srv->loop->timers, &l->backoff);
         if (l->armed)
             coil__backend_cancel_cb(srv->loop, &l->cb);
+        /* An accept in flight keeps the socket alive past close(2) until the driver's cancel
+         * lands; shutting down the read side takes it out of listening now, so a connect that
+         * arrives meanwhile is refused instead of queued for nobody. */
+        shutdown(l->fd, SHUT_RD);
         close(l->fd);
         l->fd = -1;
     }

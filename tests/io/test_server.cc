@@ -246,6 +246,33 @@ void held_handler(coil_stream *s, void *arg)
 
 } // namespace
 
+// A pending accept holds the listening socket open in the kernel after close(2) drops its fd, so
+// closing must stop the listener itself; a connect right after close, before the loop runs
+// again, is refused as asyncio's is.
+TEST(Server, AConnectRightAfterCloseIsRefused)
+{
+    coil_test::run([]() -> void * {
+        for (int round = 0; round < 3; round++) {
+            coil_server *srv = nullptr;
+            EXPECT_EQ(coil_start_server(echo_handler, nullptr, "127.0.0.1", 0, nullptr, &srv), 0);
+            int port = coil_server_port(srv);
+            EXPECT_EQ(roundtrip("127.0.0.1", port, "up"), "up");
+            coil_server_close(srv);
+            int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons((uint16_t)port);
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            int r = connect(fd, (sockaddr *)&a, sizeof a);
+            EXPECT_EQ(r == 0 ? 0 : -errno, -ECONNREFUSED) << "round " << round;
+            close(fd);
+            EXPECT_EQ(coil_server_wait_closed(srv), 0);
+            coil_server_free(srv);
+        }
+        return nullptr;
+    });
+}
+
 TEST(Server, CancellingServeForeverClosesTheServerAndWaitsForTheHandlers)
 {
     coil_test::run([]() -> void * {
