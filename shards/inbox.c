@@ -26,6 +26,8 @@ enum { ASYM_AFTER = 4096 };
 /* When a lane's stream runs dry, a busy loop waits this long before it looks again (see
  * coil__lane_pop_batch). */
 enum { LANE_PACE_NS = 500 };
+/* How long a foreign producer that found the inbox full polls for room before it yields. */
+enum { FULL_SPIN_NS = 20 * 1000 };
 
 struct coil__ovf {
     coil__ovf *next;
@@ -654,14 +656,21 @@ int coil__inbox_post(coil__inbox *ib, void (*fn)(void *, void *), void *a, void 
         COIL__STAT_ADD(me, msgs_out, 1);
         return 0;
     }
-    /* A foreign thread waits for space: spin, yield, then sleep on the drain counter. */
-    for (unsigned i = 0;; i++) {
+    /* A foreign thread waits for space: spin, yield, then sleep on the drain counter. A full ring
+     * means the loop is draining it, so room normally comes within the spin; only a loop that
+     * does not run (it shares this CPU) gets to the yields, which let it run. Yielding any
+     * sooner would hand the CPU to whatever else waits for it here, for that thread's whole
+     * slice. */
+    uint64_t spin_from = coil__now_ns();
+    for (unsigned yields = 0;;) {
         uint32_t seq = atomic_load_explicit(&ib->space_seq, memory_order_seq_cst);
         if (push(ib, fn, a, b) == 0)
             break;
-        if (i < 64) {
-            coil__cpu_relax();
-        } else if (i < 128) {
+        if (coil__now_ns() - spin_from < FULL_SPIN_NS) {
+            for (int k = 0; k < 16; k++)
+                coil__cpu_relax();
+        } else if (yields < 64) {
+            yields++;
             sched_yield();
         } else {
             atomic_fetch_add_explicit(&ib->space_waiters, 1, memory_order_acq_rel); /* see space_freed */
