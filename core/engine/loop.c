@@ -154,6 +154,7 @@ void coil__loop_run_once(coil_loop *loop, bool block)
     uint64_t timeout = 0;
     bool wait = block && !loop->rq_head && !loop->stopping;
     bool due = false; /* the clock said a timer is due */
+    uint64_t woke_at = 0; /* the clock when a wait ended: the timers below are checked against it */
     if (wait) {
         if (!coil__timers_empty(&loop->timers)) {
             uint64_t now = coil__now_ns(), next = coil__timers_next(&loop->timers);
@@ -182,8 +183,10 @@ void coil__loop_run_once(coil_loop *loop, bool block)
         (!loop->sources && __atomic_load_n(&loop->outside, __ATOMIC_RELAXED))) {
         uint64_t t0 = wait ? coil__now_ns() : 0;
         coil__backend_poll(loop, wait, timeout);
-        if (wait)
-            loop->hooks->block(loop, t0, coil__now_ns());
+        if (wait) {
+            woke_at = coil__now_ns();
+            loop->hooks->block(loop, t0, woke_at);
+        }
     }
     /* Every source hears after_block, even one whose before_block ran before another said no. */
     for (coil__loop_source *s = loop->sources; s; s = s->next)
@@ -194,7 +197,7 @@ void coil__loop_run_once(coil_loop *loop, bool block)
      * deadline) or when the clock said so, or when the alarm does not guard them (while it has
      * not completed, the earliest deadline has not passed). */
     if (wait || due ? !coil__timers_empty(&loop->timers) : !coil__loop_timers_guarded(loop)) {
-        uint64_t now = coil__now_ns();
+        uint64_t now = woke_at ? woke_at : coil__now_ns();
         coil__timer *t;
         while ((t = coil__timers_pop_due(&loop->timers, now)))
             t->fire(t);
