@@ -692,7 +692,14 @@ static void send_done(coil__io_cb *cb, const coil__io_done *done)
 }
 
 /* Send what is buffered. Where the backend can send at once (epoll), what the socket takes goes
- * out here, with no completion to wait for; the rest becomes a send operation. */
+ * out here, with no completion to wait for; the rest becomes a send operation.
+ *
+ * On io_uring every send posts its CQE. A "try" send (MSG_DONTWAIT | MSG_WAITALL with
+ * IOSQE_CQE_SKIP_SUCCESS, completed by the driver once the enter that carried it returns) would
+ * save that CQE and let the enter sleep on, but on Linux 6.18 a budgeted multishot recv armed in
+ * the same enter as such a send on its socket ended with res 0, no buffer and data still queued,
+ * and so did each re-arm. Not skipping the CQE and asking the wait for one completion past the
+ * tries' instead sleeps through a short send, whose rest must then go out. */
 static void start_send(coil_stream *s)
 {
     coil__op op;
