@@ -696,10 +696,11 @@ static void send_done(coil__io_cb *cb, const coil__io_done *done)
  *
  * On io_uring every send posts its CQE. A "try" send (MSG_DONTWAIT | MSG_WAITALL with
  * IOSQE_CQE_SKIP_SUCCESS, completed by the driver once the enter that carried it returns) would
- * save that CQE and let the enter sleep on, but on Linux 6.18 a budgeted multishot recv armed in
- * the same enter as such a send on its socket ended with res 0, no buffer and data still queued,
- * and so did each re-arm. Not skipping the CQE and asking the wait for one completion past the
- * tries' instead sleeps through a short send, whose rest must then go out. */
+ * save that CQE and let the enter that carries a turn's answers sleep on. The kernel keeps that
+ * contract beside budgeted multishot recvs, short sends included; a driver that completes tries
+ * itself must also hear every wait that depends on one (a drain, a deferred EOF or close, a
+ * write queued behind it) before it sleeps. Not skipping the CQE and asking the wait for one
+ * completion past the tries' instead sleeps through a short send, whose rest must then go out. */
 static void start_send(coil_stream *s)
 {
     coil__op op;
