@@ -44,7 +44,7 @@ static void wake_complete(coil__io_cb *cb, const coil__io_done *done);
  * whose acquire load also orders the inbox's initialisation by a foreign creator before the
  * loop's first look at it (the kernel orders it too, but ThreadSanitizer cannot see through the
  * driver's wake-up). */
-static coil__io_cb wake_record = { wake_complete, true };
+static coil__io_cb wake_record = { .complete = wake_complete, .quiet = true };
 /* The loop whose ring this thread polls while no loop is running: set while an inbox waits for
  * completions, and by inbox_close for the rest of coil_loop_close (its final reaping of the
  * ring may still meet a wake-up sent before the close). Outside those two, a ring is polled only

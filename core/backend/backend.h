@@ -63,6 +63,13 @@ enum {
      * run_until_complete from seeing that nothing can happen nor makes a busy loop enter the
      * kernel for it); it reaches the kernel with the next submission. Callback targets only. */
     COIL__OPF_QUIET = 1 << 2,
+    /* SEND on a callback target: send now or not at all. What the socket takes goes out during
+     * the submission that carries it; the completion then reports the whole length, or -EAGAIN
+     * (nothing fit), or the bytes that did fit, and a send of the rest must then wait as usual
+     * (without this flag). A backend may ignore the flag and send as usual. Where it does not
+     * (io_uring), a success costs no kernel completion: the driver completes the send itself
+     * after the submission, and a blocking wait can go to sleep at once. */
+    COIL__OPF_TRY = 1 << 3,
 };
 
 /* READ/WRITE at the file position (read(2)/write(2)) rather than at an offset. */
@@ -102,6 +109,10 @@ typedef struct coil__io_done {
 typedef struct coil__io_cb {
     void (*complete)(struct coil__io_cb *self, const coil__io_done *done);
     bool quiet;                 /* the driver's: its operation was started COIL__OPF_QUIET */
+    /* The driver's, for a COIL__OPF_TRY send that it completes itself: */
+    bool listed;                /* on its list of such sends, not completed yet */
+    unsigned settle_len;        /* what it completes with */
+    struct coil__io_cb *settle_next; /* that list */
 } coil__io_cb;
 
 struct coil__backend_ops;
@@ -117,6 +128,8 @@ typedef struct coil__backend {
     bool peek_cheap;            /* coil__backend_pending costs a couple of loads, so a busy
                                  * loop may look for completions every iteration */
     uint64_t alarm_at;          /* the armed alarm's deadline (coil__backend_alarm), 0 = none */
+    bool settle_soon;           /* something depends on a COIL__OPF_TRY send's completion: the
+                                 * next poll completes the driver's tries before it sleeps */
     const struct coil__backend_ops *ops; /* the backend's functions */
     struct coil__driver *drv;   /* the backend's private state */
 } coil__backend;
@@ -248,6 +261,11 @@ static inline int coil__backend_try(coil_loop *loop, const coil__op *op)
     const coil__backend_ops *ops = coil__backend_of(loop)->ops;
     return ops->try_now ? ops->try_now(loop, op) : -EAGAIN;
 }
+/* Something now depends on the completion of a COIL__OPF_TRY send in flight (bytes queued behind
+ * it, a drain, a close or an EOF deferred until it is done): a backend that completes tries after
+ * the submission that carried them must do so before its next sleep, not after it. Loop thread
+ * only. */
+static inline void coil__backend_settle_soon(coil_loop *loop) { coil__backend_of(loop)->settle_soon = true; }
 /* Ask that the operation started for t / for cb end early: its completion still comes
  * (-ECANCELED, or its result if it won the race). False when the request could not be queued
  * (the caller's cancel is then only a mark on the task). Loop thread only. */

@@ -53,6 +53,7 @@ struct coil_stream {
     char *wbuf, *sbuf;
     size_t wlen, wcap, soff, slen, scap;
     bool sending, eof_requested, eof_sent, stream_sock;
+    bool send_waits;            /* the socket was full at the last send: the next one waits */
     int werr;
     coil__wlist drainers;
     /* lifecycle */
@@ -664,6 +665,15 @@ static void flushed(coil_stream *s)
         finish_close(s);
 }
 
+/* Something now depends on the send in flight: bytes queued behind it, a drain, an EOF or a
+ * close deferred until it is done. If it is a try, whose completion the driver makes only after
+ * a submission, that must happen before the loop next sleeps. */
+static void send_awaited(coil_stream *s)
+{
+    if (s->sending)
+        coil__backend_settle_soon(s->loop);
+}
+
 /* n more bytes of the in-flight buffer went out. Is anything left to send? */
 static bool sent(coil_stream *s, size_t n)
 {
@@ -678,6 +688,7 @@ static void send_done(coil__io_cb *cb, const coil__io_done *done)
     coil_stream *s = (coil_stream *)cb;
     s->sending = false;
     int res = done->res;
+    s->send_waits = res == -EAGAIN || res == -EINTR || (res >= 0 && (size_t)res < s->slen - s->soff);
     if (res < 0 && res != -EAGAIN && res != -EINTR) {
         fail_write(s, res);
     } else {
@@ -692,15 +703,12 @@ static void send_done(coil__io_cb *cb, const coil__io_done *done)
 }
 
 /* Send what is buffered. Where the backend can send at once (epoll), what the socket takes goes
- * out here, with no completion to wait for; the rest becomes a send operation.
- *
- * On io_uring every send posts its CQE. A "try" send (MSG_DONTWAIT | MSG_WAITALL with
- * IOSQE_CQE_SKIP_SUCCESS, completed by the driver once the enter that carried it returns) would
- * save that CQE and let the enter that carries a turn's answers sleep on. The kernel keeps that
- * contract beside budgeted multishot recvs, short sends included; a driver that completes tries
- * itself must also hear every wait that depends on one (a drain, a deferred EOF or close, a
- * write queued behind it) before it sleeps. Not skipping the CQE and asking the wait for one
- * completion past the tries' instead sleeps through a short send, whose rest must then go out. */
+ * out here, with no completion to wait for; the rest becomes a send operation. That operation is
+ * a try (COIL__OPF_TRY) unless the socket was full last time (then it waits for room): on
+ * io_uring a try that goes out whole posts no CQE, so the enter that carries a turn's answers
+ * sleeps on until the next request. The driver completes it after that submission, so whatever
+ * comes to depend on it (bytes queued behind it, a drain, a deferred EOF or close) says so with
+ * send_awaited, or the loop could sleep with it unfinished. */
 static void start_send(coil_stream *s)
 {
     coil__op op;
@@ -730,6 +738,10 @@ static void start_send(coil_stream *s)
             return;
     }
     s->send_cb.complete = send_done;
+    /* A send that something already waits on (a drain, a close, an EOF after it) is not a try:
+     * its own completion wakes the loop. */
+    if (!s->send_waits && coil__wlist_empty(&s->drainers) && !s->closing && !s->eof_requested)
+        op.flags |= COIL__OPF_TRY;
     if (coil__backend_submit_cb(s->loop, &op, &s->send_cb) != 0) {
         fail_write(s, -EBUSY);
         return;
@@ -785,6 +797,8 @@ int coil_stream_writelines(coil_stream *s, const struct iovec *iov, size_t n)
             return err;
     if (s->wlen && !s->sending)
         start_send(s);
+    else if (s->wlen)
+        send_awaited(s);
     return s->werr;
 }
 
@@ -807,6 +821,7 @@ int coil_stream_drain(coil_stream *s)
         return s->werr;
     if (buffered(s) <= s->high)
         return 0;
+    send_awaited(s);
     int r = coil__wlist_wait(t, &s->drainers, &drain_wait, false);
     return r ? r : s->werr;
 }
@@ -826,6 +841,8 @@ int coil_stream_write_eof(coil_stream *s)
     s->eof_requested = true;
     if (!s->sending)
         flushed(s);
+    else
+        send_awaited(s);
     return 0;
 }
 
@@ -854,6 +871,8 @@ void coil_stream_close(coil_stream *s)
     }
     if (!s->sending && !s->reader)
         finish_close(s);
+    else
+        send_awaited(s);
 }
 
 bool coil_stream_is_closing(const coil_stream *s) { return s->closing; }

@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "coil_test.h"
 
@@ -708,6 +709,58 @@ TEST(Stream, DrainResumesOnceTheReaderCatchesUp)
         coil_task_await(reader, &total);
         EXPECT_EQ((size_t)total, big.size());
         coil_task_free(reader);
+        close(b);
+        coil_stream_free(s);
+        return nullptr;
+    });
+}
+
+// A write made while the previous one is still in flight joins the next send, which starts when
+// that one completes. The writer then waits for an answer that the peer only sends once it has
+// both writes, so nothing else will wake the loop: the first send's completion must be taken
+// before the loop sleeps (on io_uring it is a try, completed by the driver after the submission).
+TEST(Stream, AWriteQueuedBehindASendInFlightGoesOutBeforeTheLoopSleeps)
+{
+    coil_test::run([]() -> void * {
+        int a = -1, b = -1;
+        tcp_pair(&a, &b);
+        coil_stream *s = nullptr;
+        EXPECT_EQ(coil_stream_from_fd(a, nullptr, &s), 0);
+        // A first exchange settles the stream in (its fd registered with the driver, whose own
+        // completion would otherwise wake the loop).
+        send_str(b, "hi");
+        char hi[2];
+        size_t n = 0;
+        EXPECT_EQ(coil_stream_readexactly(s, hi, 2, &n), 0);
+        EXPECT_EQ(coil_stream_write(s, "hello", 5), 0);
+        EXPECT_EQ(coil_stream_drain(s), 0);
+        std::string got;
+        std::thread peer([b, &got] {
+            char buf[64];
+            ssize_t skip = 0;
+            while (skip < 5) { // "hello"
+                ssize_t k = recv(b, buf, (size_t)(5 - skip), 0);
+                if (k <= 0)
+                    break;
+                skip += k;
+            }
+            for (;;) {
+                pollfd p = { b, POLLIN, 0 };
+                if (got.size() >= 11 || poll(&p, 1, 5000) != 1)
+                    break;
+                ssize_t n = recv(b, buf, sizeof buf, 0);
+                if (n <= 0)
+                    break;
+                got.append(buf, (size_t)n);
+            }
+            (void)!send(b, "ack", 3, MSG_NOSIGNAL); // whatever arrived: the reader must not hang
+        });
+        EXPECT_EQ(coil_stream_write(s, "first", 5), 0);
+        EXPECT_EQ(coil_stream_write(s, "second", 6), 0);
+        char buf[3];
+        EXPECT_EQ(coil_stream_readexactly(s, buf, 3, &n), 0);
+        peer.join();
+        EXPECT_EQ(got, "firstsecond");
         close(b);
         coil_stream_free(s);
         return nullptr;

@@ -23,6 +23,10 @@ struct coil__driver {
     struct coil__uring_bufring *bufring; /* the provided buffers every multishot recv on this loop
                                       * shares (bufring.c); not a reference, cleared when freed */
     struct __kernel_timespec alarm_ts; /* what the alarm's SQEs point at until they are submitted */
+    bool can_try;                    /* COIL__OPF_TRY sends are sent as tries (uring.c) */
+    coil__io_cb *tried, **tried_tail; /* tries queued since the last enter that took every SQE */
+    unsigned ntried;
+    coil__io_cb *settling;           /* the tries that enter took, while its CQEs are handled */
 };
 typedef struct coil__driver coil__driver;
 

@@ -69,6 +69,11 @@ void coil__uring_explain(int err, const char *then)
     fprintf(stderr, "coil: cannot set up io_uring (%s): %s%s\n", strerror(-err), why, then ? then : "");
 }
 
+/* Named here because the installed headers may predate it (Linux 6.3). Tries need a kernel that
+ * reports a short MSG_WAITALL send that could not wait by the bytes it sent; the feature bits
+ * have no name for that, and this one is of the same age or younger. */
+#define FEAT_REG_REG_RING_ (1U << 13)
+
 int coil__uring_init(coil_loop *loop, unsigned entries)
 {
     /* Best first; on EINVAL step down one flag at a time to what this kernel accepts. */
@@ -103,6 +108,8 @@ int coil__uring_init(coil_loop *loop, unsigned entries)
              * the thread that made it (SINGLE_ISSUER even enforces it), which is what the slot
              * is bound to. Not fatal if refused (kernels before 5.18): plain fd then. */
             (void)io_uring_register_ring_fd(&u->ring);
+            u->can_try = (p.features & IORING_FEAT_CQE_SKIP) && (p.features & FEAT_REG_REG_RING_);
+            u->tried_tail = &u->tried;
             loop->io.drv = u;
             loop->io.ops = &coil__uring_ops;
             loop->io.peek_cheap = (u->flags & IORING_SETUP_TASKRUN_FLAG) != 0;
@@ -240,11 +247,73 @@ struct io_uring_sqe *coil__uring_sqe(coil_loop *loop)
     return sqe;
 }
 
+/* ---- tries (COIL__OPF_TRY) ----
+ * A try is a send with MSG_DONTWAIT | MSG_WAITALL and IOSQE_CQE_SKIP_SUCCESS. The kernel runs it
+ * inline in the io_uring_enter that submits it and posts a CQE only if it failed: -EAGAIN, or
+ * for a short send the bytes that did go out. So once an enter has taken every queued SQE and
+ * its CQEs are reaped, a try that got no CQE went out whole, and the driver completes it. A
+ * success costs no CQE, and above all the enter that submits a turn's answers goes on to sleep
+ * until the next request instead of returning at once with their completions. */
+
+/* Take a failed try off its list before its completion runs (which may free the record). Tries
+ * rarely fail, and a list holds one enter's worth. */
+static void unlist_try(coil__driver *u, coil__io_cb *cb)
+{
+    cb->listed = false;
+    for (coil__io_cb **p = &u->settling; *p; p = &(*p)->settle_next)
+        if (*p == cb) {
+            *p = cb->settle_next;
+            return;
+        }
+    for (coil__io_cb **p = &u->tried; *p; p = &(*p)->settle_next)
+        if (*p == cb) {
+            *p = cb->settle_next;
+            if (u->tried_tail == &cb->settle_next)
+                u->tried_tail = p;
+            u->ntried--;
+            return;
+        }
+}
+
+static void as_try(coil_loop *loop, const coil__op *op, struct io_uring_sqe *sqe, coil__io_cb *cb)
+{
+    coil__driver *u = loop->io.drv;
+    if (!(op->flags & COIL__OPF_TRY) || op->code != COIL__OP_SEND || !u->can_try || op->len > INT32_MAX ||
+        cb->listed)
+        return;
+    sqe->msg_flags |= MSG_DONTWAIT | MSG_WAITALL;
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    cb->settle_len = (unsigned)op->len;
+    cb->settle_next = NULL;
+    cb->listed = true;
+    *u->tried_tail = cb;
+    u->tried_tail = &cb->settle_next;
+    u->ntried++;
+}
+
+/* Complete the tries that the last enter took and no CQE has completed: they went out whole.
+ * Each leaves the list before its callback runs, which may start the next try on the record. */
+static unsigned settle(coil_loop *loop)
+{
+    coil__driver *u = loop->io.drv;
+    unsigned n = 0;
+    for (coil__io_cb *cb; (cb = u->settling); n++) {
+        u->settling = cb->settle_next;
+        cb->listed = false;
+        loop->io.inflight--;
+        coil__io_done d = { (int)cb->settle_len, false, NULL };
+        cb->complete(cb, &d);
+    }
+    return n;
+}
+
 /* A callback's completion. A provided buffer goes back to the pool once the callback has
  * copied it out; the callback may drop the last reference to the pool meanwhile (a stream that
  * ends), so the completion holds one of its own. */
 static void complete_cb(coil_loop *loop, coil__io_cb *cb, const struct io_uring_cqe *cqe)
 {
+    if (COIL_UNLIKELY(cb->listed))
+        unlist_try(loop->io.drv, cb); /* a try's CQE: it failed, and says how (see settle) */
     bool more = cqe->flags & IORING_CQE_F_MORE;
     if (!more && !cb->quiet)
         loop->io.inflight--;
@@ -329,6 +398,10 @@ static unsigned uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
     unsigned queued = loop->io.unsubmitted;
     int ret;
     loop->io.unsubmitted = 0;
+    /* Tries complete after the enter that takes them: do not sleep in it when a task waits for
+     * one, or when nothing but tries is in flight to end the sleep. */
+    if (wait && u->tried && (loop->io.settle_soon || loop->io.inflight <= u->ntried))
+        wait = false;
     if (COIL__FAULT(COIL__FAULT_ENTER_ERROR)) {
         ret = -coil__fault_errno(COIL__FAULT_ENTER_ERROR);
     } else if (!wait) {
@@ -338,7 +411,7 @@ static unsigned uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
         bool blind = !(u->flags & IORING_SETUP_TASKRUN_FLAG) && (u->flags & IORING_SETUP_DEFER_TASKRUN);
         if (queued || flagged || blind)
             ret = io_uring_submit_and_get_events(ring);
-        else if (!io_uring_cq_ready(ring))
+        else if (!io_uring_cq_ready(ring) && !u->tried)
             return 0;
         else
             ret = 0;
@@ -354,6 +427,16 @@ static unsigned uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
     if (COIL_UNLIKELY(!enter_transient(ret)))
         enter_failed(loop, ret);
     COIL__STAT_ADD(loop, sqes_submitted, queued);
+    /* Every SQE taken: the tries queued so far have run, and any that failed has its CQE in the
+     * ring, handled below before the rest are completed. */
+    if (u->tried && io_uring_sq_ready(ring) == 0) {
+        u->settling = u->tried;
+        u->tried = NULL;
+        u->tried_tail = &u->tried;
+        u->ntried = 0;
+    }
+    if (!u->tried)
+        loop->io.settle_soon = false;
     unsigned head, n = 0;
     struct io_uring_cqe *cqe;
     io_uring_for_each_cqe(ring, head, cqe)
@@ -362,6 +445,7 @@ static unsigned uring_poll(coil_loop *loop, bool wait, uint64_t timeout_ns)
         n++;
     }
     io_uring_cq_advance(ring, n);
+    n += settle(loop);
     COIL__STAT_ADD(loop, cqes_reaped, n);
     return n;
 }
@@ -468,6 +552,7 @@ static int uring_submit_cb(coil_loop *loop, const coil__op *op, coil__io_cb *cb)
         return -EBUSY;
     prep(loop, sqe, op);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)cb | UD_CALLBACK);
+    as_try(loop, op, sqe, cb);
     cb->quiet = op->flags & COIL__OPF_QUIET;
     if (cb->quiet) {
         /* Not work (see COIL__OPF_QUIET): the next submit takes it with the rest. */
